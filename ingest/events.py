@@ -1,0 +1,350 @@
+"""Parse and validate raw trace events. Pure: no Kafka, no ClickHouse.
+
+`parse(raw, limits, now)` turns the bytes of one Kafka message into a `TraceEvent`, a `Feedback`,
+or a `Rejection` that carries a stable reason code, a specific detail and the raw bytes.
+
+Reason codes (the `reason` column of llmwatch.rejected and the DLQ header):
+    too_large, invalid_utf8, not_json, not_object, too_deep, schema, bad_timestamp,
+    timestamp_in_future, timestamp_too_old
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Union
+
+import fastjsonschema
+import jsonschema
+import orjson
+
+from schemas import trace_event_schema
+
+__all__ = [
+    "Feedback",
+    "Limits",
+    "Rejection",
+    "TraceEvent",
+    "parse",
+]
+
+_TRACE_FIELDS = frozenset(trace_event_schema()["$defs"]["trace"]["properties"])
+_FEEDBACK_FIELDS = frozenset(trace_event_schema()["$defs"]["feedback"]["properties"])
+_RELEASE_FIELDS = ("prompt_id", "prompt_version", "model", "provider")
+_USAGE_FIELDS = ("input_tokens", "output_tokens")
+# A namespace for event ids derived from content (feedback without an event_id).
+_FEEDBACK_NS = uuid.UUID("6d1c4f0e-8a53-4f4e-9d59-1b2f1f6f0a11")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an acceptable event looks like beyond the schema."""
+
+    max_bytes: int = 1_000_000
+    max_depth: int = 32
+    max_future_skew: timedelta = timedelta(hours=1)
+    max_age: timedelta = timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One LLM call, normalised for storage and scoring."""
+
+    event_id: uuid.UUID
+    trace_id: str
+    timestamp: datetime
+    app: str
+    input: str  # the text the user sent: the last user message for chat input
+    output: str
+    input_messages: tuple[tuple[str, str], ...] = ()
+    context: tuple[str, ...] = ()
+    context_ids: tuple[str, ...] = ()
+    span_id: str = ""
+    parent_span_id: str = ""
+    environment: str = ""
+    prompt_id: str = ""
+    prompt_version: str = ""
+    model: str = ""
+    provider: str = ""
+    latency_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    user_id: str = ""
+    session_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, received_at: datetime) -> dict[str, Any]:
+        """The llmwatch.traces row for this event."""
+        return {
+            "event_id": self.event_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "timestamp": self.timestamp,
+            "received_at": received_at,
+            "app": self.app,
+            "environment": self.environment,
+            "prompt_id": self.prompt_id,
+            "prompt_version": self.prompt_version,
+            "model": self.model,
+            "provider": self.provider,
+            "input": self.input,
+            "input_messages": list(self.input_messages),
+            "output": self.output,
+            "context": list(self.context),
+            "context_ids": list(self.context_ids),
+            "latency_ms": self.latency_ms,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "tags": self.tags,
+            "error": self.error,
+            "input_chars": len(self.input),
+            "output_chars": len(self.output),
+            "extra": json.dumps(self.extra, ensure_ascii=False) if self.extra else "",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A user's rating of a trace (kind "feedback")."""
+
+    event_id: uuid.UUID
+    trace_id: str
+    timestamp: datetime
+    score: float
+    app: str = ""
+    comment: str = ""
+    user_id: str = ""
+
+    def row(self, received_at: datetime) -> dict[str, Any]:
+        """The llmwatch.feedback row for this event."""
+        return {
+            "event_id": self.event_id,
+            "trace_id": self.trace_id,
+            "app": self.app,
+            "timestamp": self.timestamp,
+            "score": self.score,
+            "comment": self.comment,
+            "user_id": self.user_id,
+            "received_at": received_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was not accepted, with the evidence."""
+
+    reason: str
+    detail: str
+    raw: bytes
+
+
+Parsed = Union[TraceEvent, Feedback, Rejection]
+
+
+class _Validator:
+    """A compiled validator for the fast path, jsonschema for a precise message on failure."""
+
+    def __init__(self, definition: str) -> None:
+        # The definition itself, with the shared $defs beside it and no $id, so that every $ref
+        # resolves inside this document and nothing is ever fetched.
+        full = trace_event_schema()
+        schema = {**full["$defs"][definition], "$defs": full["$defs"], "$schema": full["$schema"]}
+        self._fast = fastjsonschema.compile(schema)
+        self._precise = jsonschema.validators.validator_for(schema)(schema)
+
+    def error(self, doc: dict[str, Any]) -> str | None:
+        try:
+            self._fast(doc)
+        except fastjsonschema.JsonSchemaException as exc:
+            best = jsonschema.exceptions.best_match(self._precise.iter_errors(doc))
+            return _describe(best) if best is not None else str(exc)
+        return None
+
+
+_TRACE_VALIDATOR = _Validator("trace")
+_FEEDBACK_VALIDATOR = _Validator("feedback")
+
+
+def parse(raw: bytes, limits: Limits, now: datetime) -> Parsed:
+    """Parse one message; never raises for bad input, returns a Rejection instead."""
+    if len(raw) > limits.max_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes, limit {limits.max_bytes}", raw)
+    try:
+        doc = orjson.loads(raw)  # strict: rejects NaN, invalid UTF-8 and >1024 levels
+    except orjson.JSONDecodeError as exc:
+        return _diagnose(raw, exc)
+    if not isinstance(doc, dict):
+        return Rejection("not_object", f"expected a JSON object, got {type(doc).__name__}", raw)
+    depth = _depth(doc, limits.max_depth)
+    if depth > limits.max_depth:
+        return Rejection("too_deep", f"nesting deeper than {limits.max_depth} levels", raw)
+
+    is_feedback = doc.get("kind") == "feedback"
+    validator = _FEEDBACK_VALIDATOR if is_feedback else _TRACE_VALIDATOR
+    error = validator.error(doc)
+    if error is not None:
+        return Rejection("schema", error, raw)
+
+    try:
+        timestamp = _timestamp(doc.get("timestamp"), now)
+    except ValueError as exc:
+        return Rejection("bad_timestamp", str(exc), raw)
+    if timestamp - now > limits.max_future_skew:
+        detail = f"timestamp {timestamp.isoformat()} is more than {limits.max_future_skew} ahead"
+        return Rejection("timestamp_in_future", detail, raw)
+    if now - timestamp > limits.max_age:
+        detail = (
+            f"timestamp {timestamp.isoformat()} is older than the {limits.max_age.days}-day"
+            " retention"
+        )
+        if isinstance(doc.get("timestamp"), int) and doc["timestamp"] < 10**11:
+            detail += " (epoch seconds where milliseconds are expected?)"
+        return Rejection("timestamp_too_old", detail, raw)
+
+    if is_feedback:
+        return _feedback(doc, timestamp, raw)
+    return _trace(doc, timestamp)
+
+
+def _trace(doc: dict[str, Any], timestamp: datetime) -> TraceEvent:
+    release = doc.get("release") or {}
+    usage = doc.get("usage") or {}
+    extra = {k: v for k, v in doc.items() if k not in _TRACE_FIELDS}
+    for name, known, obj in (("release", _RELEASE_FIELDS, release), ("usage", _USAGE_FIELDS, usage)):
+        unknown = {k: v for k, v in obj.items() if k not in known}
+        if unknown:
+            extra[name] = unknown
+    input_text, input_messages = _text_and_messages(doc["input"], prefer_role="user")
+    output_text, _ = _text_and_messages(doc["output"], prefer_role=None)
+    passages = doc.get("context") or []
+    context = tuple(p if isinstance(p, str) else p["text"] for p in passages)
+    context_ids = tuple(
+        "" if isinstance(p, str) else str(p.get("id", "")) for p in passages
+    )
+    error = doc.get("error")
+    return TraceEvent(
+        event_id=uuid.UUID(doc["event_id"]),
+        trace_id=doc["trace_id"],
+        timestamp=timestamp,
+        app=doc["app"],
+        input=input_text,
+        output=output_text,
+        input_messages=input_messages,
+        context=context,
+        context_ids=context_ids if any(context_ids) else (),
+        span_id=doc.get("span_id", ""),
+        parent_span_id=doc.get("parent_span_id", ""),
+        environment=doc.get("environment", ""),
+        prompt_id=release.get("prompt_id", ""),
+        prompt_version=str(release.get("prompt_version", "")),
+        model=release.get("model", ""),
+        provider=release.get("provider", ""),
+        latency_ms=_float_or_none(doc.get("latency_ms")),
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        cost_usd=_float_or_none(doc.get("cost_usd")),
+        user_id=doc.get("user_id", ""),
+        session_id=doc.get("session_id", ""),
+        tags=doc.get("tags") or {},
+        error=error or "",
+        extra=extra,
+    )
+
+
+def _feedback(doc: dict[str, Any], timestamp: datetime, raw: bytes) -> Feedback:
+    if "event_id" in doc:
+        event_id = uuid.UUID(doc["event_id"])
+    else:
+        # Content-derived: the same feedback re-sent is the same event.
+        event_id = uuid.uuid5(_FEEDBACK_NS, json.dumps(doc, sort_keys=True))
+    return Feedback(
+        event_id=event_id,
+        trace_id=doc["trace_id"],
+        timestamp=timestamp,
+        score=float(doc["score"]),
+        app=doc.get("app", ""),
+        comment=doc.get("comment") or "",
+        user_id=doc.get("user_id", ""),
+    )
+
+
+def _text_and_messages(
+    value: str | list[dict[str, str]], prefer_role: str | None
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    if isinstance(value, str):
+        return value, ()
+    messages = tuple((m["role"], m["content"]) for m in value)
+    if prefer_role is not None:
+        for role, content in reversed(messages):
+            if role == prefer_role:
+                return content, messages
+    return "\n".join(content for _, content in messages), messages
+
+
+def _timestamp(value: Any, now: datetime) -> datetime:
+    if value is None:
+        # Feedback may omit it: it happened when we received it.
+        return now
+    if isinstance(value, int):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:
+            msg = f"epoch milliseconds {value} out of range"
+            raise ValueError(msg) from exc
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        msg = f"{value!r} is not an RFC 3339 date-time"
+        raise ValueError(msg) from exc
+    if parsed.tzinfo is None:
+        # RFC 3339 requires an offset; naive times from utcnow() are common, so read them as UTC.
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of a parsed document, giving up just past `limit` (iterative: no recursion)."""
+    deepest = 0
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return deepest
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    message = error.message
+    if len(message) > 300:
+        message = message[:300] + "…"
+    return f"{path}: {message}"
+
+
+def _diagnose(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return Rejection("invalid_utf8", f"invalid UTF-8 at byte {bad.start}: {bad.reason}", raw)
+    if "depth" in str(exc) or "recursion" in str(exc):
+        return Rejection("too_deep", "nesting exceeds the parser's limit of 1024 levels", raw)
+    return Rejection("not_json", str(exc), raw)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)

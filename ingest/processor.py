@@ -1,0 +1,219 @@
+"""The stream processor: a faust app that scores llm.traces in batches and stores the results.
+
+Per batch (size N, or whatever arrived within T seconds):
+parse and validate → reject to llm.traces.dlq and llmwatch.rejected → score with every detector →
+insert (idempotently, ingest/sink.py) → produce DLQ records and wait for them → only then ack.
+
+Faust's `take()` acks in a `finally` even when processing raises, which would skip events. This
+agent uses `noack_take()` and acks explicitly after the batch is stored. A store outage is
+retried with backoff; when it outlasts `store_retry_max_s` the process exits without acking, so
+its supervisor restarts it from the committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+
+from detectors.base import Detector, ScoreRow
+from ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
+from ingest.sink import RawMessage, StoredBatch, store_batch
+from llmwatch.errors import StoreError
+from llmwatch.settings import Settings
+from storage.clickhouse import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchHandler", "build_app", "run_worker"]
+
+# Exit status that tells the supervisor "the store stayed down; restart me".
+EXIT_STORE_DOWN = 75
+DLQ_TEXT_LIMIT = 1000
+
+
+class BatchHandler:
+    """Everything a batch goes through, without faust: testable with a real store and broker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        detectors: Sequence[Detector],
+        dlq_producer: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.detectors = list(detectors)
+        self.dlq = dlq_producer
+        self.clock = clock
+        self.sleep = sleep
+        self.limits = Limits(
+            max_bytes=settings.max_event_bytes,
+            max_depth=settings.max_event_depth,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_age=timedelta(days=settings.retention_days),
+        )
+        self.totals = {"traces": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
+
+    def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+        return [row for detector in self.detectors for row in detector.score(events)]
+
+    def handle(self, messages: Sequence[RawMessage]) -> StoredBatch:
+        """Process one batch to completion. Returns when everything is stored and every DLQ
+        record is acknowledged by the broker; raises StoreError when the store stays down."""
+        now = self.clock()
+        traces: list[TraceEvent] = []
+        feedback: list[Feedback] = []
+        rejections: list[tuple[RawMessage, Rejection]] = []
+        for message in messages:
+            parsed = parse(message.value, self.limits, now)
+            if isinstance(parsed, TraceEvent):
+                traces.append(parsed)
+            elif isinstance(parsed, Feedback):
+                feedback.append(parsed)
+            else:
+                rejections.append((message, parsed))
+
+        stored = self._store_with_retry(traces, feedback, rejections, now)
+        if stored.fresh_rejections:
+            self._send_to_dlq(stored.fresh_rejections)
+        for key in self.totals:
+            self.totals[key] += getattr(stored, key)
+        return stored
+
+    def _store_with_retry(
+        self,
+        traces: list[TraceEvent],
+        feedback: list[Feedback],
+        rejections: list[tuple[RawMessage, Rejection]],
+        now: datetime,
+    ) -> StoredBatch:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return store_batch(
+                    self.store,
+                    traces=traces,
+                    feedback=feedback,
+                    rejections=rejections,
+                    score=self.score,
+                    now=now,
+                )
+            except StoreError as exc:
+                waited = time.monotonic() - started
+                if waited >= self.settings.store_retry_max_s:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.8, 1.2)
+                attempt += 1
+                log.warning(
+                    "store write failed (attempt %d, down %.0fs), retrying in %.1fs: %s",
+                    attempt,
+                    waited,
+                    delay,
+                    exc,
+                )
+                self.sleep(delay)
+
+    def _send_to_dlq(self, rejections: list[tuple[RawMessage, Rejection]]) -> None:
+        failures: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for message, rejection in rejections:
+            self.dlq.produce(
+                self.settings.dlq_topic,
+                value=message.value,
+                headers=[
+                    ("llmwatch.reason", rejection.reason.encode()),
+                    ("llmwatch.detail", rejection.detail[:DLQ_TEXT_LIMIT].encode()),
+                    ("llmwatch.source", f"{message.topic}/{message.partition}/{message.offset}".encode()),
+                ],
+                on_delivery=on_delivery,
+            )
+            self.dlq.poll(0)
+        remaining = self.dlq.flush(30)
+        if remaining or failures:
+            msg = f"DLQ delivery failed ({remaining} pending): {failures[:3]}"
+            raise StoreError(msg)
+
+
+def build_app(settings: Settings, handler: BatchHandler) -> Any:
+    """The faust app with one agent that runs `handler` on batches."""
+    import faust
+
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        web_enabled=False,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.kafka_session_timeout_s / 4),
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        stream_wait_empty=False,
+        # Our agent never leaves an event un-acked for long; faust's default would flag batches.
+        stream_processing_timeout=max(300.0, settings.store_retry_max_s + 60),
+    )
+    topic = app.topic(
+        settings.traces_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(topic, name="score-traces")
+    async def score_traces(stream: Any) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
+            messages = [
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                for e in events
+            ]
+            try:
+                stored = await asyncio.to_thread(handler.handle, messages)
+            except Exception:
+                # Nothing of this batch is acked; stop so the supervisor restarts us from the
+                # committed offsets (re-raising would let faust restart the agent and move on).
+                log.critical("batch of %d could not be stored; exiting", len(messages), exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_STORE_DOWN)
+            for event in events:
+                await stream.ack(event)
+            log.debug("batch %d: %s", len(messages), stored)
+
+    @app.timer(interval=10.0)
+    async def report() -> None:
+        log.info("totals: %s", handler.totals)
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker (a consumer-group member) until interrupted."""
+    import faust
+
+    from detectors.registry import load_all
+    from ingest.kafka import ensure_topics, producer
+    from storage.clickhouse import connect
+    from storage.migrate import migrate
+
+    store = connect(settings)
+    migrate(store, settings.retention_days)
+    ensure_topics(
+        settings.bootstrap_servers,
+        [settings.traces_topic, settings.dlq_topic, settings.control_topic],
+        settings.partitions,
+    )
+    detectors = load_all(settings.detector_names, settings)
+    handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
+    app = build_app(settings, handler)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,191 @@
+"""Store a batch so that replays never count twice.
+
+The mechanism (README, "Exactly-once effect"): Kafka delivers at least once, so the worker makes
+every write idempotent by key before it commits offsets.
+
+1. Duplicates inside a batch are dropped by event_id.
+2. One lookup per batch finds which event_ids are already in llmwatch.traces. The lookup is
+   bounded by the batch's apps and time range, so it reads a few granules through the sort key.
+3. New events' trace rows are inserted first, then their score rows. An event whose trace row
+   exists but whose score rows are missing (a crash between the two inserts) gets only the
+   missing (detector, target) rows on replay.
+4. Rejections are keyed by rejection_id (Kafka position + bytes), feedback by event_id, the same way.
+
+Rows are only ever inserted for keys the store does not have, so a plain count() is exact.
+Two workers writing the same partition at once (a zombie after a rebalance) could still race;
+the ReplacingMergeTree engines collapse such a pair at the next merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+from detectors.base import ScoreRow
+from ingest.events import Feedback, Rejection, TraceEvent
+from storage.clickhouse import Store
+
+__all__ = ["RawMessage", "StoredBatch", "existing_event_ids", "rejection_id", "store_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """Where a message sat in Kafka, and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    traces: int
+    scores: int
+    feedback: int
+    rejected: int
+    duplicates: int
+    fresh_rejections: list[tuple[RawMessage, Rejection]]
+
+
+def rejection_id(message: RawMessage) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{message.topic}\0{message.partition}\0{message.offset}\0".encode())
+    digest.update(message.value)
+    return digest.digest()
+
+
+def existing_event_ids(store: Store, table: str, events: Sequence[TraceEvent | Feedback]) -> set[uuid.UUID]:
+    """Which of these events' ids `table` already holds (read through the sort key)."""
+    if not events:
+        return set()
+    rows = store.query(
+        f"SELECT DISTINCT event_id FROM {store.database}.{table} "
+        "WHERE app IN {apps:Array(String)} "
+        "AND timestamp BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
+        "AND event_id IN {ids:Array(UUID)}",
+        {
+            "apps": sorted({e.app for e in events}),
+            "lo": min(e.timestamp for e in events),
+            "hi": max(e.timestamp for e in events),
+            "ids": [e.event_id for e in events],
+        },
+    )
+    return {row[0] for row in rows}
+
+
+def _existing_score_keys(store: Store, events: Sequence[TraceEvent]) -> set[tuple[uuid.UUID, str, str]]:
+    if not events:
+        return set()
+    rows = store.query(
+        f"SELECT event_id, detector, target FROM {store.database}.scores "
+        "WHERE app IN {apps:Array(String)} "
+        "AND timestamp BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
+        "AND event_id IN {ids:Array(UUID)}",
+        {
+            "apps": sorted({e.app for e in events}),
+            "lo": min(e.timestamp for e in events),
+            "hi": max(e.timestamp for e in events),
+            "ids": [e.event_id for e in events],
+        },
+    )
+    return {(row[0], row[1], row[2]) for row in rows}
+
+
+def _existing_rejections(store: Store, ids: list[bytes]) -> set[bytes]:
+    if not ids:
+        return set()
+    rows = store.query(
+        f"SELECT DISTINCT hex(rejection_id) FROM {store.database}.rejected "
+        "WHERE rejection_id IN (SELECT unhex(arrayJoin({ids:Array(String)})))",
+        {"ids": [i.hex() for i in ids]},
+    )
+    return {bytes.fromhex(row[0]) for row in rows}
+
+
+def store_batch(
+    store: Store,
+    *,
+    traces: Sequence[TraceEvent],
+    feedback: Sequence[Feedback],
+    rejections: Sequence[tuple[RawMessage, Rejection]],
+    score: Any,
+    now: datetime,
+) -> StoredBatch:
+    """Write one parsed batch idempotently. `score(events) -> list[ScoreRow]` runs only on events
+    that still need scores. Raises StoreError/StoreUnavailable; safe to call again on failure."""
+    unique_traces = list({e.event_id: e for e in traces}.values())
+    unique_feedback = list({f.event_id: f for f in feedback}.values())
+    duplicates = len(traces) - len(unique_traces) + len(feedback) - len(unique_feedback)
+
+    stored = existing_event_ids(store, "traces", unique_traces)
+    new_traces = [e for e in unique_traces if e.event_id not in stored]
+    replayed = [e for e in unique_traces if e.event_id in stored]
+    duplicates += len(replayed)
+
+    store.insert("traces", [e.row(now) for e in new_traces])
+    scores = score(new_traces)
+    if replayed:
+        # Stored before a crash that may have come before their scores were.
+        have = _existing_score_keys(store, replayed)
+        scores += [
+            r for r in score(replayed) if (r.event_id, r.detector, r.target) not in have
+        ]
+    by_id = {e.event_id: e for e in unique_traces}
+    store.insert("scores", [_score_row(r, by_id[r.event_id], now) for r in scores])
+
+    seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
+    new_feedback = [f for f in unique_feedback if f.event_id not in seen_feedback]
+    duplicates += len(unique_feedback) - len(new_feedback)
+    store.insert("feedback", [f.row(now) for f in new_feedback])
+
+    keyed = {rejection_id(m): (m, r) for m, r in rejections}
+    seen_rejections = _existing_rejections(store, list(keyed))
+    fresh = [(key, pair) for key, pair in keyed.items() if key not in seen_rejections]
+    store.insert("rejected", [_rejected_row(key, m, r, now) for key, (m, r) in fresh])
+
+    return StoredBatch(
+        traces=len(new_traces),
+        scores=len(scores),
+        feedback=len(new_feedback),
+        rejected=len(fresh),
+        duplicates=duplicates,
+        fresh_rejections=[pair for _, pair in fresh],
+    )
+
+
+def _score_row(row: ScoreRow, event: TraceEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "app": event.app,
+        "timestamp": event.timestamp,
+        "detector": row.detector,
+        "detector_version": row.detector_version,
+        "target": row.target,
+        "score": row.score,
+        "label": row.label,
+        "details": json.dumps(row.details) if row.details else "",
+        "scored_at": now,
+    }
+
+
+# Rejected payloads are kept for diagnosis, not as an archive of arbitrary blobs.
+MAX_STORED_RAW_BYTES = 64 * 1024
+
+
+def _rejected_row(key: bytes, message: RawMessage, rejection: Rejection, now: datetime) -> dict[str, Any]:
+    return {
+        "rejection_id": key,
+        "received_at": now,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "raw": message.value[:MAX_STORED_RAW_BYTES],
+        "raw_bytes": len(message.value),
+    }

@@ -1,0 +1,40 @@
+"""Errors raised by llmwatch.
+
+* LlmwatchError
+  + ConfigError          a setting, flag or file is wrong; the message names it
+  + SchemaError          a schema or DDL file cannot be loaded
+  + StoreError           ClickHouse answered with an error
+    - StoreUnavailable   ClickHouse could not be reached (retry later)
+  + DetectorLoadError    a detector's model or package is missing
+  + PortInUse            a port the embedded stack needs is taken
+"""
+
+from __future__ import annotations
+
+
+class LlmwatchError(Exception):
+    """Base class of every error llmwatch raises on purpose."""
+
+
+class ConfigError(LlmwatchError):
+    pass
+
+
+class SchemaError(LlmwatchError):
+    pass
+
+
+class StoreError(LlmwatchError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class DetectorLoadError(LlmwatchError):
+    pass
+
+
+class PortInUse(LlmwatchError):
+    pass

@@ -1,0 +1,151 @@
+"""One typed settings object for every llmwatch process.
+
+Each field declares its environment variable, its default and why it exists, in one place.
+`Settings.from_env` is pure (it takes the environment as a mapping) and reports every bad
+variable at once; the CLI adds one flag per field, so every command takes the same flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from llmwatch.errors import ConfigError
+
+ENV_PREFIX = "LLMWATCH_"
+
+
+def setting(default: Any, help: str, *, flag: bool = True) -> Any:
+    """A settings field; its env name is LLMWATCH_<FIELD NAME>, its CLI flag --field-name."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things are.
+    data_dir: Path = setting(Path(".llmwatch"), "folder for the embedded store, logs and pid files")
+    host: str = setting("127.0.0.1", "address the embedded services bind to and clients connect to")
+    kafka_port: int = setting(9092, "Kafka (tansu in the embedded stack) port")
+    kafka_bootstrap: str = setting("", "Kafka bootstrap servers; default HOST:KAFKA_PORT")
+    clickhouse_port: int = setting(8123, "ClickHouse HTTP port (embedded store or server)")
+    clickhouse_url: str = setting("", "ClickHouse HTTP URL; default http://HOST:CLICKHOUSE_PORT")
+    clickhouse_user: str = setting("default", "ClickHouse user")
+    clickhouse_password: str = setting("", "ClickHouse password")
+    database: str = setting("llmwatch", "ClickHouse database")
+    console_port: int = setting(8501, "Streamlit console port")
+    no_console: bool = setting(False, "leave the console out of `llmwatch up`")
+
+    # Topics.
+    traces_topic: str = setting("llm.traces", "topic the SDK writes trace events to")
+    dlq_topic: str = setting("llm.traces.dlq", "topic for rejected events (raw bytes + reason)")
+    control_topic: str = setting("llm.control", "topic for control events (release switches)")
+    partitions: int = setting(4, "partitions created for llm.traces; the ceiling on worker count")
+    consumer_group: str = setting("llmwatch-worker", "consumer group the workers share")
+    kafka_session_timeout_s: float = setting(
+        6.0, "consumer session timeout; tansu delays group joins by half of it"
+    )
+
+    # Stream processing.
+    batch_size: int = setting(500, "events per detector batch")
+    batch_window_s: float = setting(0.5, "flush a partial batch after this many seconds")
+    detectors: str = setting("toxicity", "comma-separated detectors every event is scored by")
+    max_event_bytes: int = setting(1_000_000, "events larger than this are rejected")
+    max_event_depth: int = setting(32, "JSON nesting deeper than this is rejected")
+    max_future_skew_s: float = setting(3600.0, "timestamps further ahead than this are rejected")
+    store_retry_max_s: float = setting(
+        300.0, "give up (exit, restart from committed offsets) after the store is down this long"
+    )
+
+    # Storage.
+    retention_days: int = setting(90, "raw text (input, output, context) expires after this")
+
+    # SDK emitter.
+    emitter_queue_size: int = setting(100_000, "events buffered in the app before new ones drop")
+
+    # Demo traffic.
+    demo_rate: float = setting(50.0, "events per second the demo generator emits")
+    demo_seed: int = setting(7, "seed of the demo generator")
+
+    log_level: str = setting("INFO", "log level")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def store_url(self) -> str:
+        return self.clickhouse_url or f"http://{self.host}:{self.clickhouse_port}"
+
+    @property
+    def detector_names(self) -> list[str]:
+        return [name.strip() for name in self.detectors.split(",") if name.strip()]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from LLMWATCH_* variables, then `overrides` (CLI flags) on top."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in dataclasses.fields(cls):
+            env_name = ENV_PREFIX + f.name.upper()
+            if env_name in environ:
+                try:
+                    values[f.name] = _coerce(f.type, environ[env_name])
+                except ValueError as exc:
+                    problems.append(f"{env_name}={environ[env_name]!r}: {exc}")
+        if problems:
+            msg = "bad settings: " + "; ".join(problems)
+            raise ConfigError(msg)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("kafka_port", "clickhouse_port", "console_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                problems.append(f"{name} must be a TCP port, got {port}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.batch_window_s <= 0:
+            problems.append(f"batch_window_s must be positive, got {self.batch_window_s}")
+        if self.retention_days < 1:
+            problems.append(f"retention_days must be at least 1, got {self.retention_days}")
+        if self.partitions < 1:
+            problems.append(f"partitions must be at least 1, got {self.partitions}")
+        if problems:
+            raise ConfigError("bad settings: " + "; ".join(problems))
+
+    def describe(self) -> list[tuple[str, str, Any, str]]:
+        """(flag, env var, default, help) for every setting: the source of the README table."""
+        return [
+            (
+                "--" + f.name.replace("_", "-"),
+                ENV_PREFIX + f.name.upper(),
+                f.default,
+                f.metadata["help"],
+            )
+            for f in dataclasses.fields(self)
+        ]
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    # Field types are strings under `from __future__ import annotations`.
+    kind = type_name if isinstance(type_name, str) else type_name.__name__
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("expected true or false")
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,126 @@
+"""The one ClickHouse client every component uses, over HTTP (a server, a cluster, or the
+embedded store alike)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping, Protocol, Sequence
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from llmwatch.errors import StoreError, StoreUnavailable
+
+__all__ = ["ClickHouseStore", "Store", "connect"]
+
+
+class Store(Protocol):
+    """What components need from ClickHouse. Rows are tuples; SQL parameters use
+    ClickHouse's server-side `{name:Type}` placeholders."""
+
+    database: str
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> Any: ...
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class ClickHouseStore:
+    """Store over clickhouse-connect. Connection failures raise StoreUnavailable (retry later);
+    errors ClickHouse answered with raise StoreError."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        user: str = "default",
+        password: str = "",
+        connect_timeout_s: float = 5.0,
+        query_timeout_s: float = 60.0,
+    ) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.database = database
+        self._options = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or (8443 if parts.scheme == "https" else 8123),
+            "secure": parts.scheme == "https",
+            "username": user,
+            "password": password,
+            "connect_timeout": connect_timeout_s,
+            "send_receive_timeout": query_timeout_s,
+            # One client serves several threads; sessions would forbid concurrent queries.
+            "autogenerate_session_id": False,
+        }
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = clickhouse_connect.get_client(**self._options)
+                except OperationalError as exc:
+                    msg = f"ClickHouse at {self.url} is unreachable: {exc}"
+                    raise StoreUnavailable(msg) from exc
+                except DatabaseError as exc:
+                    raise StoreError(str(exc)) from exc
+            return self._client
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        client = self._get_client()
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except OperationalError as exc:
+            msg = f"ClickHouse at {self.url} is unreachable: {exc}"
+            raise StoreUnavailable(msg) from exc
+        except DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._call("query", sql, parameters=params).result_rows
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._call("query_df", sql, parameters=params)
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        data = [[row[c] for c in columns] for row in rows]
+        self._call("insert", f"{self.database}.{table}", data, column_names=columns)
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._call("command", sql, parameters=params)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._get_client().ping())
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def connect(settings: Any) -> ClickHouseStore:
+    """The store named by settings (llmwatch.settings.Settings)."""
+    return ClickHouseStore(
+        settings.store_url,
+        settings.database,
+        user=settings.clickhouse_user,
+        password=settings.clickhouse_password,
+    )

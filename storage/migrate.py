@@ -1,0 +1,74 @@
+"""Apply schemas/clickhouse/*.sql idempotently, and keep the retention TTL in line with settings."""
+
+from __future__ import annotations
+
+import logging
+import re
+from string import Template
+
+from llmwatch.errors import SchemaError
+from schemas import ddl_files
+from storage.clickhouse import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["migrate", "statements"]
+
+# Raw text columns that expire after the retention period; the numbers stay.
+_TEXT_COLUMNS = {
+    "traces": {
+        "input": "String CODEC(ZSTD(3))",
+        "input_messages": "Array(Tuple(role LowCardinality(String), content String)) CODEC(ZSTD(3))",
+        "output": "String CODEC(ZSTD(3))",
+        "context": "Array(String) CODEC(ZSTD(3))",
+    },
+    "feedback": {"comment": "String CODEC(ZSTD(3))"},
+    "rejected": {"raw": "String CODEC(ZSTD(3))"},
+}
+_TIME_COLUMN = {"traces": "timestamp", "feedback": "timestamp", "rejected": "received_at"}
+
+
+def statements(database: str, retention_days: int) -> list[str]:
+    """Every DDL statement, in order, with settings filled in. Pure."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        msg = f"database name {database!r} must be a plain identifier"
+        raise SchemaError(msg)
+    result = []
+    for path in ddl_files():
+        text = Template(path.read_text()).safe_substitute(
+            db=database, retention_days=str(retention_days)
+        )
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        result.extend(s.strip() for s in body.split(";") if s.strip())
+    return result
+
+
+def migrate(store: Store, retention_days: int) -> None:
+    """Create what is missing; set the raw-text TTL where it differs from retention_days."""
+    for sql in statements(store.database, retention_days):
+        store.command(sql)
+    for table, columns in _TEXT_COLUMNS.items():
+        _set_ttl(store, table, columns, retention_days)
+    log.info("schema of database %s is up to date", store.database)
+
+
+def _set_ttl(store: Store, table: str, columns: dict[str, str], days: int) -> None:
+    rows = store.query(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": store.database, "t": table},
+    )
+    ddl = rows[0][0] if rows else ""
+    wanted = f"toIntervalDay({days})"
+    time_column = _TIME_COLUMN[table]
+    for column, definition in columns.items():
+        current = re.search(rf"`{column}` [^`]*?TTL [^`]*?toIntervalDay\((\d+)\)", ddl)
+        if current and f"toIntervalDay({current.group(1)})" == wanted:
+            continue
+        # Without materialisation existing parts pick the TTL up on their next merge, so a
+        # retention change is one cheap metadata step, not a rewrite of the table.
+        store.command(
+            f"ALTER TABLE {store.database}.{table} MODIFY COLUMN {column} {definition} "
+            f"TTL toDateTime({time_column}) + INTERVAL {days} DAY "
+            "SETTINGS materialize_ttl_after_modify = 0"
+        )
+        log.info("%s.%s: raw text now expires after %d days", table, column, days)
