@@ -16,7 +16,9 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
@@ -34,6 +36,7 @@ __all__ = ["BatchHandler", "build_app", "run_worker"]
 # Exit status that tells the supervisor "the store stayed down; restart me".
 EXIT_STORE_DOWN = 75
 DLQ_TEXT_LIMIT = 1000
+HEARTBEAT_INTERVAL_S = 5.0
 
 
 class BatchHandler:
@@ -47,6 +50,7 @@ class BatchHandler:
         dlq_producer: Any,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -54,6 +58,7 @@ class BatchHandler:
         self.dlq = dlq_producer
         self.clock = clock
         self.sleep = sleep
+        self.monotonic = monotonic
         self.limits = Limits(
             max_bytes=settings.max_event_bytes,
             max_depth=settings.max_event_depth,
@@ -95,7 +100,7 @@ class BatchHandler:
         rejections: list[tuple[RawMessage, Rejection]],
         now: datetime,
     ) -> StoredBatch:
-        started = time.monotonic()
+        started = self.monotonic()
         attempt = 0
         while True:
             try:
@@ -108,7 +113,7 @@ class BatchHandler:
                     now=now,
                 )
             except StoreError as exc:
-                waited = time.monotonic() - started
+                waited = self.monotonic() - started
                 if waited >= self.settings.store_retry_max_s:
                     raise
                 delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.8, 1.2)
@@ -189,8 +194,23 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
                 await stream.ack(event)
             log.debug("batch %d: %s", len(messages), stored)
 
-    @app.timer(interval=10.0)
-    async def report() -> None:
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    started_at = datetime.now(timezone.utc)
+
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat() -> None:
+        row = {
+            "worker_id": worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "seen_at": datetime.now(timezone.utc),
+            **{k: handler.totals[k] for k in ("traces", "scores", "rejected", "duplicates")},
+        }
+        try:
+            await asyncio.to_thread(handler.store.insert, "workers", [row])
+        except StoreError as exc:
+            log.warning("heartbeat not stored: %s", exc)
         log.info("totals: %s", handler.totals)
 
     return app

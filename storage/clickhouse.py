@@ -57,8 +57,9 @@ class ClickHouseStore:
             "secure": parts.scheme == "https",
             "username": user,
             "password": password,
-            "connect_timeout": connect_timeout_s,
-            "send_receive_timeout": query_timeout_s,
+            # clickhouse-connect truncates timeouts to whole seconds.
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "send_receive_timeout": max(1, round(query_timeout_s)),
             # One client serves several threads; sessions would forbid concurrent queries.
             "autogenerate_session_id": False,
         }

@@ -97,3 +97,20 @@ CREATE TABLE IF NOT EXISTS ${db}.rejected
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (toStartOfHour(received_at), rejection_id);
+
+-- One row per worker, refreshed every few seconds: `llmwatch status` and the console read it.
+CREATE TABLE IF NOT EXISTS ${db}.workers
+(
+    worker_id   String,
+    host        String,
+    pid         UInt32,
+    started_at  DateTime64(3, 'UTC'),
+    seen_at     DateTime64(3, 'UTC'),
+    traces      UInt64,
+    scores      UInt64,
+    rejected    UInt64,
+    duplicates  UInt64
+)
+ENGINE = ReplacingMergeTree(seen_at)
+ORDER BY worker_id
+TTL toDateTime(seen_at) + INTERVAL 7 DAY;

@@ -1,0 +1,175 @@
+"""Synthetic traffic for `llmwatch demo`, emitted through the SDK like a real app would.
+
+Three apps run normal traffic; a repeating timeline of `CYCLE_S` seconds injects the incidents a
+monitoring product must catch:
+
+| from (s) | to (s) | incident |
+|---|---|---|
+| 60 | 100 | support-bot release v8 (new prompt) answers rudely: a burst of toxic replies |
+| 100 | 160 | docs-rag release v4 (new model) answers with claims the retrieved context does not support |
+| 150 | 220 | support-bot users start asking about something new (a crypto outage): input drift |
+| 200 | 230 | sql-agent latency and token spikes |
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.demo import corpus
+from ingest.emitter import Emitter, Release
+from llmwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CYCLE_S", "Scenario", "run_generator"]
+
+CYCLE_S = 240.0
+
+SUPPORT_STABLE = Release("support-answer", "7", "gpt-4o-mini", "openai")
+SUPPORT_CANARY = Release("support-answer", "8", "gpt-4o-mini", "openai")
+RAG_STABLE = Release("rag-answer", "3", "llama-3.1-70b", "vllm")
+RAG_REGRESSED = Release("rag-answer", "4", "llama-3.1-8b", "vllm")
+AGENT_RELEASE = Release("sql-agent", "12", "claude-sonnet", "anthropic")
+
+
+@dataclass(frozen=True)
+class Phase:
+    toxic_burst: bool
+    unsupported_answers: bool
+    input_drift: bool
+    latency_spike: bool
+
+
+def phase_at(elapsed_s: float) -> Phase:
+    t = elapsed_s % CYCLE_S
+    return Phase(
+        toxic_burst=60 <= t < 100,
+        unsupported_answers=100 <= t < 160,
+        input_drift=150 <= t < 220,
+        latency_spike=200 <= t < 230,
+    )
+
+
+class Scenario:
+    """Builds demo events; pure apart from its seeded random generator."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def event(self, elapsed_s: float) -> dict[str, Any]:
+        phase = phase_at(elapsed_s)
+        roll = self.rng.random()
+        if roll < 0.5:
+            return self._support(phase)
+        if roll < 0.85:
+            return self._rag(phase)
+        return self._agent(phase)
+
+    def _support(self, phase: Phase) -> dict[str, Any]:
+        rng = self.rng
+        canary = phase.toxic_burst and rng.random() < 0.5
+        release = SUPPORT_CANARY if canary else SUPPORT_STABLE
+        questions = corpus.SUPPORT_QUESTIONS_SHIFTED if phase.input_drift and rng.random() < 0.7 else corpus.SUPPORT_QUESTIONS
+        question = rng.choice(corpus.TOXIC_USER_MESSAGES) if rng.random() < 0.02 else rng.choice(questions)
+        answer = rng.choice(corpus.TOXIC_ANSWERS) if canary and rng.random() < 0.6 else rng.choice(corpus.SUPPORT_ANSWERS)
+        return {
+            "app": "support-bot",
+            "environment": "production",
+            "release": release.as_dict(),
+            "input": [
+                {"role": "system", "content": "You are a friendly support assistant for Acme Cloud."},
+                {"role": "user", "content": question},
+            ],
+            "output": answer,
+            "latency_ms": round(rng.lognormvariate(6.4, 0.35), 1),  # ~600 ms median
+            "usage": {"input_tokens": 60 + rng.randint(0, 40), "output_tokens": 30 + rng.randint(0, 60)},
+            "cost_usd": round(0.00002 * (100 + rng.randint(0, 100)), 6),
+            "user_id": f"user-{rng.randint(1, 400)}",
+            "session_id": f"s-{rng.randint(1, 2000)}",
+            "tags": {"channel": rng.choice(["web", "ios", "android"])},
+        }
+
+    def _rag(self, phase: Phase) -> dict[str, Any]:
+        rng = self.rng
+        fact = rng.choice(corpus.RAG_FACTS)
+        regressed = phase.unsupported_answers and rng.random() < 0.7
+        release = RAG_REGRESSED if regressed else RAG_STABLE
+        answer = fact["unsupported"] if regressed and rng.random() < 0.8 else fact["answer"]
+        return {
+            "app": "docs-rag",
+            "environment": "production",
+            "release": release.as_dict(),
+            "input": fact["question"],
+            "output": answer,
+            "context": [{"id": f"doc-{i}", "text": p} for i, p in enumerate(fact["passages"])],
+            "latency_ms": round(rng.lognormvariate(7.0, 0.3), 1),  # ~1.1 s median
+            "usage": {"input_tokens": 400 + rng.randint(0, 300), "output_tokens": 40 + rng.randint(0, 80)},
+            "cost_usd": round(0.000004 * (500 + rng.randint(0, 400)), 6),
+            "user_id": f"user-{rng.randint(1, 400)}",
+        }
+
+    def _agent(self, phase: Phase) -> dict[str, Any]:
+        rng = self.rng
+        spike = phase.latency_spike and rng.random() < 0.6
+        latency = rng.lognormvariate(7.6, 0.3) * (rng.uniform(6, 12) if spike else 1.0)
+        output_tokens = 80 + rng.randint(0, 120) + (rng.randint(3000, 8000) if spike else 0)
+        event: dict[str, Any] = {
+            "app": "sql-agent",
+            "environment": "production",
+            "release": AGENT_RELEASE.as_dict(),
+            "input": rng.choice(corpus.AGENT_TASKS),
+            "output": rng.choice(corpus.AGENT_ANSWERS),
+            "latency_ms": round(latency, 1),
+            "usage": {"input_tokens": 900 + rng.randint(0, 400), "output_tokens": output_tokens},
+            "cost_usd": round(0.000015 * (1000 + output_tokens), 6),
+            "user_id": f"analyst-{rng.randint(1, 30)}",
+        }
+        if rng.random() < (0.2 if spike else 0.01):
+            event["error"] = "TimeoutError: tool call exceeded 30 s"
+        return event
+
+    def feedback_for(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Some users rate answers; bad answers get thumbs down far more often."""
+        rng = self.rng
+        if rng.random() > 0.08:
+            return None
+        output = event["output"]
+        bad = output in corpus.TOXIC_ANSWERS or any(output == f["unsupported"] for f in corpus.RAG_FACTS)
+        thumbs_up = rng.random() < (0.15 if bad else 0.85)
+        comment = rng.choice(corpus.FEEDBACK_COMMENTS_GOOD if thumbs_up else corpus.FEEDBACK_COMMENTS_BAD)
+        return {"trace_id": event["trace_id"], "score": 1.0 if thumbs_up else 0.0, "comment": comment, "app": event["app"]}
+
+
+def run_generator(settings: Settings, *, duration_s: float | None = None, max_events: int | None = None) -> int:
+    """Emit demo events at settings.demo_rate until duration_s or max_events; returns the count."""
+    scenario = Scenario(settings.demo_seed)
+    emitter = Emitter(settings.bootstrap_servers, topic=settings.traces_topic, queue_size=settings.emitter_queue_size)
+    interval = 1.0 / settings.demo_rate
+    started = time.monotonic()
+    next_at = started
+    sent = 0
+    try:
+        while (duration_s is None or time.monotonic() - started < duration_s) and (max_events is None or sent < max_events):
+            event = scenario.event(time.monotonic() - started)
+            event["trace_id"] = f"{random.getrandbits(64):016x}"
+            emitter.emit(event)
+            feedback = scenario.feedback_for(event)
+            if feedback is not None:
+                emitter.feedback(**feedback)
+            sent += 1
+            if sent % 1000 == 0:
+                log.info("demo: %d events emitted, %s", sent, emitter.stats())
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emitter.close()
+    log.info("demo: done, %d events, %s", sent, emitter.stats())
+    return sent

@@ -1,0 +1,155 @@
+"""The `llmwatch` command. Every subcommand takes the same settings flags (one per field of
+llmwatch.settings.Settings), each also readable from its LLMWATCH_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from llmwatch.errors import LlmwatchError
+from llmwatch.settings import ENV_PREFIX, Settings
+
+log = logging.getLogger("llmwatch")
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also from its LLMWATCH_* variable)")
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata['help']} [{env}, default {f.default}]"
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "Path": Path}.get(str(f.type), str)
+            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)}
+    return Settings.from_env(os.environ if environ is None else environ, **overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        env[ENV_PREFIX + f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return env
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from storage.clickhouse import connect
+    from storage.migrate import migrate
+
+    store = connect(settings)
+    migrate(store, settings.retention_days)
+    print(f"database {settings.database} at {settings.store_url} is up to date")
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from ingest.processor import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.supervisor import check_ports_free
+    from storage.embedded import serve
+
+    check_ports_free(settings.host, {"clickhouse_port": settings.clickhouse_port})
+    serve(settings.data_dir / "clickhouse", settings.host, settings.clickhouse_port)
+    return 0
+
+
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.demo.generator import run_generator
+
+    run_generator(settings, duration_s=args.duration_s, max_events=args.events)
+    return 0
+
+
+def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.health import check_all
+
+    checks = check_all(settings)
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"{mark}  {check.name:<{width}}  {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace, demo: bool = False) -> int:
+    from llmwatch.stack import run_stack
+
+    return run_stack(settings, demo=demo, demo_duration_s=getattr(args, "duration_s", None))
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    return cmd_up(settings, args, demo=True)
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
+    "up": (cmd_up, "run the embedded stack: broker, store, worker (Ctrl-C stops it)"),
+    "demo": (cmd_demo, "`up` plus a synthetic traffic generator with incidents to catch"),
+    "status": (cmd_status, "check every component; exit 0 only when all are healthy"),
+    "worker": (cmd_worker, "run one stream-processing worker (a consumer-group member)"),
+    "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
+    "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
+    "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmwatch", description="Observability and monitoring for LLM applications.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _add_settings_flags(command)
+        if name in ("generate", "demo"):
+            command.add_argument("--duration-s", type=float, default=None, help="stop the traffic after this long")
+        if name == "generate":
+            command.add_argument("--events", type=int, default=None, help="stop after this many events")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except LlmwatchError as exc:
+        print(f"llmwatch: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = time.gmtime
+    handler, _ = COMMANDS[args.command]
+    try:
+        return handler(settings, args)
+    except LlmwatchError as exc:
+        print(f"llmwatch {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

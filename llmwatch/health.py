@@ -1,0 +1,62 @@
+"""Health checks behind `llmwatch status`: the same for the embedded stack and for clusters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from llmwatch.settings import Settings
+
+__all__ = ["Check", "check_all", "clickhouse_ready", "workers_alive"]
+
+WORKER_STALE_S = 20  # a worker heartbeats every 5 s
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def clickhouse_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{settings.store_url}/ping", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def workers_alive(settings: Settings) -> int:
+    from storage.clickhouse import connect
+
+    store = connect(settings)
+    try:
+        rows = store.query(
+            f"SELECT count() FROM {settings.database}.workers FINAL "
+            "WHERE seen_at > now64(3) - toIntervalSecond({stale:UInt32})",
+            {"stale": WORKER_STALE_S},
+        )
+        return int(rows[0][0])
+    finally:
+        store.close()
+
+
+def check_all(settings: Settings) -> list[Check]:
+    from ingest.kafka import kafka_reachable
+    from llmwatch.errors import StoreError
+
+    checks = []
+    kafka_ok = kafka_reachable(settings.bootstrap_servers)
+    checks.append(Check("kafka", kafka_ok, settings.bootstrap_servers))
+    store_ok = clickhouse_ready(settings)
+    checks.append(Check("clickhouse", store_ok, settings.store_url))
+    if store_ok:
+        try:
+            alive = workers_alive(settings)
+            checks.append(Check("workers", alive > 0, f"{alive} alive (heartbeat within {WORKER_STALE_S}s)"))
+        except StoreError as exc:
+            checks.append(Check("workers", False, f"cannot read {settings.database}.workers: {exc}"))
+    else:
+        checks.append(Check("workers", False, "unknown: ClickHouse unreachable"))
+    return checks

@@ -1,0 +1,116 @@
+"""`llmwatch up` and `llmwatch demo`: the embedded stack under one supervisor."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from llmwatch.broker import tansu_command
+from llmwatch.health import WORKER_STALE_S, clickhouse_ready
+from llmwatch.settings import Settings
+from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_components", "run_stack"]
+
+
+def _worker_ready(settings: Settings, component: Component) -> Callable[[], bool]:
+    def ready() -> bool:
+        from storage.clickhouse import connect
+
+        if component.process is None:
+            return False
+        store = connect(settings)
+        try:
+            rows = store.query(
+                f"SELECT count() FROM {settings.database}.workers "
+                "WHERE pid = {pid:UInt32} AND seen_at > now64(3) - toIntervalSecond({stale:UInt32})",
+                {"pid": component.process.pid, "stale": WORKER_STALE_S},
+            )
+            return rows[0][0] > 0
+        finally:
+            store.close()
+
+    return ready
+
+
+def build_components(
+    settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None
+) -> list[Component]:
+    """The children of `up` in start order."""
+    from ingest.kafka import ensure_topics, kafka_reachable
+    from llmwatch.cli import settings_env
+    from storage.clickhouse import connect
+    from storage.migrate import migrate
+
+    env = settings_env(settings)
+
+    def create_topics() -> None:
+        # Also after a broker restart: tansu keeps topics in memory only.
+        ensure_topics(
+            settings.bootstrap_servers,
+            [settings.traces_topic, settings.dlq_topic, settings.control_topic],
+            settings.partitions,
+        )
+
+    def apply_schema() -> None:
+        store = connect(settings)
+        try:
+            migrate(store, settings.retention_days)
+        finally:
+            store.close()
+
+    broker = Component(
+        "broker",
+        tansu_command(settings.host, settings.kafka_port),
+        ready=lambda: kafka_reachable(settings.bootstrap_servers, timeout_s=1.0),
+        port=settings.kafka_port,
+        on_ready=create_topics,
+    )
+    store = Component(
+        "store",
+        python_command("store"),
+        ready=lambda: clickhouse_ready(settings),
+        port=settings.clickhouse_port,
+        on_ready=apply_schema,
+        env=env,
+    )
+    worker = Component("worker", python_command("worker"), ready=lambda: False, env=env, ready_timeout_s=90)
+    worker.ready = _worker_ready(settings, worker)
+    result = [broker, store, worker]
+    if demo:
+        args = ["generate"]
+        if demo_duration_s is not None:
+            args += ["--duration-s", str(demo_duration_s)]
+        result.append(Component("generator", python_command(*args), ready=lambda: True, env=env))
+    return result
+
+
+def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None) -> int:
+    ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port}
+    check_ports_free(settings.host, ports)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(
+        build_components(settings, demo=demo, demo_duration_s=demo_duration_s),
+        run_dir=settings.data_dir / "run",
+        log_dir=settings.data_dir / "logs",
+    )
+    try:
+        supervisor.start()
+    except BaseException:
+        supervisor.stop()
+        raise
+    lines = [
+        "llmwatch is up:",
+        f"  Kafka       {settings.bootstrap_servers}  (topics {settings.traces_topic}, {settings.dlq_topic}, {settings.control_topic})",
+        f"  ClickHouse  {settings.store_url}  (database {settings.database}; try: curl '{settings.store_url}/?query=SELECT+count()+FROM+{settings.database}.traces')",
+        f"  logs        {settings.data_dir / 'logs'}",
+        "  console     not part of this release yet" if not settings.no_console else "  console     left out (--no-console)",
+    ]
+    if demo:
+        lines.append(f"  demo        emitting {settings.demo_rate:g} events/s through the SDK")
+    lines.append("Ctrl-C stops everything.")
+    print("\n".join(lines), flush=True)
+    supervisor.run_forever()
+    return 0

@@ -1,0 +1,147 @@
+"""Real servers for the tests: tansu (Kafka) and the embedded ClickHouse store, started on free
+127.0.0.1 ports and stopped by PID. Each test gets its own database and topics.
+
+Set LLMWATCH_TEST_CLICKHOUSE_URL to also run the storage tests against a real ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from ingest.kafka import ensure_topics, kafka_reachable
+from llmwatch.broker import tansu_command
+from llmwatch.settings import Settings
+from storage.clickhouse import ClickHouseStore
+from storage.migrate import migrate
+
+SERVER_URL = os.environ.get("LLMWATCH_TEST_CLICKHOUSE_URL", "")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout_s}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL: by PID, always."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=log, stderr=subprocess.STDOUT)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        wait_until(lambda: kafka_reachable(bootstrap, timeout_s=1.0), 20, "tansu")
+        yield bootstrap
+    finally:
+        # tansu shuts down gracefully (~6 s with clients); nothing is persisted anyway.
+        stop_process(process, timeout_s=1.5)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("store")
+    log = open(data_dir / "store.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 30, "embedded store")
+        yield url
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The ClickHouse HTTP endpoint: the embedded store, and a real server when configured."""
+    if request.param == "server":
+        if not SERVER_URL:
+            pytest.skip("LLMWATCH_TEST_CLICKHOUSE_URL is not set: no ClickHouse server to test against")
+        return SERVER_URL
+    return request.getfixturevalue("embedded_url")
+
+
+def _fresh_store(url: str) -> Iterator[ClickHouseStore]:
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    store = ClickHouseStore(url, database)
+    migrate(store, retention_days=90)
+    try:
+        yield store
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS {database}")
+        store.close()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[ClickHouseStore]:
+    """A migrated database of its own on every engine under test."""
+    yield from _fresh_store(store_url)
+
+
+@pytest.fixture
+def embedded_store(embedded_url: str) -> Iterator[ClickHouseStore]:
+    """A migrated database of its own on the embedded store only (pipeline tests)."""
+    yield from _fresh_store(embedded_url)
+
+
+@pytest.fixture
+def stack_settings(broker: str, embedded_store: ClickHouseStore, embedded_url: str, tmp_path: Path) -> Settings:
+    """Settings for a worker on this test's own topics, group and database."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings.from_env(
+        {},
+        data_dir=tmp_path,
+        kafka_bootstrap=broker,
+        clickhouse_url=embedded_url,
+        database=embedded_store.database,
+        traces_topic=f"traces-{suffix}",
+        dlq_topic=f"dlq-{suffix}",
+        control_topic=f"control-{suffix}",
+        consumer_group=f"workers-{suffix}",
+        kafka_session_timeout_s=2.0,
+        batch_window_s=0.2,
+        batch_size=200,
+        store_retry_max_s=20.0,
+    )
+    ensure_topics(broker, [settings.traces_topic, settings.dlq_topic, settings.control_topic], settings.partitions)
+    return settings

@@ -1,0 +1,166 @@
+"""Batch handling against the real store and broker: replays never count twice, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from confluent_kafka import Consumer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors.registry import load_all
+from ingest.kafka import ensure_topics, producer
+from ingest.processor import BatchHandler
+from ingest.sink import RawMessage
+from llmwatch.errors import StoreUnavailable
+from llmwatch.settings import Settings
+from storage.clickhouse import ClickHouseStore
+from tests.conftest import _fresh_store
+
+NOW = datetime.now(timezone.utc)
+
+
+def valid_event(app: str = "bot", output: str = "fine, thanks") -> bytes:
+    return json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "trace_id": uuid.uuid4().hex,
+            "timestamp": int(time.time() * 1000),
+            "app": app,
+            "input": "hello",
+            "output": output,
+        }
+    ).encode()
+
+
+def handler_for(store: ClickHouseStore, bootstrap: str, **overrides: object) -> BatchHandler:
+    settings = Settings.from_env({}, database=store.database, dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}", **overrides)
+    return BatchHandler(settings, store, load_all(["toxicity"], settings), producer(bootstrap))
+
+
+def counts(store: ClickHouseStore) -> dict[str, int]:
+    db = store.database
+    return {
+        table: store.query(f"SELECT count() FROM {db}.{table}")[0][0]
+        for table in ("traces", "scores", "feedback", "rejected")
+    }
+
+
+def messages(values: list[bytes], start: int = 0) -> list[RawMessage]:
+    return [RawMessage("llm.traces", 0, start + i, v) for i, v in enumerate(values)]
+
+
+def test_replayed_batch_counts_once(embedded_store: ClickHouseStore, broker: str) -> None:
+    """Processing the same batch twice leaves exactly one row per event and per score."""
+    handler = handler_for(embedded_store, broker)
+    batch = messages([valid_event() for _ in range(50)] + [b"junk"])
+    first = handler.handle(batch)
+    second = handler.handle(batch)
+    assert (first.traces, first.scores, first.rejected) == (50, 100, 1)
+    assert (second.traces, second.scores, second.rejected, second.duplicates) == (0, 0, 0, 50)
+    assert counts(embedded_store) == {"traces": 50, "scores": 100, "feedback": 0, "rejected": 1}
+
+
+def test_duplicates_inside_one_batch(embedded_store: ClickHouseStore, broker: str) -> None:
+    """A producer retry that lands twice in one batch is stored once."""
+    handler = handler_for(embedded_store, broker)
+    raw = valid_event()
+    handler.handle(messages([raw, raw, raw]))
+    assert counts(embedded_store)["traces"] == 1
+
+
+def test_crash_between_trace_and_score_inserts(embedded_store: ClickHouseStore, broker: str) -> None:
+    """If traces were stored but their scores were not, a replay adds only the missing scores."""
+    handler = handler_for(embedded_store, broker)
+    batch = messages([valid_event() for _ in range(10)])
+    original_score = handler.score
+    handler.score = lambda events: (_ for _ in ()).throw(StoreUnavailable("simulated crash"))  # type: ignore[method-assign]
+    handler.settings = Settings.from_env({}, database=embedded_store.database, store_retry_max_s=0.0)
+    with pytest.raises(StoreUnavailable):
+        handler.handle(batch)
+    assert counts(embedded_store)["traces"] == 10
+    assert counts(embedded_store)["scores"] == 0
+    handler.score = original_score  # type: ignore[method-assign]
+    handler.handle(batch)
+    assert counts(embedded_store) == {"traces": 10, "scores": 20, "feedback": 0, "rejected": 0}
+
+
+def test_rejections_reach_the_dlq_with_reason_and_raw_bytes(embedded_store: ClickHouseStore, broker: str) -> None:
+    """Each rejected message is produced to the DLQ with its exact bytes and reason headers."""
+    handler = handler_for(embedded_store, broker)
+    ensure_topics(broker, [handler.settings.dlq_topic], 1)
+    junk = [b"\xff\xfe", b"{}", b"[]", json.dumps({"x": "y" * 10}).encode()]
+    handler.handle(messages(junk))
+    consumer = Consumer(
+        {"bootstrap.servers": broker, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest", "session.timeout.ms": 2000}
+    )
+    consumer.subscribe([handler.settings.dlq_topic])
+    received = []
+    deadline = time.monotonic() + 30
+    while len(received) < len(junk) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            received.append((message.value(), dict(message.headers())))
+    consumer.close()
+    assert sorted(v for v, _ in received) == sorted(junk)
+    reasons = {v: h["llmwatch.reason"].decode() for v, h in received}
+    assert reasons[b"\xff\xfe"] == "invalid_utf8"
+    assert reasons[b"[]"] == "not_object"
+    assert reasons[b"{}"] == "schema"
+    stored = embedded_store.query(f"SELECT reason, count() FROM {embedded_store.database}.rejected GROUP BY reason")
+    assert sum(n for _, n in stored) == 4
+
+
+def test_store_outage_is_retried_then_raised(embedded_store: ClickHouseStore, broker: str) -> None:
+    """While the store is unreachable the batch is retried, and it fails loudly, never skipped."""
+    dead = ClickHouseStore("http://127.0.0.1:1", embedded_store.database, connect_timeout_s=1)
+    naps: list[float] = []
+    settings = Settings.from_env({}, database=embedded_store.database, store_retry_max_s=60.0)
+    handler = BatchHandler(
+        settings, dead, [], producer(broker), sleep=naps.append, monotonic=lambda: sum(naps)
+    )
+    with pytest.raises(StoreUnavailable):
+        handler.handle(messages([valid_event()]))
+    assert sum(naps) >= 60.0  # kept trying for the whole budget before giving up
+    assert naps[0] <= 0.6 and naps[1] > naps[0]  # exponential backoff from 0.5 s
+    assert max(naps) <= 30.0 * 1.2  # capped at 30 s (with jitter)
+
+
+inputs = st.lists(
+    st.one_of(
+        st.just("valid"),
+        st.just("toxic"),
+        st.binary(max_size=40),
+        st.sampled_from([b"{}", b"null", b'{"kind": "feedback", "trace_id": "t", "score": 2}']),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(kinds=inputs, data=st.data())
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_input_is_stored_once_or_rejected_once(embedded_url: str, broker: str, kinds: list, data: st.DataObject) -> None:
+    """Generated junk and valid events, split into random batches, some replayed: each input
+    ends up either stored exactly once or rejected exactly once."""
+    values = [valid_event() if k == "valid" else valid_event(output="shut up you idiot") if k == "toxic" else k for k in kinds]
+    stream = messages(values)
+    for store in _fresh_store(embedded_url):
+        handler = handler_for(store, broker)
+        position = 0
+        while position < len(stream):
+            size = data.draw(st.integers(1, len(stream) - position))
+            batch = stream[position : position + size]
+            handler.handle(batch)
+            if data.draw(st.booleans()):
+                handler.handle(batch)  # a replay after a crash before the commit
+            position += size
+        valid = sum(1 for k in kinds if k in ("valid", "toxic"))
+        got = counts(store)
+        assert got["traces"] == valid
+        assert got["scores"] == 2 * valid
+        assert got["rejected"] == len(kinds) - valid
