@@ -60,8 +60,8 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 3.0) -> No
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb") as log:
+        process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=log, stderr=subprocess.STDOUT)
     bootstrap = f"127.0.0.1:{port}"
     try:
         wait_until(lambda: kafka_reachable(bootstrap, timeout_s=1.0), 20, "tansu")
@@ -69,26 +69,24 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         # tansu shuts down gracefully (~6 s with clients); nothing is persisted anyway.
         stop_process(process, timeout_s=1.5)
-        log.close()
 
 
 @pytest.fixture(scope="session")
 def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     data_dir = tmp_path_factory.mktemp("store")
-    log = open(data_dir / "store.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(data_dir / "store.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 30, "embedded store")
         yield url
     finally:
         stop_process(process)
-        log.close()
 
 
 @pytest.fixture(params=["embedded", "server"])
