@@ -57,12 +57,13 @@ class Release:
 
 
 def _new_event_id() -> str:
-    # uuid4 via os.urandom costs ~1.5 µs on the caller's thread; the Mersenne Twister costs
-    # ~0.2 µs, is re-seeded by Python after fork, and event ids need uniqueness, not secrecy.
+    """A random (version 4) UUID. The Mersenne Twister is several times cheaper than
+    os.urandom, Python re-seeds it after fork, and event ids need uniqueness, not secrecy."""
     value = random.getrandbits(128)
     value = (value & ~(0xF000 << 64)) | (4 << 76)  # version 4
     value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Emitter:
@@ -90,9 +91,7 @@ class Emitter:
         self._bootstrap = bootstrap_servers
         self._producer_config = dict(producer_config or {})
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._busy = False  # the thread holds a record it has popped but not yet produced
         self._closed = False
         self._dropped = 0
         self._delivered = 0
@@ -106,44 +105,31 @@ class Emitter:
 
     # --- the caller's side: cheap and never raising ---------------------------------------
 
-    def emit(self, event: Mapping[str, Any]) -> str | None:
-        """Queue one trace event (fills event_id, timestamp, trace_id, app, release and
-        environment when absent). Returns its event_id, or None if it was dropped."""
+    def emit(self, event: Mapping[str, Any]) -> bool:
+        """Queue one trace event; True if queued, False if dropped (queue full or closed).
+
+        The caller's cost is a dict copy and a deque append: the background thread fills
+        event_id (set it yourself if you need it), trace_id (defaults to the event_id), app,
+        release and environment, serialises and produces. `timestamp` is taken now."""
         try:
             if self._closed or len(self._queue) >= self.queue_size:
                 self._drop()
-                return None
+                return False
             record = dict(event)
-            event_id = record.get("event_id")
-            if event_id is None:
-                event_id = record["event_id"] = _new_event_id()
             if "timestamp" not in record:
                 record["timestamp"] = int(time.time() * 1000)
-            if "trace_id" not in record:
-                record["trace_id"] = event_id
-            if self.app and "app" not in record:
-                record["app"] = self.app
-            if self.release is not None and "release" not in record:
-                record["release"] = self.release.as_dict()
-            if self.environment and "environment" not in record:
-                record["environment"] = self.environment
-            self._idle.clear()
-            self._queue.append(record)  # deque.append is atomic
-            self._wake.set()
-            return event_id
+            self._queue.append(record)  # deque.append is atomic; the thread polls the queue
+            return True
         except Exception:  # the host app must never see our failure
             log.exception("llmwatch emitter could not queue an event")
             self._drop()
-            return None
+            return False
 
     def feedback(self, trace_id: str, score: float, comment: str = "", **fields: Any) -> None:
         """Record a user's rating of a trace: score in [0, 1], 1 = best."""
         record = {"kind": "feedback", "trace_id": trace_id, "score": score, **fields}
         if comment:
             record["comment"] = comment
-        if self.app and "app" not in record:
-            record["app"] = self.app
-        record.setdefault("event_id", _new_event_id())
         self.emit(record)
 
     def trace(
@@ -188,9 +174,10 @@ class Emitter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued event is acknowledged by the broker (True) or timeout."""
         deadline = time.monotonic() + timeout_s
-        self._wake.set()
-        if not self._idle.wait(timeout_s):
-            return False
+        while self._queue or self._busy:
+            if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
+                return not (self._queue or self._busy)
+            time.sleep(0.001)
         producer = self._producer
         if producer is None:
             return True
@@ -200,7 +187,6 @@ class Emitter:
         """Flush, then stop the background thread; later emits are dropped and counted."""
         self.flush(timeout_s)
         self._closed = True
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -232,9 +218,7 @@ class Emitter:
         # The parent's thread and librdkafka handle are gone in the child; queued events
         # belong to the parent, which sends them.
         self._queue = collections.deque()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._busy = False
         self._lock = threading.Lock()
         if not self._closed:
             self._start()
@@ -261,22 +245,39 @@ class Emitter:
             self._closed = True
             self._dropped += len(self._queue)
             self._queue.clear()
-            self._idle.set()
             return
         producer = self._producer
         queue = self._queue
         while True:
-            self._wake.wait(0.1)
-            self._wake.clear()
-            while queue:
-                record = queue.popleft()
-                self._produce(producer, record)
-            producer.poll(0)
             if not queue:
-                self._idle.set()
-            if self._closed and not queue:
-                producer.flush(5)
-                return
+                if self._closed:
+                    producer.flush(5)
+                    return
+                # Serves delivery callbacks and waits without the GIL; polling instead of a
+                # wake-up event keeps emit() free of locks (5 ms is librdkafka's linger anyway).
+                producer.poll(0.005)
+                continue
+            self._busy = True
+            try:
+                while queue:
+                    self._produce(producer, self._complete(queue.popleft()))
+            finally:
+                self._busy = False
+            producer.poll(0)
+
+    def _complete(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Fill the defaults emit() left to this thread."""
+        if "event_id" not in record:
+            record["event_id"] = _new_event_id()
+        if "trace_id" not in record:
+            record["trace_id"] = record["event_id"]
+        if self.app and "app" not in record:
+            record["app"] = self.app
+        if self.release is not None and "release" not in record and record.get("kind") != "feedback":
+            record["release"] = self.release.as_dict()
+        if self.environment and "environment" not in record and record.get("kind") != "feedback":
+            record["environment"] = self.environment
+        return record
 
     def _produce(self, producer: Any, record: dict[str, Any]) -> None:
         try:

@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS ${db}.traces
     parent_span_id  String,
     timestamp       DateTime64(3, 'UTC'),
     received_at     DateTime64(3, 'UTC'),
+    -- Set by the server when the row is written: emit-to-row latency is inserted_at - timestamp.
+    inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3),
     app             LowCardinality(String),
     environment     LowCardinality(String),
     prompt_id       LowCardinality(String),
