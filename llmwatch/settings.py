@@ -49,7 +49,7 @@ class Settings:
 
     # Stream processing.
     batch_size: int = setting(500, "events per detector batch")
-    batch_window_s: float = setting(0.5, "flush a partial batch after this many seconds")
+    batch_window_s: float = setting(0.25, "flush a partial batch after this many seconds")
     detectors: str = setting("toxicity", "comma-separated detectors every event is scored by")
     max_event_bytes: int = setting(1_000_000, "events larger than this are rejected")
     max_event_depth: int = setting(32, "JSON nesting deeper than this is rejected")

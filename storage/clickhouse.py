@@ -65,6 +65,10 @@ class ClickHouseStore:
         }
         self._client: Any = None
         self._lock = threading.Lock()
+        # Building an insert context costs a DESCRIBE round trip; a worker inserts into the same
+        # few tables forever, so keep them (dropped on any error, in case the schema changed).
+        self._insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._insert_lock = threading.Lock()  # a cached context carries one insert's data
 
     def _get_client(self) -> Any:
         with self._lock:
@@ -95,11 +99,25 @@ class ClickHouseStore:
         return self._call("query_df", sql, parameters=params)
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows (all with the same keys, the column names) in one block."""
         if not rows:
             return
-        columns = list(rows[0])
+        columns = tuple(rows[0])
         data = [[row[c] for c in columns] for row in rows]
-        self._call("insert", f"{self.database}.{table}", data, column_names=columns)
+        key = (table, columns)
+        with self._insert_lock:
+            context = self._insert_contexts.get(key)
+            if context is None:
+                context = self._call("create_insert_context", f"{self.database}.{table}", list(columns))
+                self._insert_contexts[key] = context
+            context.data = data
+            try:
+                self._call("insert", context=context)
+            except StoreError:
+                self._insert_contexts.pop(key, None)
+                raise
+            finally:
+                context.data = None
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._call("command", sql, parameters=params)
@@ -115,6 +133,7 @@ class ClickHouseStore:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            self._insert_contexts.clear()
 
 
 def connect(settings: Any) -> ClickHouseStore:

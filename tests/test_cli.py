@@ -90,6 +90,18 @@ def _watch_up(up: subprocess.Popen[str], tmp_path: Path, flags: list[str]) -> No
         assert sorted(state["components"]) == ["broker", "store", "worker"]
         status = llmwatch("status", *flags)
         assert status.returncode == 0, status.stdout + status.stderr
+
+        # A crashed component is restarted by the supervisor.
+        old_worker = state["components"]["worker"]["pid"]
+        os.kill(old_worker, signal.SIGKILL)
+        wait_until(
+            lambda: json.loads((tmp_path / "run" / "up.json").read_text())["components"]["worker"]["pid"] != old_worker,
+            30,
+            "worker restart",
+        )
+        wait_until(lambda: llmwatch("status", *flags).returncode == 0, 90, "healthy again")
+        state = json.loads((tmp_path / "run" / "up.json").read_text())
+        pids = [c["pid"] for c in state["components"].values()]
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
         for pid in pids:

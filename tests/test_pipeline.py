@@ -118,3 +118,25 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(
     finally:
         emitter.close()
         stop_process(worker, timeout_s=10)
+
+
+def test_two_workers_share_the_partitions(stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: Path) -> None:
+    """Workers scale out as members of one consumer group: two of them store everything once."""
+    workers = [start_worker(stack_settings, tmp_path / f"worker-{i}.log") for i in range(2)]
+    try:
+        for worker in workers:
+            wait_until(lambda w=worker: worker_alive(embedded_store, w.pid), 60, "worker")
+        with Emitter(stack_settings.bootstrap_servers, app="group-app", topic=stack_settings.traces_topic) as emitter:
+            for i in range(3000):
+                emitter.emit({"trace_id": f"t{i}", "input": "q", "output": "a"})
+            assert emitter.flush(30)
+        wait_until(lambda: table_counts(embedded_store)[0] >= 3000, 120, "all rows")
+        time.sleep(2)
+        assert table_counts(embedded_store)[:3] == (3000, 3000, 6000)
+        shares = embedded_store.query(
+            f"SELECT pid, max(traces) FROM {embedded_store.database}.workers GROUP BY pid"
+        )
+        assert {pid for pid, _ in shares} == {w.pid for w in workers}
+    finally:
+        for worker in workers:
+            stop_process(worker, timeout_s=10)
