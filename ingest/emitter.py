@@ -93,6 +93,7 @@ class Emitter:
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._busy = False  # the thread holds a record it has popped but not yet produced
         self._closed = False
+        self._close_deadline = 0.0
         self._dropped = 0
         self._delivered = 0
         self._failed = 0
@@ -185,10 +186,12 @@ class Emitter:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush, then stop the background thread; later emits are dropped and counted."""
+        deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
+        self._close_deadline = deadline
         self._closed = True
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
     def __enter__(self) -> Emitter:
         return self
@@ -251,7 +254,11 @@ class Emitter:
         while True:
             if not queue:
                 if self._closed:
-                    producer.flush(5)
+                    undelivered = producer.flush(max(0.0, self._close_deadline - time.monotonic()))
+                    if undelivered:
+                        self._dropped += undelivered
+                        log.warning("llmwatch emitter closed with %d events undelivered", undelivered)
+                    self._producer = None  # librdkafka's threads and sockets go with it
                     return
                 # Serves delivery callbacks and waits without the GIL; polling instead of a
                 # wake-up event keeps emit() free of locks (5 ms is librdkafka's linger anyway).
@@ -292,6 +299,11 @@ class Emitter:
                 producer.produce(self.topic, value, key=key, on_delivery=self._on_delivery)
                 return
             except BufferError:
+                if self._closed:
+                    # Closing with the broker unreachable: what cannot be queued is dropped,
+                    # counted, and the thread ends instead of waiting forever.
+                    self._dropped += 1
+                    return
                 # librdkafka's own queue is full: serve callbacks and wait, on our thread only.
                 producer.poll(0.05)
             except Exception:

@@ -41,7 +41,11 @@ def admin(bootstrap: str) -> AdminClient:
 
 
 def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
 ) -> None:
     """Create the topics that are missing; an existing topic is fine, whatever its partitions."""
     client = admin(bootstrap)
@@ -56,7 +60,11 @@ def ensure_topics(
                 raise
             log.info("waiting for Kafka at %s: %s", bootstrap, exc)
             time.sleep(0.5)
-    missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
+    missing = [
+        NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+        for t in wanted
+        if t not in existing
+    ]
     if not missing:
         return
     futures = client.create_topics(missing, operation_timeout=10)

@@ -231,6 +231,7 @@ def run_worker(settings: Settings) -> None:
         settings.bootstrap_servers,
         [settings.traces_topic, settings.dlq_topic, settings.control_topic],
         settings.partitions,
+        settings.replication_factor,
     )
     detectors = load_all(settings.detector_names, settings)
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))

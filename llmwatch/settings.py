@@ -42,6 +42,7 @@ class Settings:
     dlq_topic: str = setting("llm.traces.dlq", "topic for rejected events (raw bytes + reason)")
     control_topic: str = setting("llm.control", "topic for control events (release switches)")
     partitions: int = setting(4, "partitions created for llm.traces; the ceiling on worker count")
+    replication_factor: int = setting(1, "replication factor of the topics llmwatch creates (3 on a cluster)")
     consumer_group: str = setting("llmwatch-worker", "consumer group the workers share")
     kafka_session_timeout_s: float = setting(
         6.0, "consumer session timeout; tansu delays group joins by half of it"
@@ -114,6 +115,8 @@ class Settings:
             problems.append(f"batch_window_s must be positive, got {self.batch_window_s}")
         if self.retention_days < 1:
             problems.append(f"retention_days must be at least 1, got {self.retention_days}")
+        if self.replication_factor < 1:
+            problems.append(f"replication_factor must be at least 1, got {self.replication_factor}")
         if self.partitions < 1:
             problems.append(f"partitions must be at least 1, got {self.partitions}")
         if problems:

@@ -52,6 +52,7 @@ def build_components(
             settings.bootstrap_servers,
             [settings.traces_topic, settings.dlq_topic, settings.control_topic],
             settings.partitions,
+            settings.replication_factor,
         )
 
     def apply_schema() -> None:
