@@ -211,7 +211,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             await asyncio.to_thread(handler.store.insert, "workers", [row])
         except StoreError as exc:
             log.warning("heartbeat not stored: %s", exc)
-        log.info("totals: %s", handler.totals)
+        log.debug("totals: %s", handler.totals)
 
     return app
 

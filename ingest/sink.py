@@ -59,22 +59,29 @@ def rejection_id(message: RawMessage) -> bytes:
     return digest.digest()
 
 
+# Bounded by the batch's apps and time range, so the lookup reads a few granules through the
+# sort key (app, hour, event_id) instead of scanning the table.
+_BY_KEY = (
+    "WHERE app IN {apps:Array(String)} "
+    "AND timestamp BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
+    "AND event_id IN {ids:Array(UUID)}"
+)
+
+
+def _key_params(events: Sequence[TraceEvent | Feedback]) -> dict[str, Any]:
+    return {
+        "apps": sorted({e.app for e in events}),
+        "lo": min(e.timestamp for e in events),
+        "hi": max(e.timestamp for e in events),
+        "ids": [e.event_id for e in events],
+    }
+
+
 def existing_event_ids(store: Store, table: str, events: Sequence[TraceEvent | Feedback]) -> set[uuid.UUID]:
-    """Which of these events' ids `table` already holds (read through the sort key)."""
+    """Which of these events' ids `table` already holds."""
     if not events:
         return set()
-    rows = store.query(
-        f"SELECT DISTINCT event_id FROM {store.database}.{table} "
-        "WHERE app IN {apps:Array(String)} "
-        "AND timestamp BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
-        "AND event_id IN {ids:Array(UUID)}",
-        {
-            "apps": sorted({e.app for e in events}),
-            "lo": min(e.timestamp for e in events),
-            "hi": max(e.timestamp for e in events),
-            "ids": [e.event_id for e in events],
-        },
-    )
+    rows = store.query(f"SELECT DISTINCT event_id FROM {store.database}.{table} {_BY_KEY}", _key_params(events))
     return {row[0] for row in rows}
 
 
@@ -82,16 +89,7 @@ def _existing_score_keys(store: Store, events: Sequence[TraceEvent]) -> set[tupl
     if not events:
         return set()
     rows = store.query(
-        f"SELECT event_id, detector, target FROM {store.database}.scores "
-        "WHERE app IN {apps:Array(String)} "
-        "AND timestamp BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
-        "AND event_id IN {ids:Array(UUID)}",
-        {
-            "apps": sorted({e.app for e in events}),
-            "lo": min(e.timestamp for e in events),
-            "hi": max(e.timestamp for e in events),
-            "ids": [e.event_id for e in events],
-        },
+        f"SELECT event_id, detector, target FROM {store.database}.scores {_BY_KEY}", _key_params(events)
     )
     return {(row[0], row[1], row[2]) for row in rows}
 
