@@ -83,6 +83,12 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.drift_cli import run_drift
+
+    return run_drift(settings, args)
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -112,6 +118,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
+    "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
 }
 
 
@@ -125,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--duration-s", type=float, default=None, help="stop the traffic after this long")
         if name == "generate":
             command.add_argument("--events", type=int, default=None, help="stop after this many events")
+        if name == "drift":
+            command.add_argument("--reference", type=Path, required=True, help="JSONL with a `text` field per row")
+            command.add_argument("--current", type=Path, required=True, help="JSONL with a `text` field per row")
+            command.add_argument("--method", choices=["mmd", "classifier"], default="mmd")
+            command.add_argument("--permutations", type=int, default=500, help="MMD permutations")
+            command.add_argument("--alpha", type=float, default=0.01, help="MMD significance level")
+            command.add_argument("--min-samples", type=int, default=50, help="no verdict below this many rows per side")
+            command.add_argument("--seed", type=int, default=0, help="seed of the random generator")
     return parser
 
 

@@ -59,6 +59,10 @@ class Settings:
         300.0, "give up (exit, restart from committed offsets) after the store is down this long"
     )
 
+    # Models.
+    device: str = setting("auto", "torch device for models: auto (CUDA when present), cpu, cuda, cuda:1")
+    embedding_model: str = setting("", "sentence-transformers model directory; default: the bundled all-MiniLM-L6-v2")
+
     # Storage.
     retention_days: int = setting(90, "raw text (input, output, context) expires after this")
 

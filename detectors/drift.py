@@ -1,0 +1,183 @@
+"""Two-sample drift tests on embeddings, and the words that moved.
+
+* `mmd_test`: squared maximum mean discrepancy with an RBF kernel (bandwidth by the median
+  heuristic on the pooled sample) and a permutation p-value, in torch (GPU when present). The
+  pooled kernel matrix is built once; each permutation is a quadratic form aᵀKa with
+  a = +1/n on one side and -1/m on the other, so P permutations are one (P×N)·(N×N) product.
+* `classifier_test`: Evidently's default method: a logistic-regression domain classifier that
+  tries to tell the windows apart, ROC AUC from 5-fold cross-validation (0.5 = same).
+* `moved_terms`: words whose share changed most between the windows (smoothed log-odds).
+
+Windows are keyword-only (reference=, current=) and randomness comes only from the caller's
+generator. Below `min_samples` on either side there is no verdict (`drift` is None).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["DriftResult", "classifier_test", "mmd_test", "moved_terms"]
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    method: str
+    statistic: float | None
+    p_value: float | None
+    n_reference: int
+    n_current: int
+    drift: bool | None  # None: too little data for a verdict
+    threshold: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "drift": self.drift,
+            "threshold": self.threshold,
+            **self.details,
+        }
+
+
+def _too_little(method: str, n_ref: int, n_cur: int, minimum: int, threshold: float) -> DriftResult:
+    return DriftResult(
+        method, None, None, n_ref, n_cur, None, threshold,
+        {"reason": f"need at least {minimum} samples on each side"},
+    )
+
+
+def _subsample(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    if len(x) <= limit:
+        return x
+    return x[rng.choice(len(x), size=limit, replace=False)]
+
+
+def mmd_test(
+    *,
+    reference: np.ndarray,
+    current: np.ndarray,
+    rng: np.random.Generator,
+    n_permutations: int = 500,
+    alpha: float = 0.01,
+    min_samples: int = 50,
+    max_samples: int = 2000,
+    device: str = "auto",
+) -> DriftResult:
+    """MMD² permutation test. Each window is subsampled to `max_samples` rows (the kernel matrix
+    is (n+m)² floats); the result reports the sizes actually used."""
+    import torch
+
+    from detectors.embedding import pick_device
+
+    n_ref, n_cur = len(reference), len(current)
+    if min(n_ref, n_cur) < min_samples:
+        return _too_little("mmd", n_ref, n_cur, min_samples, alpha)
+    x = _subsample(np.asarray(reference, dtype=np.float32), max_samples, rng)
+    y = _subsample(np.asarray(current, dtype=np.float32), max_samples, rng)
+    n, m = len(x), len(y)
+    dev = torch.device(pick_device(device))
+    pooled = torch.from_numpy(np.concatenate([x, y])).to(dev)
+    with torch.inference_mode():
+        sq = torch.cdist(pooled, pooled).pow_(2)
+        # Median heuristic over off-diagonal distances (a sample of them for large N).
+        upper = sq[torch.triu_indices(n + m, n + m, 1, device=dev).unbind()]
+        if upper.numel() > 1_000_000:
+            pick = torch.from_numpy(rng.choice(upper.numel(), 1_000_000, replace=False)).to(dev)
+            upper = upper[pick]
+        bandwidth = float(upper.median().clamp_min(1e-12))
+        kernel = torch.exp_(sq.div_(-bandwidth))
+        del sq, upper
+
+        weights = torch.cat([torch.full((n,), 1.0 / n, device=dev), torch.full((m,), -1.0 / m, device=dev)])
+        observed = float(weights @ kernel @ weights)
+        exceed = 0
+        done = 0
+        seed = int(rng.integers(2**63 - 1))
+        generator = torch.Generator(device=dev).manual_seed(seed)
+        chunk = max(1, min(n_permutations, int(2e8 // ((n + m) * 4 * 3))))  # bound memory per chunk
+        while done < n_permutations:
+            size = min(chunk, n_permutations - done)
+            order = torch.argsort(torch.rand(size, n + m, generator=generator, device=dev), dim=1)
+            a = weights[order]  # (size, N): a random relabelling per row
+            stats = ((a @ kernel) * a).sum(dim=1)
+            exceed += int((stats >= observed).sum())
+            done += size
+    p_value = (1 + exceed) / (1 + n_permutations)
+    return DriftResult(
+        "mmd",
+        observed,
+        p_value,
+        n,
+        m,
+        p_value < alpha,
+        alpha,
+        {"bandwidth": bandwidth, "permutations": n_permutations, "kernel": "rbf", "device": str(dev)},
+    )
+
+
+def classifier_test(
+    *,
+    reference: np.ndarray,
+    current: np.ndarray,
+    rng: np.random.Generator,
+    threshold: float = 0.55,
+    min_samples: int = 50,
+    max_samples: int = 5000,
+    folds: int = 5,
+) -> DriftResult:
+    """Domain-classifier ROC AUC with stratified k-fold cross-validation; drift above threshold
+    (Evidently's default 0.55)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    n_ref, n_cur = len(reference), len(current)
+    if min(n_ref, n_cur) < min_samples:
+        return _too_little("classifier", n_ref, n_cur, min_samples, threshold)
+    x = _subsample(np.asarray(reference, dtype=np.float32), max_samples, rng)
+    y = _subsample(np.asarray(current, dtype=np.float32), max_samples, rng)
+    features = np.concatenate([x, y])
+    labels = np.concatenate([np.zeros(len(x)), np.ones(len(y))])
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
+    scores = cross_val_predict(LogisticRegression(max_iter=1000), features, labels, cv=splitter, method="predict_proba")[:, 1]
+    auc = float(roc_auc_score(labels, scores))
+    return DriftResult("classifier", auc, None, len(x), len(y), auc > threshold, threshold, {"folds": folds})
+
+
+_WORD = re.compile(r"[a-z][a-z'\-]{2,}")
+_STOP = frozenset(
+    "the and for that with this what which who was were are from has have had how does did his her "
+    "their they them you your its into than then there when where will would can could about".split()
+)
+
+
+def moved_terms(*, reference: Sequence[str], current: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+    """Words whose share of the text moved most, by log-odds with add-one smoothing. Pure."""
+    ref = Counter(w for t in reference for w in _WORD.findall(t.lower()) if w not in _STOP)
+    cur = Counter(w for t in current for w in _WORD.findall(t.lower()) if w not in _STOP)
+    ref_total, cur_total = sum(ref.values()), sum(cur.values())
+    vocabulary = len(set(ref) | set(cur)) or 1
+    moved = []
+    for word in set(ref) | set(cur):
+        p_ref = (ref[word] + 1) / (ref_total + vocabulary)
+        p_cur = (cur[word] + 1) / (cur_total + vocabulary)
+        moved.append(
+            {
+                "term": word,
+                "log_odds": round(math.log(p_cur / p_ref), 3),
+                "reference_count": ref[word],
+                "current_count": cur[word],
+            }
+        )
+    moved.sort(key=lambda d: (-abs(d["log_odds"]), d["term"]))
+    return moved[:top]

@@ -1,0 +1,61 @@
+"""`llmwatch drift --reference a.jsonl --current b.jsonl`: embed both files' `text` rows and test
+whether the current window drifted from the reference. Prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmwatch.errors import ConfigError
+from llmwatch.settings import Settings
+
+__all__ = ["read_texts", "run_drift"]
+
+
+def read_texts(path: Path) -> list[str]:
+    """The `text` field of every row; errors name the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    texts = []
+    with path.open(encoding="utf-8") as rows:
+        for number, line in enumerate(rows, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ConfigError(f"{path}:{number}: expected an object with a string `text` field")
+            texts.append(row["text"])
+    return texts
+
+
+def run_drift(settings: Settings, args: argparse.Namespace) -> int:
+    from detectors.drift import classifier_test, mmd_test, moved_terms
+    from detectors.embedding import Encoder
+
+    reference, current = read_texts(args.reference), read_texts(args.current)
+    encoder = Encoder.load(settings.embedding_model or None, device=settings.device)
+    rng = np.random.default_rng(args.seed)
+    ref_vectors, cur_vectors = encoder.encode(reference), encoder.encode(current)
+    if args.method == "mmd":
+        result = mmd_test(
+            reference=ref_vectors,
+            current=cur_vectors,
+            rng=rng,
+            n_permutations=args.permutations,
+            alpha=args.alpha,
+            min_samples=args.min_samples,
+            device=settings.device,
+        )
+    else:
+        result = classifier_test(reference=ref_vectors, current=cur_vectors, rng=rng, min_samples=args.min_samples)
+    output = result.as_dict()
+    output["moved_terms"] = moved_terms(reference=reference, current=current)
+    output["embedding_model"] = encoder.model_path.name
+    print(json.dumps(output))
+    return 0
