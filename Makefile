@@ -32,6 +32,7 @@ test: install
 bench: install
 	$(PY) bench/emit.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/drift.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results
