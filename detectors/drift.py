@@ -57,9 +57,19 @@ def _too_little(method: str, n_ref: int, n_cur: int, minimum: int, threshold: fl
 
 
 def _subsample(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
     if len(x) <= limit:
         return x
     return x[rng.choice(len(x), size=limit, replace=False)]
+
+
+def _windows(
+    reference: np.ndarray, current: np.ndarray, rng: np.random.Generator, min_samples: int, max_samples: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both windows subsampled to max_samples, or None when either is below min_samples."""
+    if min(len(reference), len(current)) < min_samples:
+        return None
+    return _subsample(reference, max_samples, rng), _subsample(current, max_samples, rng)
 
 
 def mmd_test(
@@ -79,11 +89,10 @@ def mmd_test(
 
     from detectors.embedding import pick_device
 
-    n_ref, n_cur = len(reference), len(current)
-    if min(n_ref, n_cur) < min_samples:
-        return _too_little("mmd", n_ref, n_cur, min_samples, alpha)
-    x = _subsample(np.asarray(reference, dtype=np.float32), max_samples, rng)
-    y = _subsample(np.asarray(current, dtype=np.float32), max_samples, rng)
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:
+        return _too_little("mmd", len(reference), len(current), min_samples, alpha)
+    x, y = windows
     n, m = len(x), len(y)
     dev = torch.device(pick_device(device))
     pooled = torch.from_numpy(np.concatenate([x, y])).to(dev)
@@ -141,11 +150,10 @@ def classifier_test(
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    n_ref, n_cur = len(reference), len(current)
-    if min(n_ref, n_cur) < min_samples:
-        return _too_little("classifier", n_ref, n_cur, min_samples, threshold)
-    x = _subsample(np.asarray(reference, dtype=np.float32), max_samples, rng)
-    y = _subsample(np.asarray(current, dtype=np.float32), max_samples, rng)
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:
+        return _too_little("classifier", len(reference), len(current), min_samples, threshold)
+    x, y = windows
     features = np.concatenate([x, y])
     labels = np.concatenate([np.zeros(len(x)), np.ones(len(y))])
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(rng.integers(2**31 - 1)))

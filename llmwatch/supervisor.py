@@ -19,7 +19,7 @@ from llmwatch.errors import LlmwatchError, PortInUse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Component", "Supervisor", "check_ports_free"]
+__all__ = ["Component", "Supervisor", "check_ports_free", "python_command"]
 
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0  # a component that ran this long has its backoff reset
