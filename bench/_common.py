@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
+from llmwatch.processes import free_port, stop_process, wait_until  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"not ready after {timeout_s}s")
+__all__ = ["free_port", "print_table", "start_tansu", "stop_process", "wait_until", "write_json"]
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
@@ -41,16 +25,6 @@ def start_tansu(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: kafka_reachable(f"127.0.0.1:{port}", 1.0), 20)
     return process
-
-
-def stop(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:

@@ -12,7 +12,7 @@ import statistics
 import time
 import uuid
 
-from _common import free_port, print_table, start_tansu, stop, write_json
+from _common import free_port, print_table, start_tansu, stop_process, write_json
 
 from confluent_kafka import Producer
 
@@ -83,7 +83,7 @@ def main() -> None:
             bare_cpu.append(b_cpu / args.events * 1e6)
             sdk_cpu.append(s_cpu / args.events * 1e6)
     finally:
-        stop(broker, 3)
+        stop_process(broker, 3)
 
     med = statistics.median
     ratio = med(sdk) / med(bare)

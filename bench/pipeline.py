@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import free_port, print_table, stop, wait_until, write_json
+from _common import free_port, print_table, stop_process, wait_until, write_json
 
 from ingest.emitter import Emitter
 from storage.clickhouse import ClickHouseStore
@@ -96,7 +96,7 @@ def main() -> None:
         saturation = saturate(bootstrap, store, args.events)
         latencies = [fixed_rate(bootstrap, store, rate, args.seconds) for rate in rates]
     finally:
-        stop(up, 60)
+        stop_process(up, 60)
 
     print_table(
         f"Pipeline through `llmwatch up` on {os.cpu_count()} cores (offline toxicity detector)",

@@ -27,15 +27,17 @@ def clickhouse_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def workers_alive(settings: Settings) -> int:
+def workers_alive(settings: Settings, pid: int | None = None) -> int:
+    """Workers (optionally: the one with this pid) that sent a heartbeat in the last WORKER_STALE_S."""
     from storage.clickhouse import connect
 
     store = connect(settings)
     try:
         rows = store.query(
             f"SELECT count() FROM {settings.database}.workers FINAL "
-            "WHERE seen_at > now64(3) - toIntervalSecond({stale:UInt32})",
-            {"stale": WORKER_STALE_S},
+            "WHERE seen_at > now64(3) - toIntervalSecond({stale:UInt32}) "
+            "AND ({pid:Nullable(UInt32)} IS NULL OR pid = {pid:Nullable(UInt32)})",
+            {"stale": WORKER_STALE_S, "pid": pid},
         )
         return int(rows[0][0])
     finally:

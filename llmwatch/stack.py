@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
 
 from llmwatch.broker import tansu_command
-from llmwatch.health import WORKER_STALE_S, clickhouse_ready
+from llmwatch.health import clickhouse_ready, workers_alive
 from llmwatch.settings import Settings
 from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
 
 log = logging.getLogger(__name__)
 
 __all__ = ["build_components", "run_stack"]
-
-
-def _worker_ready(settings: Settings, component: Component) -> Callable[[], bool]:
-    def ready() -> bool:
-        from storage.clickhouse import connect
-
-        if component.process is None:
-            return False
-        store = connect(settings)
-        try:
-            rows = store.query(
-                f"SELECT count() FROM {settings.database}.workers "
-                "WHERE pid = {pid:UInt32} AND seen_at > now64(3) - toIntervalSecond({stale:UInt32})",
-                {"pid": component.process.pid, "stale": WORKER_STALE_S},
-            )
-            return rows[0][0] > 0
-        finally:
-            store.close()
-
-    return ready
 
 
 def build_components(
@@ -78,7 +57,8 @@ def build_components(
         env=env,
     )
     worker = Component("worker", python_command("worker"), ready=lambda: False, env=env, ready_timeout_s=90)
-    worker.ready = _worker_ready(settings, worker)
+    # Ready once this very process has sent a heartbeat (a previous run's worker may still be fresh).
+    worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
     result = [broker, store, worker]
     if demo:
         args = ["generate"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmwatch.errors import LlmwatchError, PortInUse
+from llmwatch.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,8 @@ class Supervisor:
             if process is None or process.poll() is not None:
                 continue
             log.info("stopping %s (pid %d)", component.name, process.pid)
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs; killing it", component.name, timeout_s)
-                process.kill()
-                process.wait()
+            if stop_process(process, timeout_s):
+                log.warning("%s did not stop in %.0fs; it was killed", component.name, timeout_s)
         state = self.run_dir / "up.json"
         state.unlink(missing_ok=True)
 

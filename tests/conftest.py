@@ -7,54 +7,23 @@ Set LLMWATCH_TEST_CLICKHOUSE_URL to also run the storage tests against a real Cl
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 
 from ingest.kafka import ensure_topics, kafka_reachable
 from llmwatch.broker import tansu_command
+from llmwatch.processes import free_port, stop_process, wait_until
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
 from storage.migrate import migrate
 
 SERVER_URL = os.environ.get("LLMWATCH_TEST_CLICKHOUSE_URL", "")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout_s}s")
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL: by PID, always."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

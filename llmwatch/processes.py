@@ -1,0 +1,45 @@
+"""Small process and port helpers shared by the supervisor, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from typing import Any, Callable
+
+__all__ = ["free_port", "stop_process", "wait_until"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str = "condition") -> None:
+    """Poll predicate every 0.1 s (an exception counts as "not yet"); TimeoutError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.1)
+    msg = f"{what} not ready after {timeout_s}s"
+    raise TimeoutError(msg)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 3.0) -> bool:
+    """SIGTERM, then SIGKILL after timeout_s: by PID, always. True if it had to be killed."""
+    if process.poll() is not None:
+        return False
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False
