@@ -100,7 +100,6 @@ class Emitter:
         self._warned_at = 0.0
         self._thread: threading.Thread | None = None
         self._producer: Any = None
-        self._lock = threading.Lock()
         self._start()
         _live_emitters.add(self)
 
@@ -222,7 +221,6 @@ class Emitter:
         # belong to the parent, which sends them.
         self._queue = collections.deque()
         self._busy = False
-        self._lock = threading.Lock()
         if not self._closed:
             self._start()
 

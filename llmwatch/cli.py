@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from llmwatch.errors import LlmwatchError
 from llmwatch.settings import ENV_PREFIX, Settings

@@ -27,7 +27,6 @@ import re
 import threading
 import uuid
 import zlib
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
