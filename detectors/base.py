@@ -8,20 +8,22 @@ from typing import Any, Protocol, Sequence
 
 from ingest.events import TraceEvent
 
-__all__ = ["Detector", "ScoreRow", "TARGETS"]
+__all__ = ["NOT_APPLICABLE", "Detector", "ScoreRow", "TARGETS"]
 
 TARGETS = ("input", "output")
+NOT_APPLICABLE = "not_applicable"  # the label of a row whose score is None
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
-    """One detector's verdict on one side of one event. score is in [0, 1], 1 = bad."""
+    """One detector's verdict on one side of one event. score is in [0, 1], 1 = bad; None only
+    when the detector cannot judge (label `not_applicable`, or `error` when it failed)."""
 
     event_id: uuid.UUID
     detector: str
     detector_version: str
     target: str
-    score: float
+    score: float | None
     label: str
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -32,6 +34,7 @@ class Detector(Protocol):
 
     name: str  # written to the `detector` column
     version: str  # bump when the meaning of a score changes
+    targets: tuple[str, ...]  # which of input / output / event it writes rows for
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         """One row per event and target, in the order of `events`; `score([]) == []`."""

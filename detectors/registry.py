@@ -13,6 +13,7 @@ __all__ = ["DETECTORS", "available", "load", "load_all"]
 
 DETECTORS: dict[str, str] = {
     "toxicity": "detectors.toxicity:load",
+    "grounding": "detectors.grounding:load",
 }
 
 

@@ -1,7 +1,12 @@
 """Toxicity of the input and of the output, scored separately.
 
-The offline default is alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
-calibrated): no download, ~150k texts/s on one core.
+Backends (setting `toxicity_model`):
+* `profanity-check` (default): alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
+  calibrated). No download, ~150k texts/s on one core.
+* a path to a detoxify checkpoint (`.ckpt`, original / unbiased / multilingual, saved with its
+  tokenizer and config in a local folder: see README "Models"). Runs on the GPU when present, in
+  length-sorted batches under fp16 autocast. With `toxicity_cascade_below` > 0 the cheap model
+  scores everything first and only texts it scores at or above that value go to detoxify.
 
 Examples:
     >>> from datetime import datetime, timezone
@@ -15,12 +20,39 @@ Examples:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from detectors.base import TARGETS, ScoreRow
 from ingest.events import TraceEvent
+from llmwatch.errors import DetectorLoadError
 
-__all__ = ["ProfanityCheckToxicity", "load"]
+__all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "load", "load_detoxify"]
+
+THRESHOLD = 0.5
+
+
+def _texts(events: Sequence[TraceEvent]) -> list[str]:
+    return [getattr(event, target) for event in events for target in TARGETS]
+
+
+def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float],
+          details: Sequence[dict[str, Any]] | None = None) -> list[ScoreRow]:
+    """Rows in (event, target) order from flat per-text scores; empty texts are labelled `empty`."""
+    rows = []
+    for i, event in enumerate(events):
+        for j, target in enumerate(TARGETS):
+            k = 2 * i + j
+            if not getattr(event, target).strip():
+                rows.append(ScoreRow(event.event_id, detector.name, detector.version, target, 0.0, "empty"))
+                continue
+            score = float(scores[k])
+            label = "toxic" if score >= detector.threshold else "ok"
+            extra = details[k] if details else {}
+            rows.append(ScoreRow(event.event_id, detector.name, detector.version, target, score, label, extra))
+    return rows
 
 
 class ProfanityCheckToxicity:
@@ -28,33 +60,105 @@ class ProfanityCheckToxicity:
 
     name = "toxicity"
     version = "profanity-check-1"
+    targets = TARGETS
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self, threshold: float = THRESHOLD) -> None:
         from profanity_check import predict_prob  # ~1 s import: only where scoring happens
 
         self._predict_prob = predict_prob
         self.threshold = threshold
 
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        return np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
+
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         if not events:
             return []
-        texts = [getattr(event, target) for event in events for target in TARGETS]
-        probabilities = self._predict_prob(texts)
-        rows = []
-        for i, event in enumerate(events):
-            for j, target in enumerate(TARGETS):
-                text = texts[2 * i + j]
-                if not text.strip():
-                    rows.append(ScoreRow(event.event_id, self.name, self.version, target, 0.0, "empty"))
-                    continue
-                score = float(probabilities[2 * i + j])
-                label = "toxic" if score >= self.threshold else "ok"
-                rows.append(ScoreRow(event.event_id, self.name, self.version, target, score, label))
-        return rows
+        return _rows(self, events, self.predict(_texts(events)))
 
     def close(self) -> None:
         pass
 
 
-def load(settings: Any) -> ProfanityCheckToxicity:
-    return ProfanityCheckToxicity()
+class DetoxifyToxicity:
+    """A detoxify checkpoint, batched on the GPU when present; optionally behind the cheap model."""
+
+    name = "toxicity"
+    targets = TARGETS
+
+    def __init__(self, classifier: Any, class_names: Sequence[str], checkpoint: str,
+                 cascade_below: float = 0.0, threshold: float = THRESHOLD) -> None:
+        self.classifier = classifier
+        self.class_names = [str(c) for c in class_names]
+        self.primary = self.class_names.index("toxicity") if "toxicity" in self.class_names else 0
+        self.cascade_below = cascade_below
+        self.cheap = ProfanityCheckToxicity() if cascade_below > 0 else None
+        self.threshold = threshold
+        self.version = f"detoxify-{Path(checkpoint).stem}" + (f"-cascade{cascade_below:g}" if cascade_below else "")
+        self.last_sent = 0  # texts the last call sent to the model (the cascade's saving)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Per-class probabilities (sigmoid, as detoxify's own predict), one row per text."""
+        logits = self.classifier.logits(list(texts))
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+        if not events:
+            return []
+        texts = _texts(events)
+        wanted = [k for k, text in enumerate(texts) if text.strip()]
+        scores = np.zeros(len(texts))
+        details: list[dict[str, Any]] = [{} for _ in texts]
+        if self.cheap is not None:
+            cheap = self.cheap.predict([texts[k] for k in wanted])
+            for k, value in zip(wanted, cheap):
+                scores[k] = value
+                details[k] = {"model": "profanity-check"}
+            wanted = [k for k, value in zip(wanted, cheap) if value >= self.cascade_below]
+        self.last_sent = len(wanted)
+        if wanted:
+            probabilities = self.probabilities([texts[k] for k in wanted])
+            for k, row in zip(wanted, probabilities):
+                scores[k] = row[self.primary]
+                details[k] = {name: round(float(p), 4) for name, p in zip(self.class_names, row) if p >= 0.01}
+        return _rows(self, events, scores, details)
+
+    def close(self) -> None:
+        self.classifier = None
+
+
+def load_detoxify(checkpoint: str | Path, device: str = "auto", batch_size: int = 64,
+                  cascade_below: float = 0.0) -> DetoxifyToxicity:
+    """A detoxify `.ckpt` from a local path. Its `model_type` must name a local folder with the
+    transformers config and tokenizer files (detoxify would otherwise fetch them from the hub)."""
+    from detectors.embedding import pick_device
+    from detectors.transformer import SequenceClassifier
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        msg = f"no detoxify checkpoint at {path}"
+        raise DetectorLoadError(msg)
+    try:
+        from detoxify import Detoxify
+    except ImportError as exc:
+        raise DetectorLoadError("the detoxify backend needs the detoxify package") from exc
+    chosen = pick_device(device)
+    try:
+        model = Detoxify(checkpoint=str(path), device=chosen)
+    except (OSError, ValueError, KeyError) as exc:
+        msg = (
+            f"could not load detoxify checkpoint {path}: {exc}. Its config.arch.args.model_type must be "
+            "a local folder holding config.json and the tokenizer files (no download is attempted)"
+        )
+        raise DetectorLoadError(msg) from exc
+    classifier = SequenceClassifier.wrap(model.model, model.tokenizer, chosen, batch_size)
+    return DetoxifyToxicity(classifier, model.class_names, str(path), cascade_below)
+
+
+def load(settings: Any) -> ProfanityCheckToxicity | DetoxifyToxicity:
+    choice = settings.toxicity_model
+    if choice in ("", "profanity-check"):
+        return ProfanityCheckToxicity()
+    return load_detoxify(choice, settings.device, settings.model_batch_size, settings.toxicity_cascade_below)

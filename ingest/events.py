@@ -77,6 +77,7 @@ class TraceEvent:
     tags: dict[str, str] = field(default_factory=dict)
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    pii: dict[str, int] = field(default_factory=dict)  # "output.email" -> matches handled
 
     def row(self, received_at: datetime) -> dict[str, Any]:
         """The llmwatch.traces row for this event."""
@@ -109,6 +110,7 @@ class TraceEvent:
             "input_chars": len(self.input),
             "output_chars": len(self.output),
             "extra": json.dumps(self.extra, ensure_ascii=False) if self.extra else "",
+            "pii": self.pii,
         }
 
 

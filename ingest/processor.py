@@ -19,10 +19,12 @@ import random
 import socket
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 from detectors.base import Detector, ScoreRow
+from detectors.pii import redact_bytes, redact_event, redact_text
 from ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
 from ingest.sink import RawMessage, StoredBatch, store_batch
 from llmwatch.errors import StoreError
@@ -65,10 +67,24 @@ class BatchHandler:
             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
             max_age=timedelta(days=settings.retention_days),
         )
+        self.pii = settings.pii_policy
         self.totals = {"traces": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-        return [row for detector in self.detectors for row in detector.score(events)]
+        return [row for detector in self.detectors for row in _score_isolated(detector, events)]
+
+    def _redacted(self, message: RawMessage, parsed: TraceEvent | Feedback | Rejection) -> Any:
+        """The message with PII handled per policy, before anything is stored or logged."""
+        policy = self.pii
+        if isinstance(parsed, TraceEvent):
+            return message, redact_event(parsed, policy)
+        if isinstance(parsed, Feedback):
+            return message, replace(parsed, comment=redact_text(parsed.comment, policy.input, policy.key)[0])
+        # Unparsed bytes have no fields: the strictest policy of any field applies.
+        strictest = policy.strictest
+        value = redact_bytes(message.value, strictest, policy.key)
+        detail = redact_text(parsed.detail, strictest, policy.key)[0]
+        return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 
     def handle(self, messages: Sequence[RawMessage]) -> StoredBatch:
         """Process one batch to completion. Returns when everything is stored and every DLQ
@@ -77,8 +93,8 @@ class BatchHandler:
         traces: list[TraceEvent] = []
         feedback: list[Feedback] = []
         rejections: list[tuple[RawMessage, Rejection]] = []
-        for message in messages:
-            parsed = parse(message.value, self.limits, now)
+        for raw_message in messages:
+            message, parsed = self._redacted(raw_message, parse(raw_message.value, self.limits, now))
             if isinstance(parsed, TraceEvent):
                 traces.append(parsed)
             elif isinstance(parsed, Feedback):
@@ -150,6 +166,29 @@ class BatchHandler:
         if remaining or failures:
             msg = f"DLQ delivery failed ({remaining} pending): {failures[:3]}"
             raise StoreError(msg)
+
+
+def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+    """One event that makes a detector fail (a poison pill) costs that event its score, not the
+    batch: on failure the batch is re-scored one event at a time and the failing event gets an
+    `error` row, so the failure is visible and nothing is retried forever."""
+    try:
+        return detector.score(events)
+    except Exception:
+        log.exception("detector %s failed on a batch of %d; isolating the event", detector.name, len(events))
+    rows: list[ScoreRow] = []
+    for event in events:
+        try:
+            rows += detector.score([event])
+        except Exception as exc:
+            log.error("detector %s failed on event %s: %s", detector.name, event.event_id, type(exc).__name__)
+            targets = getattr(detector, "targets", ("input", "output"))
+            rows += [
+                ScoreRow(event.event_id, detector.name, detector.version, target, None, "error",
+                         {"error": type(exc).__name__})
+                for target in targets
+            ]
+    return rows
 
 
 def build_app(settings: Settings, handler: BatchHandler) -> Any:

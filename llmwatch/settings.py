@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from detectors.pii import PiiPolicy
 from llmwatch.errors import ConfigError
 
 ENV_PREFIX = "LLMWATCH_"
@@ -62,6 +63,24 @@ class Settings:
     # Models.
     device: str = setting("auto", "torch device for models: auto (CUDA when present), cpu, cuda, cuda:1")
     embedding_model: str = setting("", "sentence-transformers model directory; default: the bundled all-MiniLM-L6-v2")
+    model_batch_size: int = setting(64, "texts (or claim/passage pairs) per forward pass of a transformer model")
+    toxicity_model: str = setting(
+        "profanity-check", "toxicity backend: profanity-check (offline, CPU), or a detoxify .ckpt path"
+    )
+    toxicity_cascade_below: float = setting(
+        0.0, "with a detoxify checkpoint: texts the cheap model scores below this skip detoxify (0 = off)"
+    )
+    grounding_model: str = setting(
+        "", "NLI / cross-encoder model directory for grounding; default: offline MiniLM + lexical evidence"
+    )
+
+    # Privacy.
+    pii: str = setting(
+        "redact",
+        "PII policy before anything is stored: redact, hash or keep, or per field, "
+        "e.g. input=hash,output=redact,context=keep",
+    )
+    pii_hash_key: str = setting("", "secret key for `hash` digests (set it, or hashes of short values can be guessed)")
 
     # Storage.
     retention_days: int = setting(90, "raw text (input, output, context) expires after this")
@@ -82,6 +101,10 @@ class Settings:
     @property
     def store_url(self) -> str:
         return self.clickhouse_url or f"http://{self.host}:{self.clickhouse_port}"
+
+    @property
+    def pii_policy(self) -> PiiPolicy:
+        return PiiPolicy.parse(self.pii, self.pii_hash_key)
 
     @property
     def detector_names(self) -> list[str]:
@@ -119,10 +142,18 @@ class Settings:
             problems.append(f"batch_window_s must be positive, got {self.batch_window_s}")
         if self.retention_days < 1:
             problems.append(f"retention_days must be at least 1, got {self.retention_days}")
+        if self.model_batch_size < 1:
+            problems.append(f"model_batch_size must be at least 1, got {self.model_batch_size}")
+        if not 0.0 <= self.toxicity_cascade_below < 1.0:
+            problems.append(f"toxicity_cascade_below must be in [0, 1), got {self.toxicity_cascade_below}")
         if self.replication_factor < 1:
             problems.append(f"replication_factor must be at least 1, got {self.replication_factor}")
         if self.partitions < 1:
             problems.append(f"partitions must be at least 1, got {self.partitions}")
+        try:
+            self.pii_policy
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise ConfigError("bad settings: " + "; ".join(problems))
 

@@ -140,3 +140,63 @@ def test_two_workers_share_the_partitions(stack_settings: Settings, embedded_sto
     finally:
         for worker in workers:
             stop_process(worker, timeout_s=10)
+
+
+PII = {
+    "email": "jane.doe@example.com",
+    "card": "4111 1111 1111 1111",
+    "phone": "+44 20 7946 0958",
+    "key": "sk-proj-4f9XbQ2LmN8pRt6VwYz1AbCdEf",
+    "iban": "DE89370400440532013000",
+    "ip": "203.0.113.42",
+}
+
+
+def test_redact_policy_keeps_pii_out_of_store_dlq_and_logs(
+    stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: Path
+) -> None:
+    """Valid events, a schema-invalid event and plain junk, all carrying PII: with the default
+    policy (redact) none of it reaches any ClickHouse table, the DLQ topic or the worker's log."""
+    from confluent_kafka import Consumer
+
+    secrets = " ".join(PII.values())
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(stack_settings, log_path)
+    try:
+        wait_until(lambda: worker_alive(embedded_store, worker.pid), 60, "worker")
+        producer = Producer({"bootstrap.servers": stack_settings.bootstrap_servers})
+        good = json.loads(plain_event(0))
+        good.update(input=f"I am {secrets}", output=f"Noted: {secrets}", context=[f"CRM: {secrets}"])
+        bad_schema = {**good, "event_id": str(uuid.uuid4()), "latency_ms": f"slow {PII['email']}"}
+        for payload in (json.dumps(good).encode(), json.dumps(bad_schema).encode(), f"junk {secrets}".encode()):
+            producer.produce(stack_settings.traces_topic, payload)
+        assert producer.flush(30) == 0
+        wait_until(lambda: table_counts(embedded_store)[0::3] == (1, 2), 60, "rows")
+    finally:
+        stop_process(worker)
+
+    db = embedded_store.database
+    dump = "".join(
+        json.dumps(embedded_store.query(f"SELECT * FROM {db}.{table}"), default=str, ensure_ascii=False)
+        for table in ("traces", "scores", "rejected")
+    )
+    consumer = Consumer({
+        "bootstrap.servers": stack_settings.bootstrap_servers, "group.id": f"dlq-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([stack_settings.dlq_topic])
+    dlq: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(dlq) < 2 and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and not message.error():
+            dlq.append(message.value() + b"".join(v for _, v in message.headers() or []))
+    consumer.close()
+    assert len(dlq) == 2
+    sinks = {"clickhouse": dump, "dlq": b"".join(dlq).decode("utf-8", "replace"), "log": log_path.read_text()}
+    for sink, text in sinks.items():
+        for kind, value in PII.items():
+            assert value not in text, f"{kind} reached the {sink}"
+    pii = embedded_store.query(f"SELECT pii FROM {db}.traces")[0][0]
+    assert pii["input.email"] == pii["output.card"] == pii["context.iban"] == 1
+    assert "[EMAIL]" in dump and "[CARD]" in sinks["dlq"]

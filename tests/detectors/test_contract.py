@@ -9,33 +9,43 @@ from typing import Callable
 
 import pytest
 
-from detectors.base import TARGETS, Detector
+from detectors.base import NOT_APPLICABLE, TARGETS, Detector
 from detectors.registry import available, load
 from ingest.events import TraceEvent
 from llmwatch.settings import Settings
 
+REFUNDS = "Refunds are paid within five business days. Orders over $50 ship free."
 TEXTS = [
-    ("How do I reset my password?", "Click 'Forgot password' on the login page."),
-    ("you are a useless idiot", "I'm sorry you feel that way."),
-    ("", "Shut up, moron."),
-    ("What is the API rate limit?", ""),
-    ("Tell me about refunds " * 40, "Refunds take five business days. " * 30),
+    ("How do I reset my password?", "Click 'Forgot password' on the login page.", ()),
+    ("you are a useless idiot", "I'm sorry you feel that way.", ()),
+    ("", "Shut up, moron.", ()),
+    ("What is the API rate limit?", "", ("The API allows 100 requests per minute.",)),
+    ("Tell me about refunds " * 40, "Refunds take five business days. " * 30, (REFUNDS,)),
+    ("When are refunds paid?", "Refunds are paid within 30 days, by cheque from Paris.", (REFUNDS, "Shipping is free.")),
 ]
+_NOW = datetime.now(timezone.utc)
 
 
 def events() -> list[TraceEvent]:
-    now = datetime.now(timezone.utc)
-    return [TraceEvent(uuid.UUID(int=i + 1), f"t{i}", now, "app", input=a, output=b) for i, (a, b) in enumerate(TEXTS)]
+    return [
+        TraceEvent(uuid.UUID(int=i + 1), f"t{i}", _NOW, "app", input=a, output=b, context=c, latency_ms=100.0 * (i + 1))
+        for i, (a, b, c) in enumerate(TEXTS)
+    ]
 
 
 def check_scores_in_unit_interval(detector: Detector) -> None:
-    assert all(0.0 <= row.score <= 1.0 for row in detector.score(events()))
+    for row in detector.score(events()):
+        if row.score is None:
+            assert row.label == NOT_APPLICABLE
+        else:
+            assert 0.0 <= row.score <= 1.0
 
 
 def check_one_row_per_event_and_target(detector: Detector) -> None:
     rows = detector.score(events())
     keys = [(row.event_id, row.target) for row in rows]
-    assert sorted(keys) == sorted((e.event_id, t) for e in events() for t in TARGETS)
+    assert set(detector.targets) <= {*TARGETS, "event"}
+    assert sorted(keys) == sorted((e.event_id, t) for e in events() for t in detector.targets)
     assert all(row.detector == detector.name and row.detector_version == detector.version for row in rows)
 
 
@@ -58,7 +68,7 @@ def check_batch_equals_singles(detector: Detector) -> None:
     batch = detector.score(events())
     singles = [row for event in events() for row in detector.score([event])]
     assert [(r.event_id, r.target, r.label) for r in batch] == [(r.event_id, r.target, r.label) for r in singles]
-    assert all(abs(a.score - b.score) < 1e-5 for a, b in zip(batch, singles))
+    assert all(a.score == b.score or abs(a.score - b.score) < 1e-4 for a, b in zip(batch, singles))
 
 
 CHECKS: list[Callable[[Detector], None]] = [
@@ -71,9 +81,22 @@ CHECKS: list[Callable[[Detector], None]] = [
 ]
 
 
-@pytest.fixture(scope="module", params=available())
+# Every registered detector with its default (offline) model, and the model-backed variants on
+# tiny checkpoints the tests build.
+VARIANTS = [*available(), "toxicity:detoxify", "toxicity:detoxify-cascade", "grounding:nli"]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
 def detector(request: pytest.FixtureRequest) -> Detector:
-    return load(request.param, Settings())
+    name, _, variant = request.param.partition(":")
+    settings = Settings(device="cpu")
+    if variant.startswith("detoxify"):
+        checkpoint = str(request.getfixturevalue("detoxify_checkpoint"))
+        cascade = 0.2 if variant.endswith("cascade") else 0.0
+        settings = Settings(device="cpu", toxicity_model=checkpoint, toxicity_cascade_below=cascade)
+    elif variant == "nli":
+        settings = Settings(device="cpu", grounding_model=str(request.getfixturevalue("nli_model")))
+    return load(name, settings)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

@@ -1,0 +1,116 @@
+"""PII detection and the redact / hash / keep policies, as pure functions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
+from ingest.events import TraceEvent
+
+FOUND = [
+    ("write to jane.doe+work@mail.example.co.uk today", "email"),
+    ("call +1 (415) 555-0100", "phone"),
+    ("call 020 7946 0958", "phone"),
+    ("Visa 4111-1111-1111-1111", "card"),
+    ("Amex 3782 822463 10005", "card"),
+    ("IBAN GB82 WEST 1234 5698 7654 32", "iban"),
+    ("IBAN DE89370400440532013000", "iban"),
+    ("from 203.0.113.42", "ip"),
+    ("from 2001:db8::8a2e:370:7334", "ip"),
+    ("OPENAI_API_KEY=sk-proj-4f9XbQ2LmN8pRt6VwYz1AbCdEf", "secret"),
+    ("aws AKIAIOSFODNN7EXAMPLE", "secret"),
+    ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "secret"),
+    ("Authorization: Bearer abc.def-ghi_jkl~mno123", "secret"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz", "secret"),
+    ("db password: hunter2hunter2", "secret"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "secret"),
+]
+
+NOT_FOUND = [
+    "Visa 4111-1111-1111-1112",  # fails Luhn
+    "the meeting is on 2024-05-01 at 10:30:00",
+    "version 300.1.2.999 and 1999 had 365 days",
+    "order #12345678 shipped",
+    "a:b:c is not an address",
+    "Price is 3.50, or 12,000 items.",
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), FOUND)
+def test_finds_each_kind(text: str, kind: str) -> None:
+    assert [span.kind for span in find(text)] == [kind]
+    redacted, counts = redact_text(text, "redact")
+    assert counts == {kind: 1}
+    assert f"[{kind.upper()}]" in redacted
+
+
+@pytest.mark.parametrize("text", NOT_FOUND)
+def test_leaves_lookalikes_alone(text: str) -> None:
+    assert redact_text(text, "redact") == (text, {})
+
+
+def test_checksums_decide() -> None:
+    # A mistyped IBAN is not an IBAN; its digit groups may still read as a phone number.
+    assert "iban" not in {span.kind for span in find("IBAN GB82 WEST 1234 5698 7654 33")}
+
+
+def test_assignment_keeps_its_name() -> None:
+    assert redact_text("password=hunter2hunter2 ok", "redact")[0] == "password=[SECRET] ok"
+
+
+def test_hash_is_keyed_stable_and_joinable() -> None:
+    a = redact_text("mail bob@example.com", "hash", key=b"k1")[0]
+    b = redact_text("again bob@example.com", "hash", key=b"k1")[0]
+    c = redact_text("mail bob@example.com", "hash", key=b"k2")[0]
+    assert a.split()[-1] == b.split()[-1] != c.split()[-1]
+    assert "bob" not in a
+
+
+def test_keep_counts_but_does_not_change() -> None:
+    assert redact_text("bob@example.com", "keep") == ("bob@example.com", {"email": 1})
+
+
+def test_policy_parsing() -> None:
+    assert PiiPolicy.parse("hash") == PiiPolicy("hash", "hash", "hash")
+    policy = PiiPolicy.parse("input=hash, context=keep")
+    assert (policy.input, policy.output, policy.context) == ("hash", "redact", "keep")
+    assert policy.strictest == "redact"
+    assert PiiPolicy.parse("keep").strictest == "keep"
+    for bad in ("erase", "input=erase", "prompt=redact", "input"):
+        with pytest.raises(ValueError, match="bad PII policy"):
+            PiiPolicy.parse(bad)
+
+
+def test_redact_event_per_field() -> None:
+    event = TraceEvent(
+        uuid.UUID(int=1), "t", datetime.now(timezone.utc), "app",
+        input="I am bob@example.com",
+        output="Your card 4111 1111 1111 1111 is blocked; call +44 20 7946 0958",
+        context=("Customer email bob@example.com",),
+        input_messages=(("user", "I am bob@example.com"),),
+    )
+    redacted = redact_event(event, PiiPolicy.parse("input=hash,output=redact,context=keep"))
+    assert "bob@" not in redacted.input and "[EMAIL:" in redacted.input
+    assert redacted.input_messages[0][1] == redacted.input
+    assert redacted.output == "Your card [CARD] is blocked; call [PHONE]"
+    assert redacted.context == event.context
+    assert redacted.pii == {"input.email": 1, "messages.email": 1, "output.card": 1, "output.phone": 1,
+                            "context.email": 1}
+
+
+def test_redact_bytes_keeps_undecodable_bytes() -> None:
+    raw = b"\xff\xfe not json, from bob@example.com"
+    assert redact_bytes(raw, "redact") == b"\xff\xfe not json, from [EMAIL]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.emails(), st.text())
+def test_no_email_survives_redaction(before: str, email: str, after: str) -> None:
+    text = f"{before} {email} {after}"
+    redacted, _ = redact_text(text, "redact")
+    assert email not in redacted
