@@ -14,6 +14,8 @@ __all__ = ["DETECTORS", "available", "load", "load_all"]
 DETECTORS: dict[str, str] = {
     "toxicity": "detectors.toxicity:load",
     "grounding": "detectors.grounding:load",
+    "embedding": "detectors.embedding:load",
+    "anomaly": "detectors.anomaly:load",
 }
 
 

@@ -56,7 +56,9 @@ class BatchHandler:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.detectors = list(detectors)
+        # Scorers write score rows; embedders (the `embedding` detector) write vectors.
+        self.detectors = [d for d in detectors if hasattr(d, "score")]
+        self.embedders = [d for d in detectors if hasattr(d, "embed")]
         self.dlq = dlq_producer
         self.clock = clock
         self.sleep = sleep
@@ -72,6 +74,9 @@ class BatchHandler:
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         return [row for detector in self.detectors for row in _score_isolated(detector, events)]
+
+    def embed(self, events: Sequence[TraceEvent]) -> list[dict[str, Any]]:
+        return [row for embedder in self.embedders for row in embedder.embed(events)]
 
     def _redacted(self, message: RawMessage, parsed: TraceEvent | Feedback | Rejection) -> Any:
         """The message with PII handled per policy, before anything is stored or logged."""
@@ -126,6 +131,7 @@ class BatchHandler:
                     feedback=feedback,
                     rejections=rejections,
                     score=self.score,
+                    embed=self.embed,
                     now=now,
                 )
             except StoreError as exc:
@@ -174,12 +180,16 @@ def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[Sc
     `error` row, so the failure is visible and nothing is retried forever."""
     try:
         return detector.score(events)
+    except StoreError:
+        raise  # the store is down (a detector reading its reference): retry the batch, do not blame events
     except Exception:
         log.exception("detector %s failed on a batch of %d; isolating the event", detector.name, len(events))
     rows: list[ScoreRow] = []
     for event in events:
         try:
             rows += detector.score([event])
+        except StoreError:
+            raise
         except Exception as exc:
             log.error("detector %s failed on event %s: %s", detector.name, event.event_id, type(exc).__name__)
             targets = getattr(detector, "targets", ("input", "output"))

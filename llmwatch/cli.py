@@ -89,6 +89,19 @@ def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
     return run_drift(settings, args)
 
 
+def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.score_cli import run_score
+
+    return run_score(settings, args)
+
+
+def cmd_jobs(settings: Settings, _args: argparse.Namespace) -> int:
+    from alerts.scheduler import run_jobs
+
+    run_jobs(settings)
+    return 0
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -118,6 +131,8 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
+    "jobs": (cmd_jobs, "run the scheduled jobs (drift checks) against the store"),
+    "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
     "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
 }
 
@@ -132,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--duration-s", type=float, default=None, help="stop the traffic after this long")
         if name == "generate":
             command.add_argument("--events", type=int, default=None, help="stop after this many events")
+        if name == "score":
+            command.add_argument("--detector", choices=["toxicity", "grounding"], required=True)
+            command.add_argument("--input", type=Path, required=True, help="JSONL: `text`, or `context` + `response`")
+            command.add_argument("--output", type=Path, required=True, help="JSONL with id, score, label, details")
         if name == "drift":
             command.add_argument("--reference", type=Path, required=True, help="JSONL with a `text` field per row")
             command.add_argument("--current", type=Path, required=True, help="JSONL with a `text` field per row")

@@ -52,7 +52,9 @@ class Settings:
     # Stream processing.
     batch_size: int = setting(500, "events per detector batch")
     batch_window_s: float = setting(0.25, "flush a partial batch after this many seconds")
-    detectors: str = setting("toxicity", "comma-separated detectors every event is scored by")
+    detectors: str = setting(
+        "toxicity,grounding,anomaly,embedding", "comma-separated detectors every event is scored by"
+    )
     max_event_bytes: int = setting(1_000_000, "events larger than this are rejected")
     max_event_depth: int = setting(32, "JSON nesting deeper than this is rejected")
     max_future_skew_s: float = setting(3600.0, "timestamps further ahead than this are rejected")
@@ -63,6 +65,9 @@ class Settings:
     # Models.
     device: str = setting("auto", "torch device for models: auto (CUDA when present), cpu, cuda, cuda:1")
     embedding_model: str = setting("", "sentence-transformers model directory; default: the bundled all-MiniLM-L6-v2")
+    embedding_sample: float = setting(
+        1.0, "share of events whose input and output are embedded (by event_id); lower it on CPU above ~150 events/s"
+    )
     model_batch_size: int = setting(64, "texts (or claim/passage pairs) per forward pass of a transformer model")
     toxicity_model: str = setting(
         "profanity-check", "toxicity backend: profanity-check (offline, CPU), or a detoxify .ckpt path"
@@ -73,6 +78,24 @@ class Settings:
     grounding_model: str = setting(
         "", "NLI / cross-encoder model directory for grounding; default: offline MiniLM + lexical evidence"
     )
+
+    # Drift checks (`llmwatch jobs`, part of `llmwatch up`).
+    drift_interval_s: float = setting(300.0, "how often the drift checks run")
+    drift_window_s: float = setting(3600.0, "the current window: the last this-many seconds")
+    drift_reference_s: float = setting(86400.0, "the reference window: this long, just before the current one")
+    drift_reference_release: str = setting(
+        "", "compare with this pinned release (prompt_id:prompt_version@model) instead of the reference window"
+    )
+    drift_min_samples: int = setting(100, "no verdict with fewer embeddings than this on either side")
+    drift_max_samples: int = setting(2000, "embeddings sampled per side (by event_id hash)")
+    drift_alpha: float = setting(0.01, "MMD permutation-test significance level")
+    drift_seed: int = setting(0, "seed of the drift tests' random generator")
+
+    # Anomaly scores.
+    anomaly_reference_s: float = setting(86400.0, "anomaly models are fitted on this much recent history per app")
+    anomaly_refit_s: float = setting(600.0, "refit each app's anomaly model this often")
+    anomaly_min_reference: int = setting(200, "events an app needs before its events get anomaly scores")
+    anomaly_quantile: float = setting(0.99, "events above this quantile of the reference are labelled outliers")
 
     # Privacy.
     pii: str = setting(
@@ -144,6 +167,12 @@ class Settings:
             problems.append(f"retention_days must be at least 1, got {self.retention_days}")
         if self.model_batch_size < 1:
             problems.append(f"model_batch_size must be at least 1, got {self.model_batch_size}")
+        if self.drift_min_samples < 10 or self.drift_max_samples < self.drift_min_samples:
+            problems.append("drift_min_samples must be at least 10 and at most drift_max_samples")
+        if not 0.0 < self.drift_alpha < 1.0 or not 0.5 < self.anomaly_quantile < 1.0:
+            problems.append("drift_alpha must be in (0, 1) and anomaly_quantile in (0.5, 1)")
+        if not 0.0 < self.embedding_sample <= 1.0:
+            problems.append(f"embedding_sample must be in (0, 1], got {self.embedding_sample}")
         if not 0.0 <= self.toxicity_cascade_below < 1.0:
             problems.append(f"toxicity_cascade_below must be in [0, 1), got {self.toxicity_cascade_below}")
         if self.replication_factor < 1:

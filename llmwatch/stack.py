@@ -59,7 +59,8 @@ def build_components(
     worker = Component("worker", python_command("worker"), ready=lambda: False, env=env, ready_timeout_s=90)
     # Ready once this very process has sent a heartbeat (a previous run's worker may still be fresh).
     worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
-    result = [broker, store, worker]
+    jobs = Component("jobs", python_command("jobs"), ready=lambda: True, env=env)
+    result = [broker, store, worker, jobs]
     if demo:
         args = ["generate"]
         if demo_duration_s is not None:

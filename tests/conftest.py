@@ -109,6 +109,8 @@ def stack_settings(broker: str, embedded_store: ClickHouseStore, embedded_url: s
         batch_window_s=0.2,
         batch_size=200,
         store_retry_max_s=20.0,
+        # Exact-count tests use one detector; tests/detectors/test_stored.py runs them all.
+        detectors="toxicity",
     )
     ensure_topics(broker, [settings.traces_topic, settings.dlq_topic, settings.control_topic], settings.partitions)
     return settings

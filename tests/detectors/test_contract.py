@@ -7,8 +7,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable
 
+import numpy as np
 import pytest
 
+from detectors.anomaly import FEATURES, AnomalyDetector
 from detectors.base import NOT_APPLICABLE, TARGETS, Detector
 from detectors.registry import available, load
 from ingest.events import TraceEvent
@@ -83,7 +85,8 @@ CHECKS: list[Callable[[Detector], None]] = [
 
 # Every registered detector with its default (offline) model, and the model-backed variants on
 # tiny checkpoints the tests build.
-VARIANTS = [*available(), "toxicity:detoxify", "toxicity:detoxify-cascade", "grounding:nli"]
+# `embedding` writes vectors, not scores (tests/detectors/test_embedding.py).
+VARIANTS = [*(n for n in available() if n not in ("embedding", "anomaly")), "anomaly:synthetic", "toxicity:detoxify", "toxicity:detoxify-cascade", "grounding:nli"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -94,6 +97,10 @@ def detector(request: pytest.FixtureRequest) -> Detector:
         checkpoint = str(request.getfixturevalue("detoxify_checkpoint"))
         cascade = 0.2 if variant.endswith("cascade") else 0.0
         settings = Settings(device="cpu", toxicity_model=checkpoint, toxicity_cascade_below=cascade)
+    elif variant == "synthetic":
+        # Reads its reference from the store in production (tests/detectors/test_anomaly.py).
+        reference = np.random.default_rng(0).lognormal(5, 0.5, size=(1000, len(FEATURES)))
+        return AnomalyDetector(lambda app: reference)
     elif variant == "nli":
         settings = Settings(device="cpu", grounding_model=str(request.getfixturevalue("nli_model")))
     return load(name, settings)

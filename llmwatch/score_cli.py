@@ -1,0 +1,105 @@
+"""`llmwatch score`: batch scoring of JSONL files for evaluation and backfills.
+
+    llmwatch score --detector toxicity  --input in.jsonl --output out.jsonl   # rows with `text`
+    llmwatch score --detector grounding --input in.jsonl --output out.jsonl   # `context`, `response`, optional `question`
+
+Each output row keeps the input's `id` (its line number when it has none) and adds `score` in
+[0, 1] (1 = bad; null when not applicable), `label` and `details`. Rows are scored in chunks, so
+files larger than memory stream through. Offline models by default; --toxicity-model and
+--grounding-model choose others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from detectors.registry import load
+from ingest.events import TraceEvent
+from llmwatch.errors import ConfigError
+from llmwatch.settings import Settings
+
+__all__ = ["DETECTOR_FIELDS", "run_score"]
+
+DETECTOR_FIELDS = {"toxicity": ("text",), "grounding": ("context", "response")}
+CHUNK = 1024
+
+
+def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object")
+            missing = [f for f in required if f not in row]
+            if missing:
+                raise ConfigError(f"{path}:{number}: missing field {', '.join(missing)}")
+            yield number, row
+
+
+def _event(number: int, row: dict[str, Any], detector: str, now: datetime) -> TraceEvent:
+    def text(field: str) -> str:
+        value = row.get(field) or ""
+        if not isinstance(value, str):
+            raise ConfigError(f"line {number}: `{field}` must be a string")
+        return value
+
+    if detector == "toxicity":
+        return TraceEvent(uuid.UUID(int=number), "", now, "score", input="", output=text("text"))
+    context = row.get("context") or []
+    context = [context] if isinstance(context, str) else context
+    if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
+        raise ConfigError(f"line {number}: `context` must be a string or a list of strings")
+    return TraceEvent(uuid.UUID(int=number), "", now, "score", input=text("question"), output=text("response"),
+                      context=tuple(context))
+
+
+def _flush(detector: Any, chunk: list[tuple[int, dict[str, Any], TraceEvent]], out: IO[str]) -> None:
+    rows = {r.event_id: r for r in detector.score([event for *_, event in chunk]) if r.target == "output"}
+    for number, row, event in chunk:
+        result = rows[event.event_id]
+        out.write(json.dumps({
+            "id": row.get("id", number),
+            "score": None if result.score is None else round(result.score, 6),
+            "label": result.label,
+            "details": result.details,
+        }, ensure_ascii=False) + "\n")
+
+
+def run_score(settings: Settings, args: argparse.Namespace) -> int:
+    name = args.detector
+    detector = load(name, settings)
+    now = datetime.now(timezone.utc)
+    count = 0
+    output_path: Path = args.output
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(output_path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            chunk: list[tuple[int, dict[str, Any], TraceEvent]] = []
+            for number, row in _rows(args.input, DETECTOR_FIELDS[name]):
+                chunk.append((number, row, _event(number, row, name, now)))
+                if len(chunk) == CHUNK:
+                    _flush(detector, chunk, out)
+                    count += len(chunk)
+                    chunk = []
+            if chunk:
+                _flush(detector, chunk, out)
+                count += len(chunk)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output_path)  # never leave a half-written file under the real name
+    print(f"scored {count} rows with {name} ({detector.version}) -> {output_path}")
+    return 0

@@ -1,0 +1,138 @@
+"""Detectors that read or write the store, against the real embedded ClickHouse: every offline
+detector through the batch handler, embeddings, the scheduled drift checks and anomaly models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from detectors.anomaly import AnomalyDetector, store_reference
+from detectors.drift_job import run_drift_checks
+from detectors.embedding import EventEmbedder, release_of
+from detectors.registry import available, load_all
+from ingest.events import TraceEvent
+from ingest.kafka import producer
+from ingest.processor import BatchHandler
+from ingest.sink import store_batch
+from llmwatch.settings import Settings
+from storage.clickhouse import ClickHouseStore
+from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
+
+NOW = datetime.now(timezone.utc)
+
+
+def event(app: str, text: str, at: datetime, **fields: object) -> TraceEvent:
+    return TraceEvent(uuid.uuid4(), uuid.uuid4().hex, at, app, input=text, output=f"About: {text}", **fields)
+
+
+def store_events(store: ClickHouseStore, events: list[TraceEvent], embedder: EventEmbedder | None = None) -> None:
+    store_batch(store, traces=events, feedback=[], rejections=[], score=lambda e: [], now=NOW,
+                embed=embedder.embed if embedder else None)
+
+
+def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickHouseStore, broker: str) -> None:
+    settings = Settings.from_env({}, database=embedded_store.database, clickhouse_url=embedded_store.url,
+                                 device="cpu", anomaly_min_reference=50)
+    history = [event("bot", q, NOW - timedelta(minutes=30), latency_ms=800.0 + i) for i, q in enumerate(SUPPORT_QUESTIONS * 6)]
+    store_events(embedded_store, history)
+    handler = BatchHandler(settings, embedded_store, load_all(available(), settings), producer(broker))
+    from ingest.sink import RawMessage
+
+    import json
+
+    def raw(i: int, **fields: object) -> RawMessage:
+        body = {"event_id": str(uuid.uuid4()), "trace_id": f"t{i}", "timestamp": NOW.isoformat(), "app": "bot",
+                "input": "How do I reset my password?", "output": "Use the reset link.", **fields}
+        return RawMessage("llm.traces", 0, i, json.dumps(body).encode())
+
+    stored = handler.handle([
+        raw(0, latency_ms=810.0, output="About: How do I reset my password?"),
+        raw(1, latency_ms=90_000.0, output="Refunds take 90 days, says Gustave.", context=["Refunds take 5 days."]),
+    ])
+    assert stored.traces == 2
+    db = embedded_store.database
+    rows = embedded_store.query(
+        f"SELECT t.trace_id, s.detector, s.target, s.label FROM {db}.scores AS s "
+        f"JOIN {db}.traces AS t USING event_id WHERE t.trace_id IN ('t0', 't1') ORDER BY 1, 2, 3"
+    )
+    labels = {(r[0], r[1], r[2]): r[3] for r in rows}
+    assert labels[("t0", "anomaly", "event")] == "ok" and labels[("t1", "anomaly", "event")] == "outlier"
+    assert labels[("t0", "grounding", "output")] == "not_applicable"
+    assert labels[("t1", "grounding", "output")] == "unsupported"
+    assert labels[("t0", "toxicity", "output")] == "ok"
+    vectors = embedded_store.query(
+        f"SELECT target, length(vector) FROM {db}.embeddings WHERE event_id IN "
+        f"(SELECT event_id FROM {db}.traces WHERE trace_id = 't0') ORDER BY target"
+    )
+    assert vectors == [("input", 384), ("output", 384)]
+
+
+def test_drift_checks_find_the_shift_name_its_terms_and_refuse_small_samples(embedded_store: ClickHouseStore) -> None:
+    from detectors.embedding import Encoder
+
+    embedder = EventEmbedder(Encoder.load(None, "cpu"))
+    rng = np.random.default_rng(1)
+
+    def window(app: str, texts: list[str], n: int, minutes_ago: float, **fields: object) -> list[TraceEvent]:
+        return [
+            event(app, f"{rng.choice(texts)} (ticket {rng.integers(10_000)})", NOW - timedelta(minutes=minutes_ago), **fields)
+            for _ in range(n)
+        ]
+
+    stable = window("stable", SUPPORT_QUESTIONS, 150, 90) + window("stable", SUPPORT_QUESTIONS, 150, 10)
+    shifted = (
+        window("shifted", SUPPORT_QUESTIONS, 150, 90)
+        + window("shifted", SUPPORT_QUESTIONS, 75, 10, prompt_id="answer", prompt_version="7")
+        + window("shifted", SUPPORT_QUESTIONS_SHIFTED, 75, 10, prompt_id="answer", prompt_version="8")
+    )
+    tiny = window("tiny", SUPPORT_QUESTIONS, 20, 90) + window("tiny", SUPPORT_QUESTIONS, 20, 10)
+    store_events(embedded_store, stable + shifted + tiny, embedder)
+
+    settings = Settings.from_env(
+        {}, database=embedded_store.database, device="cpu", drift_window_s=3600, drift_reference_s=3600,
+        drift_min_samples=50,
+    )
+    rows = run_drift_checks(embedded_store, settings, now=NOW + timedelta(seconds=1), rng=np.random.default_rng(0))
+    by_key = {(r["app"], r["target"], r["method"], r["current"].partition(" release ")[2]): r for r in rows}
+
+    stable_mmd = by_key[("stable", "input", "mmd", "")]
+    assert stable_mmd["verdict"] == "no_drift" and stable_mmd["reference_size"] == stable_mmd["current_size"] == 150
+    shifted_mmd = by_key[("shifted", "input", "mmd", "")]
+    assert shifted_mmd["verdict"] == "drift" and shifted_mmd["p_value"] < 0.01
+    assert {"outage", "bitcoin", "crypto"} & set(shifted_mmd["terms_up"])
+    assert by_key[("shifted", "input", "classifier", "")]["verdict"] == "drift"
+    # Per release: the new release drifted, the old one did not.
+    assert by_key[("shifted", "input", "mmd", "answer:8")]["verdict"] == "drift"
+    assert by_key[("shifted", "input", "mmd", "answer:7")]["verdict"] == "no_drift"
+    tiny_row = by_key[("tiny", "input", "mmd", "")]
+    assert (tiny_row["verdict"], tiny_row["p_value"], tiny_row["drifted"]) == ("insufficient_data", None, None)
+    stored = embedded_store.query(f"SELECT count(), countIf(verdict = 'drift') FROM {embedded_store.database}.drift")
+    assert stored[0] == (len(rows), sum(1 for r in rows if r["verdict"] == "drift"))
+
+    pinned = Settings.from_env(
+        {}, database=embedded_store.database, device="cpu", drift_reference_release="answer:7", drift_min_samples=50,
+    )
+    rows = run_drift_checks(embedded_store, pinned, now=NOW + timedelta(seconds=1), rng=np.random.default_rng(0))
+    release_row = next(r for r in rows if r["app"] == "shifted" and r["method"] == "mmd" and r["target"] == "input"
+                       and r["current"].endswith("answer:8"))
+    assert release_row["reference"] == "release answer:7" and release_row["verdict"] == "drift"
+
+
+def test_anomaly_model_fitted_from_the_store(embedded_store: ClickHouseStore) -> None:
+    rng = np.random.default_rng(0)
+    history = [
+        event("bot", "q", NOW - timedelta(minutes=5), latency_ms=float(rng.normal(800, 50)),
+              input_tokens=int(rng.normal(200, 20)), output_tokens=int(rng.normal(150, 15)))
+        for _ in range(300)
+    ]
+    store_events(embedded_store, history + [event("new-app", "q", NOW, latency_ms=800.0)])
+    detector = AnomalyDetector(store_reference(embedded_store, 3600), min_reference=200)
+    typical = event("bot", "q", NOW, latency_ms=810.0, input_tokens=205, output_tokens=150)
+    slow = event("bot", "q", NOW, latency_ms=9000.0, input_tokens=205, output_tokens=150)
+    unknown = event("new-app", "q", NOW, latency_ms=800.0)
+    rows = detector.score([typical, slow, unknown])
+    assert [r.label for r in rows] == ["ok", "outlier", "not_applicable"]
+    assert rows[1].details["features"][0] == "latency_ms" and rows[1].score >= 0.99
+    assert release_of(event("a", "q", NOW, prompt_id="answer", prompt_version="7", model="gpt")) == "answer:7@gpt"
