@@ -2,7 +2,9 @@
 
 Backends (setting `toxicity_model`):
 * `profanity-check` (default): alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
-  calibrated). No download, ~150k texts/s on one core.
+  calibrated). No download, ~150k texts/s on one core. Its vocabulary misses the ways people hide
+  insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
+  and the higher score counts (bench/quality.py measures the gain on obfuscated text).
 * a path to a detoxify checkpoint (`.ckpt`, original / unbiased / multilingual, saved with its
   tokenizer and config in a local folder: see README "Models"). Runs on the GPU when present, in
   length-sorted batches under fp16 autocast. With `toxicity_cascade_below` > 0 the cheap model
@@ -20,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,9 +32,42 @@ from detectors.base import TARGETS, ScoreRow
 from ingest.events import TraceEvent
 from llmwatch.errors import DetectorLoadError
 
-__all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "load", "load_detoxify"]
+__all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify"]
 
 THRESHOLD = 0.5
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+_MASKED = [
+    (re.compile(pattern, re.IGNORECASE), word)
+    for pattern, word in [
+        (r"\bf[\W_]*[*#@%u][\W_]*[*#@%c][\W_]*k", "fuck"), (r"\bf[*#@%]+k", "fuck"), (r"\bsh[*#@!1i]t", "shit"),
+        (r"\bb[*#@!1i]tch", "bitch"), (r"\ba[*#@$s]{2}hole", "asshole"), (r"\bc[*#@u]nt", "cunt"),
+        (r"\bd[*#@1i]ck", "dick"), (r"\bwh[*#@o]re", "whore"), (r"\bst[*#@u]pid", "stupid"), (r"\bid[*#@1i]ot", "idiot"),
+    ]
+]
+_SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
+_TOKEN = re.compile(r"\S+")
+_TRAILING = re.compile(r"(.*?)([.,!?;:)\"']*)", re.DOTALL)
+_REPEATED = re.compile(r"(.)\1{2,}")  # fuuuuck
+
+
+def _unleet(match: re.Match[str]) -> str:
+    # Only tokens with letters ("100 points" stays), and not their closing punctuation ("hi!").
+    core, tail = _TRAILING.fullmatch(match.group()).groups()  # type: ignore[union-attr]
+    return (core.translate(_LEET) if any(c.isalpha() for c in core) else core) + tail
+
+
+def deobfuscate(text: str) -> str:
+    """Undo the common ways of hiding a word from a filter.
+
+    >>> deobfuscate("f u c k off, you 1d10t. a$$hole! fuuuuck")
+    'fuck off, you idiot. asshole! fuck'
+    """
+    text = _SPACED.sub(lambda m: re.sub(r"[ .\-_]", "", m.group()), text)
+    text = _TOKEN.sub(_unleet, text)
+    for pattern, word in _MASKED:
+        text = pattern.sub(word, text)
+    return _REPEATED.sub(r"\1", text)
 
 
 def _texts(events: Sequence[TraceEvent]) -> list[str]:
@@ -59,7 +95,7 @@ class ProfanityCheckToxicity:
     """Fast CPU toxicity from alt-profanity-check's linear model."""
 
     name = "toxicity"
-    version = "profanity-check-1"
+    version = "profanity-check-2"
     targets = TARGETS
 
     def __init__(self, threshold: float = THRESHOLD) -> None:
@@ -71,7 +107,12 @@ class ProfanityCheckToxicity:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        return np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
+        raw = np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
+        changed = [i for i, text in enumerate(texts) if deobfuscate(text) != text]
+        if changed:
+            plain = self._predict_prob([deobfuscate(texts[i]) for i in changed])
+            raw[changed] = np.maximum(raw[changed], plain)
+        return raw
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         if not events:

@@ -26,7 +26,10 @@ def llmwatch(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[s
 def test_every_command_takes_the_same_settings_flags() -> None:
     parser = build_parser()
     for command in COMMANDS:
-        extra = ["--reference", "a.jsonl", "--current", "b.jsonl"] if command == "drift" else []
+        extra = {
+            "drift": ["--reference", "a.jsonl", "--current", "b.jsonl"],
+            "score": ["--detector", "toxicity", "--input", "a.jsonl", "--output", "b.jsonl"],
+        }.get(command, [])
         args = parser.parse_args([command, *extra, "--data-dir", "/tmp/x", "--kafka-port", "19092", "--clickhouse-port", "18123", "--console-port", "18501", "--no-console"])
         settings = settings_from_args(args, environ={})
         assert (settings.kafka_port, settings.clickhouse_port, settings.console_port, settings.no_console) == (19092, 18123, 18501, True)

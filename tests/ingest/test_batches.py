@@ -77,14 +77,25 @@ def test_crash_between_trace_and_score_inserts(embedded_store: ClickHouseStore, 
     """If traces were stored but their scores were not, a replay adds only the missing scores."""
     handler = handler_for(embedded_store, broker)
     batch = messages([valid_event() for _ in range(10)])
-    original_score = handler.score
-    handler.score = lambda events: (_ for _ in ()).throw(StoreUnavailable("simulated crash"))  # type: ignore[method-assign]
+
+    class CrashBeforeScores:
+        """The real store, except that the process 'dies' when it writes score rows."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(embedded_store, name)
+
+        def insert(self, table: str, rows: list) -> None:
+            if table == "scores":
+                raise StoreUnavailable("simulated crash")
+            embedded_store.insert(table, rows)
+
+    handler.store = CrashBeforeScores()  # type: ignore[assignment]
     handler.settings = Settings.from_env({}, database=embedded_store.database, store_retry_max_s=0.0)
     with pytest.raises(StoreUnavailable):
         handler.handle(batch)
     assert counts(embedded_store)["traces"] == 10
     assert counts(embedded_store)["scores"] == 0
-    handler.score = original_score  # type: ignore[method-assign]
+    handler.store = embedded_store
     handler.handle(batch)
     assert counts(embedded_store) == {"traces": 10, "scores": 20, "feedback": 0, "rejected": 0}
 

@@ -1,0 +1,241 @@
+"""Detector speed on this machine's device, and the worker's events/s with the offline detectors.
+
+1. texts/s per detector at batch sizes 1, 32, 256 (demo traffic: support questions and answers,
+   RAG answers with retrieved passages):
+   * toxicity: the offline default, and a detoxify checkpoint through our batched path against
+     detoxify's own `Detoxify.predict` on the same list (same checkpoint; ratio in one run);
+   * grounding: the offline default per event, and an NLI model per (claim, passage) pair;
+   * embedding (all-MiniLM-L6-v2), pii redaction, anomaly.
+   Without --detoxify / --nli, MiniLM-sized stand-ins are built here (the bundled MiniLM encoder
+   with an untrained head): right for speed, meaningless for quality.
+2. Worker events/s: `BatchHandler.handle` on batches of 500 demo events against the embedded
+   store and broker, for several detector sets (goal: >= 2,000 events/s on 2 cores with all
+   offline detectors on).
+Drift against Evidently on 10,000x384 is in bench/drift.py.
+
+    .venv/bin/python bench/detectors.py [--device auto] [--detoxify CKPT] [--nli DIR] [--events 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from _common import free_port, print_table, start_tansu, stop_process, wait_until, write_json
+
+from ingest.demo.generator import Scenario
+from ingest.events import Limits, TraceEvent, parse
+from llmwatch.settings import Settings
+
+BATCHES = (1, 32, 256)
+NOW = datetime.now(timezone.utc)
+
+
+def demo_events(n: int, seed: int = 3) -> list[TraceEvent]:
+    scenario = Scenario(seed)
+    events = []
+    for i in range(n):
+        doc = scenario.event(elapsed_s=float(i % 240))
+        doc.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=NOW.isoformat())
+        parsed = parse(json.dumps(doc).encode(), Limits(), NOW)
+        assert isinstance(parsed, TraceEvent), parsed
+        events.append(parsed)
+    return events
+
+
+def rate(fn: Callable[[list[Any]], Any], items: list[Any], batch: int, budget_s: float = 4.0) -> float:
+    """Items per second of `fn` over `items` in batches of `batch` (at least one pass, or budget_s)."""
+    fn(items[:batch])  # warm up (lazy init, CUDA kernels)
+    done, started = 0, time.perf_counter()
+    while True:
+        for start in range(0, len(items), batch):
+            fn(items[start : start + batch])
+            done += len(items[start : start + batch])
+            if time.perf_counter() - started > budget_s and done >= batch:
+                return done / (time.perf_counter() - started)
+        if time.perf_counter() - started > budget_s:
+            return done / (time.perf_counter() - started)
+
+
+def minilm_classifier(folder: Path, labels: dict[int, str]) -> Path:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from detectors.embedding import default_model_path
+
+    source = str(default_model_path())
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def minilm_detoxify_checkpoint(folder: Path) -> Path:
+    import torch
+
+    classes = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+    model_dir = minilm_classifier(folder / "model", {i: c for i, c in enumerate(classes)})
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    path = folder / "minilm-stand-in.ckpt"
+    torch.save({
+        "config": {"arch": {"args": {"model_type": str(model_dir), "model_name": "BertForSequenceClassification",
+                                     "tokenizer_name": "BertTokenizer", "num_classes": 6}},
+                   "dataset": {"args": {"classes": classes}}},
+        "state_dict": model.state_dict(),
+    }, path)
+    return path
+
+
+def detector_speeds(events: list[TraceEvent], device: str, detoxify: str | None, nli: str | None, work: Path) -> list[dict]:
+    from detectors.anomaly import FEATURES, AnomalyDetector
+    from detectors.embedding import Encoder
+    from detectors.grounding import Grounding, NliSupport, split_claims
+    from detectors.pii import redact_text
+    from detectors.toxicity import ProfanityCheckToxicity, load_detoxify
+    from detectors.transformer import SequenceClassifier
+
+    texts = [e.output for e in events] + [e.input for e in events]
+    rag = [e for e in events if e.context]
+    rows: list[dict] = []
+
+    def record(detector: str, unit: str, fn: Callable[[list[Any]], Any], items: list[Any], **extra: Any) -> None:
+        for batch in BATCHES:
+            per_s = rate(fn, items, batch, budget_s=2.0 if batch == 1 else 4.0)
+            rows.append({"detector": detector, "unit": unit, "batch": batch, "per_s": round(per_s, 1), **extra})
+            print(f"  {detector:<40} batch {batch:>3}: {per_s:>10,.0f} {unit}/s", flush=True)
+
+    cheap = ProfanityCheckToxicity()
+    record("toxicity (offline default)", "texts", cheap.predict, texts, device="cpu")
+    record("pii (redact)", "texts", lambda b: [redact_text(t, "redact") for t in b], texts, device="cpu")
+    reference = np.random.default_rng(0).lognormal(5, 0.5, size=(20_000, len(FEATURES)))
+    anomaly = AnomalyDetector(lambda app: reference)
+    record("anomaly (ECOD, 20k reference)", "events", anomaly.score, events, device="cpu")
+    record("grounding (offline default)", "events", Grounding().score, rag, device="cpu")
+
+    checkpoint = detoxify or str(minilm_detoxify_checkpoint(work / "detoxify"))
+    ours = load_detoxify(checkpoint, device)
+    record("toxicity detoxify: llmwatch batched path", "texts", ours.probabilities, texts, device=ours.classifier.device,
+           checkpoint=Path(checkpoint).name)
+    from detoxify import Detoxify
+
+    theirs = Detoxify(checkpoint=checkpoint, device=ours.classifier.device)
+    record("toxicity detoxify: Detoxify.predict", "texts", theirs.predict, texts, device=ours.classifier.device,
+           checkpoint=Path(checkpoint).name)
+
+    nli_dir = nli or str(minilm_classifier(work / "nli", {0: "contradiction", 1: "neutral", 2: "entailment"}))
+    classifier = SequenceClassifier.from_path(nli_dir, device)
+    pairs = [(p, c) for e in rag for c in split_claims(e.output) for p in e.context]
+    record("grounding NLI", "pairs", classifier.logits, pairs, device=classifier.device, model=Path(nli_dir).name)
+    record("grounding NLI (whole detector)", "events", Grounding(NliSupport(classifier, "nli")).score, rag,
+           device=classifier.device)
+
+    encoder = Encoder.load(None, device)
+    record("embedding (MiniLM)", "texts", encoder.encode, texts, device=encoder.device)
+    return rows
+
+
+def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
+    """BatchHandler.handle throughput on the real embedded store and broker."""
+    from detectors.registry import load_all
+    from ingest.kafka import producer
+    from ingest.processor import BatchHandler
+    from ingest.sink import RawMessage
+    from storage.clickhouse import ClickHouseStore
+    from storage.migrate import migrate
+
+    kafka_port, store_port = free_port(), free_port()
+    data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
+    broker = start_tansu(kafka_port)
+    store_process = subprocess.Popen(
+        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data), "--clickhouse-port", str(store_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{store_port}"
+        wait_until(lambda: ClickHouseStore(url, database="llmwatch").ping(), 60)
+        raw = [json.dumps({
+            "event_id": str(uuid.uuid4()), "trace_id": e.trace_id, "timestamp": NOW.isoformat(), "app": e.app,
+            "input": e.input, "output": e.output, "context": list(e.context), "latency_ms": e.latency_ms,
+            "usage": {"input_tokens": e.input_tokens, "output_tokens": e.output_tokens},
+        }).encode() for e in events]
+        detector_sets = [
+            ("toxicity", {}),
+            ("toxicity,grounding,anomaly (+ pii)", {}),
+            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_sample": 0.05}),
+            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_sample": 1.0}),
+        ]
+        for names, extra in detector_sets:
+            database = f"bench_{uuid.uuid4().hex[:8]}"
+            settings = Settings.from_env({}, clickhouse_url=url, database=database, device=device,
+                                         detectors=names.split(" ")[0], anomaly_min_reference=100, **extra)
+            store = ClickHouseStore(url, database=database)
+            migrate(store, settings.retention_days)
+            handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
+                                   producer(f"127.0.0.1:{kafka_port}"))
+            warm = [RawMessage("llm.traces", 0, i, v) for i, v in enumerate(raw[:500])]
+            handler.handle(warm)  # loads models, fits the anomaly reference
+            messages = [RawMessage("llm.traces", 1, i, v) for i, v in enumerate(raw[500:])]
+            started = time.perf_counter()
+            for start in range(0, len(messages), 500):
+                handler.handle(messages[start : start + 500])
+            seconds = time.perf_counter() - started
+            label = names + (f", embedding_sample={extra['embedding_sample']}" if extra else "")
+            per_s = len(messages) / seconds
+            rows.append({"detectors": label, "events": len(messages), "seconds": round(seconds, 2),
+                         "events_per_s": round(per_s, 1), "device": device})
+            print(f"  {label:<75} {per_s:>8,.0f} events/s", flush=True)
+            for detector in handler.detectors + handler.embedders:
+                detector.close()
+    finally:
+        stop_process(store_process)
+        stop_process(broker)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--detoxify", default=None, help="detoxify .ckpt (default: a MiniLM-sized stand-in)")
+    parser.add_argument("--nli", default=None, help="NLI model directory (default: a MiniLM-sized stand-in)")
+    parser.add_argument("--events", type=int, default=5000, help="events for the worker measurement")
+    parser.add_argument("--skip-worker", action="store_true")
+    args = parser.parse_args()
+    from detectors.embedding import pick_device
+
+    device = pick_device(args.device)
+    events = demo_events(max(args.events, 1000))
+    print(f"detector speed on {device} ({os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory() as work:
+        speeds = detector_speeds(events[:1000], device, args.detoxify, args.nli, Path(work))
+    print_table("Detector throughput (per second)", ["detector", "unit", "device", *[f"batch {b}" for b in BATCHES]], [
+        [name, unit, dev, *[f"{next(r['per_s'] for r in speeds if r['detector'] == name and r['batch'] == b):,.0f}"
+                           for b in BATCHES]]
+        for name, unit, dev in dict.fromkeys((r["detector"], r["unit"], r["device"]) for r in speeds)
+    ])
+    ours = {r["batch"]: r["per_s"] for r in speeds if r["detector"] == "toxicity detoxify: llmwatch batched path"}
+    theirs = {r["batch"]: r["per_s"] for r in speeds if r["detector"] == "toxicity detoxify: Detoxify.predict"}
+    ratio = {b: round(ours[b] / theirs[b], 2) for b in BATCHES}
+    print("\n  detoxify checkpoint, llmwatch path / Detoxify.predict: " + ", ".join(f"batch {b}: {r}x" for b, r in ratio.items()))
+    result: dict[str, Any] = {"device": device, "detectors": speeds, "detoxify_ratio": ratio}
+    if not args.skip_worker:
+        print("\nworker (BatchHandler.handle, batches of 500, embedded store + broker)")
+        result["worker"] = worker_speeds(events, device)
+    write_json(f"detectors-{device.split(':')[0]}", result)
+
+
+if __name__ == "__main__":
+    main()
