@@ -33,6 +33,8 @@ bench: install
 	$(PY) bench/emit.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/drift.py
+	$(PY) bench/quality.py
+	$(PY) bench/detectors.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results

@@ -6,8 +6,8 @@
      detoxify's own `Detoxify.predict` on the same list (same checkpoint; ratio in one run);
    * grounding: the offline default per event, and an NLI model per (claim, passage) pair;
    * embedding (all-MiniLM-L6-v2), pii redaction, anomaly.
-   Without --detoxify / --nli, MiniLM-sized stand-ins are built here (the bundled MiniLM encoder
-   with an untrained head): right for speed, meaningless for quality.
+   Without --detoxify / --nli, BERT-base-sized stand-ins (the size of detoxify `original` and of
+   base NLI models) are built here with random weights: right for speed, meaningless for quality.
 2. Worker events/s: `BatchHandler.handle` on batches of 500 demo events against the embedded
    store and broker, for several detector sets (goal: >= 2,000 events/s on 2 cores with all
    offline detectors on).
@@ -67,29 +67,36 @@ def rate(fn: Callable[[list[Any]], Any], items: list[Any], batch: int, budget_s:
             return done / (time.perf_counter() - started)
 
 
-def minilm_classifier(folder: Path, labels: dict[int, str]) -> Path:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+MINILM: str | None = None  # --minilm: an all-MiniLM-L6-v2 directory (default: the bundled one)
+
+
+def bert_base_classifier(folder: Path, labels: dict[int, str]) -> Path:
+    """A classifier the size of detoxify `original` and of base NLI models (BERT-base: 12 layers,
+    hidden 768), randomly initialised, with the bundled MiniLM's WordPiece tokenizer. Right for
+    speed (same shapes and operations as the real checkpoints), meaningless for quality."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from detectors.embedding import default_model_path
 
-    source = str(default_model_path())
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
-    )
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(MINILM or str(default_model_path()), model_max_length=512)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=len(labels), id2label=labels,
+                        label2id={v: k for k, v in labels.items()})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
-def minilm_detoxify_checkpoint(folder: Path) -> Path:
+def detoxify_checkpoint(folder: Path) -> Path:
+    """A BERT-base-sized checkpoint in detoxify's own format (see bert_base_classifier)."""
     import torch
-
-    classes = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
-    model_dir = minilm_classifier(folder / "model", {i: c for i, c in enumerate(classes)})
     from transformers import AutoModelForSequenceClassification
 
+    classes = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+    model_dir = bert_base_classifier(folder / "model", dict(enumerate(classes)))
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    path = folder / "minilm-stand-in.ckpt"
+    path = folder / "bert-base-stand-in.ckpt"
     torch.save({
         "config": {"arch": {"args": {"model_type": str(model_dir), "model_name": "BertForSequenceClassification",
                                      "tokenizer_name": "BertTokenizer", "num_classes": 6}},
@@ -125,24 +132,26 @@ def detector_speeds(events: list[TraceEvent], device: str, detoxify: str | None,
     record("anomaly (ECOD, 20k reference)", "events", anomaly.score, events, device="cpu")
     record("grounding (offline default)", "events", Grounding().score, rag, device="cpu")
 
-    checkpoint = detoxify or str(minilm_detoxify_checkpoint(work / "detoxify"))
+    checkpoint = detoxify or str(detoxify_checkpoint(work / "detoxify"))
+    # Production text: short questions, answers of a few sentences, retrieved passages.
+    mixed = texts[: len(texts) // 2] + [c for e in rag for c in e.context]
     ours = load_detoxify(checkpoint, device)
-    record("toxicity detoxify: llmwatch batched path", "texts", ours.probabilities, texts, device=ours.classifier.device,
+    record("toxicity detoxify: llmwatch batched path", "texts", ours.probabilities, mixed, device=ours.classifier.device,
            checkpoint=Path(checkpoint).name)
     from detoxify import Detoxify
 
     theirs = Detoxify(checkpoint=checkpoint, device=ours.classifier.device)
-    record("toxicity detoxify: Detoxify.predict", "texts", theirs.predict, texts, device=ours.classifier.device,
+    record("toxicity detoxify: Detoxify.predict", "texts", theirs.predict, mixed, device=ours.classifier.device,
            checkpoint=Path(checkpoint).name)
 
-    nli_dir = nli or str(minilm_classifier(work / "nli", {0: "contradiction", 1: "neutral", 2: "entailment"}))
+    nli_dir = nli or str(bert_base_classifier(work / "nli", {0: "contradiction", 1: "neutral", 2: "entailment"}))
     classifier = SequenceClassifier.from_path(nli_dir, device)
     pairs = [(p, c) for e in rag for c in split_claims(e.output) for p in e.context]
     record("grounding NLI", "pairs", classifier.logits, pairs, device=classifier.device, model=Path(nli_dir).name)
     record("grounding NLI (whole detector)", "events", Grounding(NliSupport(classifier, "nli")).score, rag,
            device=classifier.device)
 
-    encoder = Encoder.load(None, device)
+    encoder = Encoder.load(MINILM, device)
     record("embedding (MiniLM)", "texts", encoder.encode, texts, device=encoder.device)
     return rows
 
@@ -175,8 +184,9 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
         detector_sets = [
             ("toxicity", {}),
             ("toxicity,grounding,anomaly (+ pii)", {}),
-            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_sample": 0.05}),
-            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_sample": 1.0}),
+            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_max_per_batch": -1}),
+            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 16}),
+            ("toxicity,grounding,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 0}),
         ]
         for names, extra in detector_sets:
             database = f"bench_{uuid.uuid4().hex[:8]}"
@@ -193,13 +203,21 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
             for start in range(0, len(messages), 500):
                 handler.handle(messages[start : start + 500])
             seconds = time.perf_counter() - started
-            label = names + (f", embedding_sample={extra['embedding_sample']}" if extra else "")
+            label = names + (f", embedding_max_per_batch={extra['embedding_max_per_batch']}" if extra else "")
             per_s = len(messages) / seconds
+            embedded = ""
+            if handler.embeddings is not None:
+                handler.embeddings.drain()
+                written, skipped = handler.embeddings.written, handler.embeddings.skipped_batches
+                batches = -(-len(messages) // 500)
+                embedded = f"{written:,} vectors; {skipped} of {batches} batches skipped"
             rows.append({"detectors": label, "events": len(messages), "seconds": round(seconds, 2),
-                         "events_per_s": round(per_s, 1), "device": device})
-            print(f"  {label:<75} {per_s:>8,.0f} events/s", flush=True)
+                         "events_per_s": round(per_s, 1), "device": device, "embeddings": embedded})
+            print(f"  {label:<75} {per_s:>8,.0f} events/s  {embedded}", flush=True)
             for detector in handler.detectors + handler.embedders:
                 detector.close()
+            if handler.embeddings is not None:
+                handler.embeddings.close()
     finally:
         stop_process(store_process)
         stop_process(broker)
@@ -213,11 +231,19 @@ def main() -> None:
     parser.add_argument("--nli", default=None, help="NLI model directory (default: a MiniLM-sized stand-in)")
     parser.add_argument("--events", type=int, default=5000, help="events for the worker measurement")
     parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument("--only-worker", action="store_true")
+    parser.add_argument("--minilm", default=None, help="all-MiniLM-L6-v2 directory (default: the bundled package)")
     args = parser.parse_args()
+    global MINILM
+    MINILM = args.minilm
     from detectors.embedding import pick_device
 
     device = pick_device(args.device)
     events = demo_events(max(args.events, 1000))
+    if args.only_worker:
+        print("worker (BatchHandler.handle, batches of 500, embedded store + broker)")
+        write_json(f"detectors-worker-{device.split(':')[0]}", {"device": device, "worker": worker_speeds(events, device)})
+        return
     print(f"detector speed on {device} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as work:
         speeds = detector_speeds(events[:1000], device, args.detoxify, args.nli, Path(work))

@@ -108,10 +108,10 @@ class ProfanityCheckToxicity:
         if not texts:
             return np.zeros(0)
         raw = np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
-        changed = [i for i, text in enumerate(texts) if deobfuscate(text) != text]
+        plain = [deobfuscate(text) for text in texts]
+        changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
         if changed:
-            plain = self._predict_prob([deobfuscate(texts[i]) for i in changed])
-            raw[changed] = np.maximum(raw[changed], plain)
+            raw[changed] = np.maximum(raw[changed], self._predict_prob([plain[i] for i in changed]))
         return raw
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
@@ -170,7 +170,7 @@ class DetoxifyToxicity:
         self.classifier = None
 
 
-def load_detoxify(checkpoint: str | Path, device: str = "auto", batch_size: int = 64,
+def load_detoxify(checkpoint: str | Path, device: str = "auto", batch_size: int = 128,
                   cascade_below: float = 0.0) -> DetoxifyToxicity:
     """A detoxify `.ckpt` from a local path. Its `model_type` must name a local folder with the
     transformers config and tokenizer files (detoxify would otherwise fetch them from the hub)."""

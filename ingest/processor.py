@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import random
 import socket
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -59,6 +61,7 @@ class BatchHandler:
         # Scorers write score rows; embedders (the `embedding` detector) write vectors.
         self.detectors = [d for d in detectors if hasattr(d, "score")]
         self.embedders = [d for d in detectors if hasattr(d, "embed")]
+        self.embeddings = EmbeddingWriter(store, self.embedders) if self.embedders else None
         self.dlq = dlq_producer
         self.clock = clock
         self.sleep = sleep
@@ -74,9 +77,6 @@ class BatchHandler:
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         return [row for detector in self.detectors for row in _score_isolated(detector, events)]
-
-    def embed(self, events: Sequence[TraceEvent]) -> list[dict[str, Any]]:
-        return [row for embedder in self.embedders for row in embedder.embed(events)]
 
     def _redacted(self, message: RawMessage, parsed: TraceEvent | Feedback | Rejection) -> Any:
         """The message with PII handled per policy, before anything is stored or logged."""
@@ -110,6 +110,8 @@ class BatchHandler:
         stored = self._store_with_retry(traces, feedback, rejections, now)
         if stored.fresh_rejections:
             self._send_to_dlq(stored.fresh_rejections)
+        if self.embeddings is not None:
+            self.embeddings.submit(traces)
         for key in self.totals:
             self.totals[key] += getattr(stored, key)
         return stored
@@ -131,7 +133,6 @@ class BatchHandler:
                     feedback=feedback,
                     rejections=rejections,
                     score=self.score,
-                    embed=self.embed,
                     now=now,
                 )
             except StoreError as exc:
@@ -172,6 +173,58 @@ class BatchHandler:
         if remaining or failures:
             msg = f"DLQ delivery failed ({remaining} pending): {failures[:3]}"
             raise StoreError(msg)
+
+
+class EmbeddingWriter:
+    """Embeds stored events and writes llmwatch.embeddings on a background thread, off the
+    batch's critical path: the model runs (and releases the GIL) on one core while the worker
+    parses and scores the next batch on the other.
+
+    Embeddings are a sample for drift checks, not a record: when the thread falls behind, whole
+    batches are skipped and counted (`skipped_batches`), never the events or their scores."""
+
+    def __init__(self, store: Store, embedders: Sequence[Any], max_pending: int = 4) -> None:
+        self.store = store
+        self.embedders = list(embedders)
+        self.pending: queue.Queue[list[TraceEvent] | None] = queue.Queue(maxsize=max_pending)
+        self.written = 0  # vectors stored
+        self.skipped_batches = 0
+        self.thread = threading.Thread(target=self._run, name="llmwatch-embeddings", daemon=True)
+        self.thread.start()
+
+    def submit(self, events: list[TraceEvent]) -> None:
+        if not events:
+            return
+        try:
+            self.pending.put_nowait(events)
+        except queue.Full:
+            self.skipped_batches += 1
+
+    def drain(self, timeout_s: float = 60.0) -> None:
+        """Wait until everything submitted so far is written (tests, benchmarks, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        while True:
+            events = self.pending.get()
+            try:
+                if events is None:
+                    return
+                rows = [row for embedder in self.embedders for row in embedder.embed(events)]
+                self.store.insert("embeddings", rows)
+                self.written += len(rows)
+            except Exception as exc:  # a sample lost, never the worker
+                self.skipped_batches += 1
+                log.warning("embeddings of %d events not stored: %s", len(events or []), exc)
+            finally:
+                self.pending.task_done()
+
+    def close(self) -> None:
+        self.drain()
+        self.pending.put(None)
+        self.thread.join(timeout=10)
 
 
 def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:

@@ -113,10 +113,9 @@ def store_batch(
     rejections: Sequence[tuple[RawMessage, Rejection]],
     score: Any,
     now: datetime,
-    embed: Any = None,
 ) -> StoredBatch:
     """Write one parsed batch idempotently. `score(events) -> list[ScoreRow]` runs only on events
-    that still need scores; `embed(events) -> list[dict]` gives llmwatch.embeddings rows.
+    that still need scores.
     Raises StoreError/StoreUnavailable; safe to call again on failure."""
     unique_traces = list({e.event_id: e for e in traces}.values())
     unique_feedback = list({f.event_id: f for f in feedback}.values())
@@ -131,10 +130,6 @@ def store_batch(
     # sees the batch it is judging.
     scores = score(new_traces)
     store.insert("traces", [e.row(now) for e in new_traces])
-    if embed is not None:
-        # Replayed events are embedded again: their vectors may not have been stored before the
-        # crash, and a second copy collapses in the ReplacingMergeTree (drift samples ignore it).
-        store.insert("embeddings", embed(unique_traces))
     if replayed:
         # Stored before a crash that may have come before their scores were.
         have = _existing_score_keys(store, replayed)

@@ -65,10 +65,11 @@ class Settings:
     # Models.
     device: str = setting("auto", "torch device for models: auto (CUDA when present), cpu, cuda, cuda:1")
     embedding_model: str = setting("", "sentence-transformers model directory; default: the bundled all-MiniLM-L6-v2")
-    embedding_sample: float = setting(
-        1.0, "share of events whose input and output are embedded (by event_id); lower it on CPU above ~150 events/s"
+    embedding_sample: float = setting(1.0, "share of events whose input and output are embedded (chosen by event_id)")
+    embedding_max_per_batch: int = setting(
+        -1, "events of one app embedded per batch at most; -1: automatic (no cap on a GPU, 4 on a CPU), 0: no cap"
     )
-    model_batch_size: int = setting(64, "texts (or claim/passage pairs) per forward pass of a transformer model")
+    model_batch_size: int = setting(128, "texts (or claim/passage pairs) per forward pass of a transformer model")
     toxicity_model: str = setting(
         "profanity-check", "toxicity backend: profanity-check (offline, CPU), or a detoxify .ckpt path"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from llmwatch.broker import tansu_command
@@ -69,7 +70,26 @@ def build_components(
     return result
 
 
+# The demo replays a 4-minute incident timeline; windows of an hour would never see one.
+DEMO_WINDOWS = {
+    "drift_interval_s": 30.0,
+    "drift_window_s": 60.0,
+    "drift_reference_s": 180.0,
+    "anomaly_reference_s": 600.0,
+    "anomaly_refit_s": 60.0,
+}
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Demo-sized windows, where the user left a window at its default."""
+    defaults = Settings()
+    changes = {k: v for k, v in DEMO_WINDOWS.items() if getattr(settings, k) == getattr(defaults, k)}
+    return dataclasses.replace(settings, **changes)
+
+
 def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None) -> int:
+    if demo:
+        settings = demo_settings(settings)
     ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port}
     check_ports_free(settings.host, ports)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ detector through the batch handler, embeddings, the scheduled drift checks and a
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -10,15 +11,15 @@ import numpy as np
 
 from detectors.anomaly import AnomalyDetector, store_reference
 from detectors.drift_job import run_drift_checks
-from detectors.embedding import EventEmbedder, release_of
+from detectors.embedding import Encoder, EventEmbedder, release_of
 from detectors.registry import available, load_all
+from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
 from ingest.events import TraceEvent
 from ingest.kafka import producer
 from ingest.processor import BatchHandler
-from ingest.sink import store_batch
+from ingest.sink import RawMessage, store_batch
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
-from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
 
 NOW = datetime.now(timezone.utc)
 
@@ -28,8 +29,9 @@ def event(app: str, text: str, at: datetime, **fields: object) -> TraceEvent:
 
 
 def store_events(store: ClickHouseStore, events: list[TraceEvent], embedder: EventEmbedder | None = None) -> None:
-    store_batch(store, traces=events, feedback=[], rejections=[], score=lambda e: [], now=NOW,
-                embed=embedder.embed if embedder else None)
+    store_batch(store, traces=events, feedback=[], rejections=[], score=lambda e: [], now=NOW)
+    if embedder is not None:
+        store.insert("embeddings", embedder.embed(events))
 
 
 def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickHouseStore, broker: str) -> None:
@@ -38,10 +40,6 @@ def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickH
     history = [event("bot", q, NOW - timedelta(minutes=30), latency_ms=800.0 + i) for i, q in enumerate(SUPPORT_QUESTIONS * 6)]
     store_events(embedded_store, history)
     handler = BatchHandler(settings, embedded_store, load_all(available(), settings), producer(broker))
-    from ingest.sink import RawMessage
-
-    import json
-
     def raw(i: int, **fields: object) -> RawMessage:
         body = {"event_id": str(uuid.uuid4()), "trace_id": f"t{i}", "timestamp": NOW.isoformat(), "app": "bot",
                 "input": "How do I reset my password?", "output": "Use the reset link.", **fields}
@@ -52,6 +50,7 @@ def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickH
         raw(1, latency_ms=90_000.0, output="Refunds take 90 days, says Gustave.", context=["Refunds take 5 days."]),
     ])
     assert stored.traces == 2
+    handler.embeddings.drain()  # vectors are written on a background thread
     db = embedded_store.database
     rows = embedded_store.query(
         f"SELECT t.trace_id, s.detector, s.target, s.label FROM {db}.scores AS s "
@@ -70,9 +69,7 @@ def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickH
 
 
 def test_drift_checks_find_the_shift_name_its_terms_and_refuse_small_samples(embedded_store: ClickHouseStore) -> None:
-    from detectors.embedding import Encoder
-
-    embedder = EventEmbedder(Encoder.load(None, "cpu"))
+    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=0)
     rng = np.random.default_rng(1)
 
     def window(app: str, texts: list[str], n: int, minutes_ago: float, **fields: object) -> list[TraceEvent]:

