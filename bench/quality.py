@@ -1,7 +1,8 @@
 """Detector quality on ../shared/eval, per source, beside the trivial baselines.
 
-For every detector and source: ROC AUC, and F1 at the best threshold (chosen on the same data, so
-an upper bound; the AUC is the honest figure). Baselines:
+For every detector and source: ROC AUC, F1 at the best threshold (chosen on the same data, so an
+upper bound), and precision / recall / F1 of the label the detector ships (bad at score >= 0.5).
+Baselines:
 * toxicity: text length, and alt-profanity-check alone; also on a copy of the data whose profane
   words are hidden the way people hide them from filters (f*ck, 1d10t, f u c k, fuuuck);
 * grounding: response length, and the share of response words missing from the context.
@@ -52,10 +53,17 @@ def evaluate(rows: list[dict[str, Any]], label: str, scorers: dict[str, Callable
             idx = [i for i, r in enumerate(rows) if r["source"] == source]
             y = np.array([rows[i][label] for i in idx])
             s = scores[idx]
-            results.append({
+            row = {
                 "scorer": name, "source": source, "n": len(idx), "positives": int(y.sum()),
                 "roc_auc": round(float(roc_auc_score(y, s)), 4), "best_f1": round(best_f1(y, s), 4),
-            })
+            }
+            if name.startswith("llmwatch"):  # its label: bad at score >= 0.5
+                flagged = s >= 0.5
+                precision = float((flagged & (y == 1)).sum() / max(1, flagged.sum()))
+                recall = float((flagged & (y == 1)).sum() / max(1, (y == 1).sum()))
+                row["label"] = {"precision": round(precision, 4), "recall": round(recall, 4),
+                                "f1": round(2 * precision * recall / max(1e-12, precision + recall), 4)}
+            results.append(row)
     return results
 
 
@@ -113,6 +121,22 @@ def obfuscated(rows: list[dict], seed: int = 7) -> list[dict]:
     return out
 
 
+def cascade(rows: list[dict], thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3)) -> list[dict]:
+    """What `--toxicity-cascade-below T` saves and what it can miss: the share of texts the cheap
+    model keeps away from detoxify, and the share of labelled-toxic texts among them (the most the
+    cascade can miss, whatever detoxify would have said)."""
+    from detectors.toxicity import ProfanityCheckToxicity
+
+    cheap = ProfanityCheckToxicity().predict([r["text"] for r in rows])
+    toxic = np.array([r["toxic"] for r in rows]) == 1
+    out = []
+    for t in thresholds:
+        skipped = cheap < t
+        out.append({"below": t, "texts_skipped": round(float(skipped.mean()), 4),
+                    "toxic_skipped": round(float((skipped & toxic).sum() / max(1, toxic.sum())), 4)})
+    return out
+
+
 def missing_share(row: dict) -> float:
     context = set(_WORDS.findall(row["context"].lower()))
     words = _WORDS.findall(row["response"].lower())
@@ -146,8 +170,12 @@ def grounding(rows: list[dict], nli: str | None, device: str) -> list[dict]:
 
 
 def table(title: str, results: list[dict]) -> None:
-    print_table(title, ["scorer", "source", "n (positive)", "ROC AUC", "best F1"], [
-        [r["scorer"], r["source"], f"{r['n']} ({r['positives']})", f"{r['roc_auc']:.4f}", f"{r['best_f1']:.4f}"]
+    def label(r: dict) -> str:
+        m = r.get("label")
+        return f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}" if m else ""
+
+    print_table(title, ["scorer", "source", "n (positive)", "ROC AUC", "best F1", "label P / R / F1"], [
+        [r["scorer"], r["source"], f"{r['n']} ({r['positives']})", f"{r['roc_auc']:.4f}", f"{r['best_f1']:.4f}", label(r)]
         for r in results
     ])
 
@@ -167,10 +195,14 @@ def main() -> None:
         "toxicity": toxicity(read(toxicity_file), args.detoxify, args.device),
         "toxicity_obfuscated": toxicity(obfuscated(read(toxicity_file)), args.detoxify, args.device),
         "grounding": grounding(read(grounding_file), args.nli, args.device),
+        "cascade": cascade(read(toxicity_file)),
     }
     table("Toxicity (label: toxic)", results["toxicity"])
     table("Toxicity, profane words hidden as f*ck / 1d10t / f u c k / fuuuck", results["toxicity_obfuscated"])
     table("Grounding (label: hallucinated)", results["grounding"])
+    print_table("Toxicity cascade: texts the cheap model keeps from detoxify (all sources)",
+                ["--toxicity-cascade-below", "texts never sent to detoxify", "toxic texts among them (max. missed)"],
+                [[c["below"], f"{c['texts_skipped']:.1%}", f"{c['toxic_skipped']:.1%}"] for c in results["cascade"]])
     write_json("quality", results)
 
 

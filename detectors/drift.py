@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["DriftResult", "classifier_test", "mmd_test", "moved_terms"]
+__all__ = ["DriftResult", "classifier_test", "evidently_test", "mmd_test", "moved_terms"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,29 @@ def classifier_test(
     scores = cross_val_predict(LogisticRegression(max_iter=1000), features, labels, cv=splitter, method="predict_proba")[:, 1]
     auc = float(roc_auc_score(labels, scores))
     return DriftResult("classifier", auc, None, len(x), len(y), auc > threshold, threshold, {"folds": folds})
+
+
+def evidently_test(
+    *, reference: np.ndarray, current: np.ndarray, rng: np.random.Generator, min_samples: int = 50,
+    max_samples: int = 5000,
+) -> DriftResult:
+    """Evidently's own default embedding-drift method (domain classifier, threshold 0.55), called
+    directly: its Report path also draws a t-SNE plot, ~20 s a call. A cross-check of ours."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():  # evidently's imports touch numpy.core (deprecated, harmless)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
+
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:
+        return _too_little("evidently", len(reference), len(current), min_samples, 0.55)
+    x, y = windows
+    columns = [f"e{i}" for i in range(x.shape[1])]
+    score, drifted, _ = model()(pd.DataFrame(y, columns=columns), pd.DataFrame(x, columns=columns))
+    return DriftResult("evidently", float(score), None, len(x), len(y), bool(drifted), 0.55, {"evidently_method": "model"})
 
 
 _WORD = re.compile(r"[a-z][a-z'\-]{2,}")

@@ -1,6 +1,7 @@
 """The scheduled drift check: per app and side (input / output), and per release within the
 current window, compare stored embeddings of a reference with the current window and write one
-llmwatch.drift row per method (MMD permutation test, domain classifier).
+llmwatch.drift row per method (MMD permutation test, domain classifier, and with `drift_evidently`
+Evidently's own method as a cross-check).
 
 Reference: the `drift_reference_s` before the current window, or, with `drift_reference_release`
 set, every stored event of that release. Samples are taken in ClickHouse by a hash of event_id
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from detectors.drift import DriftResult, classifier_test, mmd_test, moved_terms
+from detectors.drift import DriftResult, classifier_test, evidently_test, mmd_test, moved_terms
 from detectors.embedding import dequantise
 from llmwatch.settings import Settings
 from storage.clickhouse import Store
@@ -137,7 +138,10 @@ def run_drift_checks(store: Store, settings: Settings, now: datetime | None = No
 
 def _tests(reference: np.ndarray, current: np.ndarray, settings: Settings, rng: np.random.Generator) -> list[DriftResult]:
     common = {"rng": rng, "min_samples": settings.drift_min_samples, "max_samples": settings.drift_max_samples}
-    return [
+    results = [
         mmd_test(reference=reference, current=current, alpha=settings.drift_alpha, device=settings.device, **common),
         classifier_test(reference=reference, current=current, **common),
     ]
+    if settings.drift_evidently:
+        results.append(evidently_test(reference=reference, current=current, **common))
+    return results

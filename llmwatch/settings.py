@@ -91,6 +91,7 @@ class Settings:
     drift_max_samples: int = setting(2000, "embeddings sampled per side (by event_id hash)")
     drift_alpha: float = setting(0.01, "MMD permutation-test significance level")
     drift_seed: int = setting(0, "seed of the drift tests' random generator")
+    drift_evidently: bool = setting(False, "also run Evidently's embedding-drift method, as a cross-check row")
 
     # Anomaly scores.
     anomaly_reference_s: float = setting(86400.0, "anomaly models are fitted on this much recent history per app")

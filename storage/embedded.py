@@ -171,8 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         query: dict[str, str] = dict(parse_qsl(url.query, keep_blank_values=True))
         content_type = self.headers.get("Content-Type", "")
-        if body and content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            # Clients send long parameter lists as a form: the query and param_* are fields.
+        # Clients send long parameter lists as a multipart form: the query and param_* are fields.
+        # A urlencoded body is the query itself, as ClickHouse reads it (`curl --data-binary`).
+        if body and content_type.startswith("multipart/form-data"):
             try:
                 fields = _form_fields(content_type, body)
             except ValueError as exc:
@@ -280,8 +281,6 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )

@@ -16,6 +16,9 @@ SUPPORT_QUESTIONS = [
     "The app keeps logging me out, can you help?",
     "What is your refund policy?",
     "How do I enable two-factor authentication?",
+    # Users paste personal data; the worker redacts it before anything is stored.
+    "I'm jane.doe@example.com, card 4111 1111 1111 1111 was charged twice. Call me on +44 20 7946 0958?",
+    "My API key sk-proj-4f9XbQ2LmN8pRt6VwYz1AbCd stopped working, can you check?",
 ]
 
 # What users start asking about when the demo's drift incident begins.

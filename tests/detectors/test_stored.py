@@ -89,7 +89,7 @@ def test_drift_checks_find_the_shift_name_its_terms_and_refuse_small_samples(emb
 
     settings = Settings.from_env(
         {}, database=embedded_store.database, device="cpu", drift_window_s=3600, drift_reference_s=3600,
-        drift_min_samples=50,
+        drift_min_samples=50, drift_evidently=True,
     )
     rows = run_drift_checks(embedded_store, settings, now=NOW + timedelta(seconds=1), rng=np.random.default_rng(0))
     by_key = {(r["app"], r["target"], r["method"], r["current"].partition(" release ")[2]): r for r in rows}
@@ -100,6 +100,9 @@ def test_drift_checks_find_the_shift_name_its_terms_and_refuse_small_samples(emb
     assert shifted_mmd["verdict"] == "drift" and shifted_mmd["p_value"] < 0.01
     assert {"outage", "bitcoin", "crypto"} & set(shifted_mmd["terms_up"])
     assert by_key[("shifted", "input", "classifier", "")]["verdict"] == "drift"
+    # The cross-check agrees.
+    assert by_key[("shifted", "input", "evidently", "")]["verdict"] == "drift"
+    assert by_key[("stable", "input", "evidently", "")]["verdict"] == "no_drift"
     # Per release: the new release drifted, the old one did not.
     assert by_key[("shifted", "input", "mmd", "answer:8")]["verdict"] == "drift"
     assert by_key[("shifted", "input", "mmd", "answer:7")]["verdict"] == "no_drift"

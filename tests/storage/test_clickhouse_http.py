@@ -29,6 +29,14 @@ def test_curl_style_get(store: ClickHouseStore) -> None:
     assert httpx.get(f"{store.url}/ping").text == "Ok.\n"
 
 
+def test_curl_data_binary_body_is_the_query(store: ClickHouseStore) -> None:
+    """`curl --data-binary "SELECT …"` (the README's example) sends the query as a urlencoded-typed
+    body; ClickHouse runs it as SQL, and so must the embedded store."""
+    answer = httpx.post(f"{store.url}/", content=b"SELECT 1 + 1 AS two, 'a=b&c' AS s",
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.text == "2\ta=b&c\n"
+
+
 def test_query_in_body_with_format(store: ClickHouseStore) -> None:
     """A POSTed query with its own FORMAT clause, and a gzip-compressed body."""
     body = gzip.compress(b"SELECT 1 AS one, 'x' AS s FORMAT JSONEachRow")
