@@ -23,7 +23,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["KINDS", "POLICIES", "PiiPolicy", "find", "redact_bytes", "redact_event", "redact_text"]
 
@@ -222,15 +222,34 @@ def _redact_all(texts: Iterable[str], policy: str, key: bytes, field: str, count
     return out
 
 
+def _redact_tree(value: Any, policy: str, key: bytes, field: str, counts: dict[str, int]) -> Any:
+    if isinstance(value, str):
+        return _redact_all([value], policy, key, field, counts)[0]
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, policy, key, field, counts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, policy, key, field, counts) for v in value]
+    return value
+
+
 def redact_event(event, policy: PiiPolicy):  # type: ignore[no-untyped-def]
-    """A copy of a TraceEvent with PII handled per field and counted in `event.pii`."""
+    """A copy of a TraceEvent with PII handled per field and counted in `event.pii`. Free-text
+    fields beyond input, output and context (error, tag values, extra) get the strictest policy;
+    user_id and session_id are the app's own identifiers and are kept."""
     counts: dict[str, int] = {}
     (new_input,) = _redact_all([event.input], policy.input, policy.key, "input", counts)
     message_texts = _redact_all((c for _, c in event.input_messages), policy.input, policy.key, "messages", counts)
     (new_output,) = _redact_all([event.output], policy.output, policy.key, "output", counts)
     new_context = _redact_all(event.context, policy.context, policy.key, "context", counts)
+    strictest = policy.strictest
+    (new_error,) = _redact_all([event.error], strictest, policy.key, "error", counts)
+    new_tags = _redact_tree(event.tags, strictest, policy.key, "tags", counts)
+    new_extra = _redact_tree(event.extra, strictest, policy.key, "extra", counts)
     return replace(
         event,
+        error=new_error,
+        tags=new_tags,
+        extra=new_extra,
         input=new_input,
         input_messages=tuple((role, text) for (role, _), text in zip(event.input_messages, message_texts)),
         output=new_output,

@@ -93,6 +93,10 @@ def test_redact_event_per_field() -> None:
         output="Your card 4111 1111 1111 1111 is blocked; call +44 20 7946 0958",
         context=("Customer email bob@example.com",),
         input_messages=(("user", "I am bob@example.com"),),
+        error="timeout calling 203.0.113.9",
+        tags={"customer": "bob@example.com"},
+        extra={"crm": {"notes": ["call +44 20 7946 0958"]}, "n": 3},
+        user_id="u-17",
     )
     redacted = redact_event(event, PiiPolicy.parse("input=hash,output=redact,context=keep"))
     assert "bob@" not in redacted.input and "[EMAIL:" in redacted.input
@@ -100,7 +104,10 @@ def test_redact_event_per_field() -> None:
     assert redacted.output == "Your card [CARD] is blocked; call [PHONE]"
     assert redacted.context == event.context
     assert redacted.pii == {"input.email": 1, "messages.email": 1, "output.card": 1, "output.phone": 1,
-                            "context.email": 1}
+                            "context.email": 1, "error.ip": 1, "tags.email": 1, "extra.phone": 1}
+    # Fields without a policy of their own get the strictest one in use (redact here).
+    assert redacted.error == "timeout calling [IP]" and redacted.tags == {"customer": "[EMAIL]"}
+    assert redacted.extra == {"crm": {"notes": ["call [PHONE]"]}, "n": 3} and redacted.user_id == "u-17"
 
 
 def test_redact_bytes_keeps_undecodable_bytes() -> None:
