@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FEATURES", "AnomalyDetector", "AppModel", "features", "load"]
 
+NO_MODEL_RECHECK_S = 15.0
 FEATURES = ("latency_ms", "input_tokens", "output_tokens", "cost_usd", "input_chars", "output_chars")
 
 
@@ -110,7 +111,9 @@ class AnomalyDetector:
 
     def model_for(self, app: str) -> AppModel | None:
         now = self.clock()
-        if app in self.checked and now - self.checked[app] < self.refit_s:
+        # Without a model yet (a new app), look again soon rather than after a full refit period.
+        wait = self.refit_s if self.models.get(app) is not None else min(self.refit_s, NO_MODEL_RECHECK_S)
+        if app in self.checked and now - self.checked[app] < wait:
             return self.models.get(app)
         self.checked[app] = now
         rows = self.reference(app)

@@ -136,3 +136,29 @@ def test_anomaly_model_fitted_from_the_store(embedded_store: ClickHouseStore) ->
     assert [r.label for r in rows] == ["ok", "outlier", "not_applicable"]
     assert rows[1].details["features"][0] == "latency_ms" and rows[1].score >= 0.99
     assert release_of(event("a", "q", NOW, prompt_id="answer", prompt_version="7", model="gpt")) == "answer:7@gpt"
+
+
+def test_anomaly_models_refit_on_schedule_and_new_apps_are_checked_again_soon() -> None:
+    now = [0.0]
+    history: dict[str, np.ndarray] = {"bot": np.empty((0, 6))}
+    calls: list[str] = []
+
+    def reference(app: str) -> np.ndarray:
+        calls.append(app)
+        return history[app]
+
+    detector = AnomalyDetector(reference, refit_s=600, min_reference=200, clock=lambda: now[0])
+    probe = event("bot", "q", NOW, latency_ms=800.0)
+    assert detector.score([probe])[0].label == "not_applicable"
+    history["bot"] = np.random.default_rng(0).lognormal(6.7, 0.1, size=(500, 6))
+    now[0] = 5.0
+    detector.score([probe])
+    assert len(calls) == 1  # too soon to look again
+    now[0] = 16.0
+    assert detector.score([probe])[0].label in ("ok", "outlier")  # a new app: checked again after 15 s
+    now[0] = 300.0
+    detector.score([probe])
+    assert len(calls) == 2  # a fitted model lives for refit_s
+    now[0] = 617.0
+    detector.score([probe])
+    assert len(calls) == 3
