@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from llmwatch.errors import ConfigError
+from llmwatch.jsonl import read_rows
 from llmwatch.settings import Settings
 
 __all__ = ["read_texts", "run_drift"]
@@ -17,20 +18,11 @@ __all__ = ["read_texts", "run_drift"]
 
 def read_texts(path: Path) -> list[str]:
     """The `text` field of every row; errors name the file and line."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
     texts = []
-    with path.open(encoding="utf-8") as rows:
-        for number, line in enumerate(rows, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ConfigError(f"{path}:{number}: expected an object with a string `text` field")
-            texts.append(row["text"])
+    for number, row in read_rows(path, ("text",)):
+        if not isinstance(row["text"], str):
+            raise ConfigError(f"{path}:{number}: `text` must be a string")
+        texts.append(row["text"])
     return texts
 
 

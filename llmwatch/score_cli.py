@@ -16,36 +16,18 @@ import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from detectors.registry import load
 from ingest.events import TraceEvent
 from llmwatch.errors import ConfigError
+from llmwatch.jsonl import read_rows
 from llmwatch.settings import Settings
 
 __all__ = ["DETECTOR_FIELDS", "run_score"]
 
 DETECTOR_FIELDS = {"toxicity": ("text",), "grounding": ("context", "response")}
 CHUNK = 1024
-
-
-def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}:{number}: expected a JSON object")
-            missing = [f for f in required if f not in row]
-            if missing:
-                raise ConfigError(f"{path}:{number}: missing field {', '.join(missing)}")
-            yield number, row
 
 
 def _event(number: int, row: dict[str, Any], detector: str, now: datetime) -> TraceEvent:
@@ -88,7 +70,7 @@ def run_score(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with partial.open("w", encoding="utf-8") as out:
             chunk: list[tuple[int, dict[str, Any], TraceEvent]] = []
-            for number, row in _rows(args.input, DETECTOR_FIELDS[name]):
+            for number, row in read_rows(args.input, DETECTOR_FIELDS[name]):
                 chunk.append((number, row, _event(number, row, name, now)))
                 if len(chunk) == CHUNK:
                     _flush(detector, chunk, out)
