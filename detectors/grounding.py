@@ -40,6 +40,7 @@ import numpy as np
 
 from detectors.base import NOT_APPLICABLE, ScoreRow
 from ingest.events import TraceEvent
+from llmwatch.errors import DetectorLoadError
 
 __all__ = ["Grounding", "NliSupport", "load", "missing_terms", "split_claims"]
 
@@ -55,7 +56,7 @@ _STOPWORDS = frozenset(
     would you your yours yourself yourselves one two may might must shall yes also s t""".split()
 )
 _SUFFIXES = ("'s", "’s", "ing", "ed", "es", "s", "ly")
-MAX_CLAIMS = 32  # a very long answer is judged on its first claims; the details say so
+MAX_CLAIMS = 32  # a very long answer is judged on its first claims; details["checked"] says so
 
 
 def split_claims(text: str) -> list[str]:
@@ -123,7 +124,8 @@ class NliSupport:
         elif len(labels) == 1:
             self.column = None  # one logit: a consistency score (HHEM style)
         else:
-            raise ValueError(f"cannot tell which label means 'entailed' among {sorted(labels.values())}")
+            msg = f"cannot tell which label of the NLI model means 'entailed' among {sorted(labels.values())}"
+            raise DetectorLoadError(msg)
 
     def _candidates(self, claim: str, passages: list[str]) -> list[str]:
         terms = set(content_terms(claim))
@@ -182,12 +184,13 @@ class Grounding:
         items: list[tuple[str, list[str], str]] = []
         for event in events:
             passages = _passages(event.context)
-            claims = split_claims(event.output)[:MAX_CLAIMS] if passages else []
+            claims = split_claims(event.output) if passages else []
             plans.append((event, claims))
-            items += [(claim, passages, event.input) for claim in claims]
+            items += [(claim, passages, event.input) for claim in claims[:MAX_CLAIMS]]
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
-        for event, claims in plans:
+        for event, all_claims in plans:
+            claims = all_claims[:MAX_CLAIMS]
             if not any(doc.strip() for doc in event.context):
                 rows.append(self._row(event, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
                 continue
@@ -210,7 +213,9 @@ class Grounding:
                 for claim, missing, support, p in judged
                 if p >= self.threshold
             ]
-            details = {"claims": len(claims), "unsupported": unsupported}
+            details: dict[str, Any] = {"claims": len(all_claims), "unsupported": unsupported}
+            if len(all_claims) > MAX_CLAIMS:
+                details["checked"] = MAX_CLAIMS
             label = "unsupported" if score >= self.threshold else "supported"
             rows.append(self._row(event, score, label, details))
         return rows

@@ -162,3 +162,17 @@ def test_anomaly_models_refit_on_schedule_and_new_apps_are_checked_again_soon() 
     now[0] = 617.0
     detector.score([probe])
     assert len(calls) == 3
+
+
+def test_embedding_sample_per_app_per_batch() -> None:
+    """The CPU cap keeps at most N events of each app per batch, the same ones on a replay, and
+    all of a quiet app's events."""
+    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=4)
+    busy = [event("busy", f"q{i}", NOW) for i in range(100)]
+    quiet = [event("quiet", "q", NOW) for _ in range(3)]
+    chosen = embedder.chosen(busy + quiet)
+    assert sum(e.app == "busy" for e in chosen) == 4 and sum(e.app == "quiet" for e in chosen) == 3
+    # Chosen by event_id, so a replay (in any order) picks the same events.
+    assert {e.event_id for e in embedder.chosen(list(reversed(busy + quiet)))} == {e.event_id for e in chosen}
+    assert {r["event_id"] for r in embedder.embed(busy + quiet)} == {e.event_id for e in chosen}
+    assert len(EventEmbedder(embedder.encoder, max_per_batch=0).chosen(busy)) == 100

@@ -175,3 +175,47 @@ def test_every_input_is_stored_once_or_rejected_once(embedded_url: str, broker: 
         assert got["traces"] == valid
         assert got["scores"] == 2 * valid
         assert got["rejected"] == len(kinds) - valid
+
+
+class FailsOnWord:
+    """A real detector's shape that raises on one event (a poison pill), or on every event with
+    a store error (a detector reading its reference while the store is down)."""
+
+    name = "fragile"
+    version = "1"
+    targets = ("output",)
+
+    def __init__(self, word: str, error: type[Exception] = ValueError) -> None:
+        self.word = word
+        self.error = error
+
+    def score(self, events: list) -> list:
+        from detectors.base import ScoreRow
+
+        if any(self.word in e.output for e in events):
+            raise self.error(f"cannot score {self.word}")
+        return [ScoreRow(e.event_id, self.name, self.version, "output", 0.0, "ok") for e in events]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_poison_event_costs_only_its_own_score(embedded_store: ClickHouseStore, broker: str) -> None:
+    settings = Settings.from_env({}, database=embedded_store.database, dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}")
+    detectors = [*load_all(["toxicity"], settings), FailsOnWord("POISON")]
+    handler = BatchHandler(settings, embedded_store, detectors, producer(broker))
+    stored = handler.handle(messages([valid_event(output="fine") for _ in range(9)] + [valid_event(output="POISON")]))
+    assert stored.traces == 10
+    db = embedded_store.database
+    rows = embedded_store.query(f"SELECT detector, label, count(), countIf(isNull(score)) FROM {db}.scores GROUP BY ALL ORDER BY ALL")
+    assert rows == [("fragile", "error", 1, 1), ("fragile", "ok", 9, 0), ("toxicity", "ok", 20, 0)]
+    error = embedded_store.query(f"SELECT details FROM {db}.scores WHERE label = 'error'")[0][0]
+    assert json.loads(error) == {"error": "ValueError"}
+
+
+def test_a_store_error_inside_a_detector_is_retried_not_blamed_on_events(embedded_store: ClickHouseStore, broker: str) -> None:
+    settings = Settings.from_env({}, database=embedded_store.database, store_retry_max_s=0.0)
+    handler = BatchHandler(settings, embedded_store, [FailsOnWord("fine", StoreUnavailable)], producer(broker))
+    with pytest.raises(StoreUnavailable):
+        handler.handle(messages([valid_event(output="fine")]))
+    assert counts(embedded_store)["scores"] == 0
