@@ -1,8 +1,13 @@
-"""`llmwatch jobs`: the scheduled work of the monitoring side, on apscheduler.
+"""The scheduled work of the monitoring side, on apscheduler.
 
-Today: the drift checks every `drift_interval_s`. A job that fails is logged and runs again at
-its next time; overlapping runs of one job are skipped (max_instances=1), and a run missed while
-the process was busy is run once (coalesce), not once per missed interval.
+* `llmwatch jobs`: the drift checks every `drift_interval_s`.
+* `llmwatch alerts`: every rule on its own cadence, and the notification outbox every 2 s.
+* `llmwatch alerts check [--rule NAME]`: every rule once, printing what would change; nothing is
+  written or sent.
+
+A job that fails is logged and runs again at its next time; overlapping runs of one job are
+skipped (max_instances=1), and a run missed while the process was busy is run once (coalesce).
+A store outage skips that evaluation and says so: it is not taken for "ok" or for "no data".
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_scheduler", "run_jobs"]
+__all__ = ["build_scheduler", "check_rules", "run_alerts", "run_jobs"]
+
+OUTBOX_INTERVAL_S = 2.0
 
 
 def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) -> Any:
@@ -47,3 +54,92 @@ def run_jobs(settings: Settings) -> None:
     scheduler = build_scheduler(settings, store)
     log.info("jobs: drift checks every %.0fs", settings.drift_interval_s)
     scheduler.start()
+
+
+def _rules(settings: Settings) -> list[Any]:
+    from alerts.rules import load_rules
+
+    rules, errors = load_rules(settings.rules_path)
+    for error in errors:
+        log.error("rule not loaded: %s", error)  # the other rules keep running
+    return rules
+
+
+def _evaluate(store: Any, rule: Any, settings: Settings) -> None:
+    from alerts.evaluate import evaluate_rule
+    from llmwatch.errors import StoreError
+
+    try:
+        transitions = evaluate_rule(store, rule, datetime.now(timezone.utc), notify_with=list(rule.actions),
+                                    link=settings.link_base)
+    except StoreError as exc:
+        log.warning("rule %s: evaluation skipped, the store is unavailable: %s", rule.name, exc)
+        return
+    for labels, transition in transitions:
+        log.info("rule %s %s: %s", rule.name, labels or "(all)", transition.name)
+
+
+def _deliver(store: Any, settings: Settings) -> None:
+    from alerts.notify import deliver_due, notifiers
+    from llmwatch.errors import StoreError
+
+    try:
+        outcomes = deliver_due(store, notifiers(settings))
+    except StoreError as exc:
+        log.warning("notification outbox unavailable, will retry: %s", exc)
+        return
+    if outcomes:
+        log.info("notifications: %s", outcomes)
+
+
+def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], *, blocking: bool = True) -> Any:
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
+    start = datetime.now(timezone.utc) + timedelta(seconds=1)
+    for rule in rules:
+        scheduler.add_job(_evaluate, "interval", seconds=rule.every_s, args=[store, rule, settings], id=f"rule:{rule.name}",
+                          max_instances=1, coalesce=True, next_run_time=start)
+    scheduler.add_job(_deliver, "interval", seconds=OUTBOX_INTERVAL_S, args=[store, settings], id="outbox",
+                      max_instances=1, coalesce=True, next_run_time=start)
+    return scheduler
+
+
+def run_alerts(settings: Settings) -> None:
+    from storage.clickhouse import connect
+    from storage.migrate import migrate
+
+    store = connect(settings)
+    migrate(store, settings.retention_days)
+    rules = _rules(settings)
+    log.info("alerts: %d rules from %s", len(rules), settings.rules_path)
+    build_alert_scheduler(settings, store, rules).start()
+
+
+def check_rules(settings: Settings, only: str | None = None) -> int:
+    """Evaluate each rule once against the store and print what would change. Sends nothing."""
+    from alerts.evaluate import evaluate_rule
+    from alerts.rules import load_rules
+    from storage.clickhouse import connect
+
+    rules, errors = load_rules(settings.rules_path)
+    for error in errors:
+        print(f"ERROR {error}")
+    if only:
+        rules = [r for r in rules if r.name == only]
+        if not rules:
+            print(f"ERROR no valid rule named {only!r} in {settings.rules_path}")
+            return 1
+    store = connect(settings)
+    now = datetime.now(timezone.utc)
+    for rule in rules:
+        transitions = evaluate_rule(store, rule, now, notify_with=[], link=settings.link_base, dry_run=True)
+        if not transitions:
+            print(f"{rule.name}: no change")
+        for labels, t in transitions:
+            value = "no data" if t.observation is None or t.observation.value is None else f"{t.observation.value:.4g}"
+            where = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all"
+            actions = f" -> would notify {', '.join(rule.actions) or 'nobody'}" if t.notify else ""
+            print(f"{rule.name} [{where}]: {t.name} ({rule.metric} = {value}, level {t.state.level or '-'}){actions}")
+    return 1 if errors else 0

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 CPU_EVENTS_PER_BATCH = 4  # per app; measured: keeps a 2-core worker above 2,000 events/s with every detector on
 
-__all__ = ["Encoder", "EventEmbedder", "default_model_path", "dequantise", "load", "pick_device", "quantise", "release_of"]
+__all__ = ["Encoder", "EventEmbedder", "default_model_path", "dequantise", "load", "pick_device", "quantise"]
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -85,12 +85,6 @@ class Encoder:
         return vectors.astype(np.float32, copy=False)
 
 
-def release_of(event: Any) -> str:
-    """The release an event belongs to: `prompt_id:prompt_version@model`, parts left out when empty."""
-    prompt = ":".join(p for p in (event.prompt_id, event.prompt_version) if p)
-    return f"{prompt}@{event.model}" if event.model else prompt
-
-
 def quantise(vectors: Any) -> Any:
     """Unit vectors to int8 (component * 127): a quarter of the bytes, cosine within ~0.01."""
     import numpy as np
@@ -152,7 +146,7 @@ class EventEmbedder:
             {
                 "event_id": event.event_id,
                 "app": event.app,
-                "release": release_of(event),
+                "release": event.release,
                 "timestamp": event.timestamp,
                 "target": target,
                 "model": self.model,

@@ -79,6 +79,12 @@ class TraceEvent:
     extra: dict[str, Any] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)  # "output.email" -> matches handled
 
+    @property
+    def release(self) -> str:
+        """The release this event belongs to: `prompt_id:prompt_version@model`, empty parts left out."""
+        prompt = ":".join(p for p in (self.prompt_id, self.prompt_version) if p)
+        return f"{prompt}@{self.model}" if self.model else prompt
+
     def row(self, received_at: datetime) -> dict[str, Any]:
         """The llmwatch.traces row for this event."""
         return {

@@ -102,6 +102,15 @@ def cmd_jobs(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from alerts.scheduler import check_rules, run_alerts
+
+    if args.action == "check":
+        return check_rules(settings, args.rule)
+    run_alerts(settings)
+    return 0
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -132,6 +141,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
     "jobs": (cmd_jobs, "run the scheduled jobs (drift checks) against the store"),
+    "alerts": (cmd_alerts, "run the alert rules and deliver notifications; `alerts check` evaluates once, sending nothing"),
     "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
     "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
 }
@@ -147,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--duration-s", type=float, default=None, help="stop the traffic after this long")
         if name == "generate":
             command.add_argument("--events", type=int, default=None, help="stop after this many events")
+        if name == "alerts":
+            command.add_argument("action", nargs="?", choices=["run", "check"], default="run")
+            command.add_argument("--rule", default=None, help="with check: only this rule")
         if name == "score":
             command.add_argument("--detector", choices=["toxicity", "grounding"], required=True)
             command.add_argument("--input", type=Path, required=True, help="JSONL: `text`, or `context` + `response`")

@@ -99,6 +99,15 @@ class Settings:
     anomaly_min_reference: int = setting(200, "events an app needs before its events get anomaly scores")
     anomaly_quantile: float = setting(0.99, "events above this quantile of the reference are labelled outliers")
 
+    # Alerts (`llmwatch alerts`, part of `llmwatch up`).
+    rules: str = setting("", "alert rules YAML file; default: the bundled alerts/rules.yaml")
+    console_url: str = setting("", "console address used in notification links; default http://HOST:CONSOLE_PORT")
+    slack_webhook_url: str = setting("", "Slack incoming-webhook URL for the `slack` action")
+    pagerduty_url: str = setting("https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint")
+    pagerduty_routing_key: str = setting("", "PagerDuty integration (routing) key for the `pagerduty` action")
+    webhook_url: str = setting("", "URL the `webhook` action POSTs signed JSON to")
+    webhook_secret: str = setting("", "HMAC-SHA256 secret of the webhook signature header")
+
     # Privacy.
     pii: str = setting(
         "redact",
@@ -126,6 +135,14 @@ class Settings:
     @property
     def store_url(self) -> str:
         return self.clickhouse_url or f"http://{self.host}:{self.clickhouse_port}"
+
+    @property
+    def rules_path(self) -> Path:
+        return Path(self.rules) if self.rules else Path(__file__).resolve().parent.parent / "alerts" / "rules.yaml"
+
+    @property
+    def link_base(self) -> str:
+        return (self.console_url or f"http://{self.host}:{self.console_port}").rstrip("/")
 
     @property
     def pii_policy(self) -> PiiPolicy:

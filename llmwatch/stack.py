@@ -61,7 +61,8 @@ def build_components(
     # Ready once this very process has sent a heartbeat (a previous run's worker may still be fresh).
     worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
     jobs = Component("jobs", python_command("jobs"), ready=lambda: True, env=env)
-    result = [broker, store, worker, jobs]
+    alerts = Component("alerts", python_command("alerts"), ready=lambda: True, env=env)
+    result = [broker, store, worker, jobs, alerts]
     if demo:
         args = ["generate"]
         if demo_duration_s is not None:

@@ -91,7 +91,7 @@ def _watch_up(up: subprocess.Popen[str], tmp_path: Path, flags: list[str]) -> No
         assert any(line.startswith("llmwatch is up") for line in lines), "".join(lines)
         state = json.loads((tmp_path / "run" / "up.json").read_text())
         pids = [c["pid"] for c in state["components"].values()]
-        assert sorted(state["components"]) == ["broker", "jobs", "store", "worker"]
+        assert sorted(state["components"]) == ["alerts", "broker", "jobs", "store", "worker"]
         status = llmwatch("status", *flags)
         assert status.returncode == 0, status.stdout + status.stderr
 

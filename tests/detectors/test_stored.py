@@ -11,7 +11,7 @@ import numpy as np
 
 from detectors.anomaly import AnomalyDetector, store_reference
 from detectors.drift_job import run_drift_checks
-from detectors.embedding import Encoder, EventEmbedder, release_of
+from detectors.embedding import Encoder, EventEmbedder
 from detectors.registry import available, load_all
 from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
 from ingest.events import TraceEvent
@@ -135,7 +135,7 @@ def test_anomaly_model_fitted_from_the_store(embedded_store: ClickHouseStore) ->
     rows = detector.score([typical, slow, unknown])
     assert [r.label for r in rows] == ["ok", "outlier", "not_applicable"]
     assert rows[1].details["features"][0] == "latency_ms" and rows[1].score >= 0.99
-    assert release_of(event("a", "q", NOW, prompt_id="answer", prompt_version="7", model="gpt")) == "answer:7@gpt"
+    assert event("a", "q", NOW, prompt_id="answer", prompt_version="7", model="gpt").release == "answer:7@gpt"
 
 
 def test_anomaly_models_refit_on_schedule_and_new_apps_are_checked_again_soon() -> None:

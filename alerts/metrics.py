@@ -1,0 +1,111 @@
+"""The metric catalogue of alert rules. Every metric is one aggregate query in ClickHouse over the
+rule's window, filters and group-by; nothing is pulled into Python but one row per group.
+
+Each query returns, per group: the group's values, `value` (NULL when there is nothing to
+measure) and `samples` (how many events the value rests on; below a rule's min_samples the
+evaluation counts as "no data").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["METRICS", "Metric", "metric_query"]
+
+_ALL = ("app", "environment", "release", "model")
+# traces has no release column: the same `prompt_id:prompt_version@model` as TraceEvent.release.
+_TRACE_RELEASE = (
+    "if(model != '', concat(arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'), '@', model), "
+    "arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'))"
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    table: str
+    time_column: str
+    value: str
+    samples: str
+    where: str = "1"
+    dimensions: tuple[str, ...] = _ALL
+    columns: tuple[tuple[str, str], ...] = ()  # dimension -> SQL expression, where not a column
+
+
+def _label_rate(name: str, detector: str, bad: str, good: str, description: str) -> Metric:
+    return Metric(
+        name, description, "scores", "timestamp",
+        value=f"countIf(label = '{bad}') / count()", samples="count()",
+        where=f"detector = '{detector}' AND label IN ('{bad}', '{good}')"
+        + (" AND target = 'output'" if detector == "toxicity" else ""),
+    )
+
+
+def _latency(q: int) -> Metric:
+    return Metric(
+        f"latency_p{q}", f"the {q}th percentile of latency_ms", "traces", "timestamp",
+        value=f"quantileTDigestIf(0.{q:02d})(latency_ms, latency_ms IS NOT NULL)",
+        samples="countIf(latency_ms IS NOT NULL)", columns=(("release", _TRACE_RELEASE),),
+    )
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        _label_rate("toxicity_rate", "toxicity", "toxic", "ok", "share of outputs labelled toxic"),
+        _label_rate("hallucination_rate", "grounding", "unsupported", "supported",
+                    "share of answers with context labelled unsupported"),
+        _label_rate("anomaly_rate", "anomaly", "outlier", "ok", "share of events labelled outlier"),
+        _latency(50),
+        _latency(95),
+        _latency(99),
+        Metric("tokens_per_event", "average input + output tokens per event", "traces", "timestamp",
+               value="avgIf(ifNull(input_tokens, 0) + ifNull(output_tokens, 0), "
+                     "input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
+               samples="countIf(input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
+               columns=(("release", _TRACE_RELEASE),)),
+        Metric("cost_usd", "total cost_usd in the window", "traces", "timestamp",
+               value="sumIf(cost_usd, cost_usd IS NOT NULL)", samples="countIf(cost_usd IS NOT NULL)",
+               columns=(("release", _TRACE_RELEASE),)),
+        Metric("error_rate", "share of events with an error", "traces", "timestamp",
+               value="countIf(error != '') / count()", samples="count()", columns=(("release", _TRACE_RELEASE),)),
+        Metric("negative_feedback_rate", "share of feedback scored below 0.5", "feedback", "timestamp",
+               value="countIf(score < 0.5) / count()", samples="count()", dimensions=("app",)),
+        Metric("drift_p_value", "smallest MMD p-value of the window's drift checks (low = drift)", "drift",
+               "checked_at", value="min(p_value)", samples="min(current_size)",
+               where="method = 'mmd' AND p_value IS NOT NULL", dimensions=("app",)),
+        Metric("drift_score", "largest domain-classifier ROC AUC of the window's drift checks", "drift",
+               "checked_at", value="max(statistic)", samples="min(current_size)",
+               where="method = 'classifier' AND statistic IS NOT NULL", dimensions=("app",)),
+        Metric("dlq_rate", "share of messages rejected (schema, size, bad JSON ...)", "rejected", "received_at",
+               value="", samples="", dimensions=()),
+    ]
+}
+
+
+def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tuple[str, dict[str, Any]]:
+    """SQL and parameters computing the rule's metric over [start, end) for each of its groups."""
+    metric = METRICS[rule.metric]
+    params: dict[str, Any] = {"start": start, "end": end}
+    if metric.name == "dlq_rate":
+        rejected = f"(SELECT count() FROM {database}.rejected WHERE {_in_window('received_at')})"
+        accepted = f"(SELECT count() FROM {database}.traces WHERE {_in_window('timestamp')})"
+        return f"SELECT {rejected} / greatest(1, {rejected} + {accepted}) AS value, {rejected} + {accepted} AS samples", params
+    expressions = dict(metric.columns)
+    conditions = [metric.where, _in_window(metric.time_column)]
+    for i, (dimension, wanted) in enumerate(sorted(rule.filters.items())):
+        conditions.append(f"{expressions.get(dimension, dimension)} = {{f{i}:String}}")
+        params[f"f{i}"] = wanted
+    groups = [f"{expressions.get(g, g)} AS {g}" for g in rule.group_by]
+    select = ", ".join([*groups, f"{metric.value} AS value", f"{metric.samples} AS samples"])
+    sql = f"SELECT {select} FROM {database}.{metric.table} WHERE {' AND '.join(conditions)}"
+    if rule.group_by:
+        sql += f" GROUP BY {', '.join(rule.group_by)} ORDER BY {', '.join(rule.group_by)}"
+    return sql, params
+
+
+def _in_window(column: str) -> str:
+    return f"{{start:DateTime64(3, 'UTC')}} <= {column} AND {column} < {{end:DateTime64(3, 'UTC')}}"

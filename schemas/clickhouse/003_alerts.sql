@@ -1,0 +1,49 @@
+-- Alerts (issue 4): rule state transitions and the notification outbox. Idempotent like 001.
+
+-- Score rows carry the event's environment, release and model, so alert metrics over scores
+-- filter and group without joining traces.
+ALTER TABLE ${db}.scores ADD COLUMN IF NOT EXISTS environment LowCardinality(String) AFTER timestamp;
+ALTER TABLE ${db}.scores ADD COLUMN IF NOT EXISTS release LowCardinality(String) AFTER environment;
+ALTER TABLE ${db}.scores ADD COLUMN IF NOT EXISTS model LowCardinality(String) AFTER release;
+
+-- Every state change of a (rule, group): pending, firing, renotify, resolved. The latest row per
+-- (rule, group_key) is the state a restarted scheduler resumes from.
+CREATE TABLE IF NOT EXISTS ${db}.alerts
+(
+    at            DateTime64(3, 'UTC'),
+    rule          LowCardinality(String),
+    group_key     String,
+    labels        Map(LowCardinality(String), String),
+    status        LowCardinality(String),
+    transition    LowCardinality(String),
+    level         LowCardinality(String),
+    value         Nullable(Float64),
+    samples       UInt64,
+    threshold     Nullable(Float64),
+    breaches      UInt32,
+    notified_at   Nullable(DateTime64(3, 'UTC')),
+    resolved_at   Nullable(DateTime64(3, 'UTC')),
+    since         DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (rule, group_key, at);
+
+-- Notifications to deliver, and what happened to each: a row per attempt, the latest wins.
+CREATE TABLE IF NOT EXISTS ${db}.alert_outbox
+(
+    delivery_id   UUID,
+    created_at    DateTime64(3, 'UTC'),
+    notifier      LowCardinality(String),
+    rule          LowCardinality(String),
+    group_key     String,
+    event         LowCardinality(String),
+    payload       String,
+    status        LowCardinality(String),
+    attempts      UInt32,
+    next_attempt  DateTime64(3, 'UTC'),
+    last_error    String,
+    updated_at    DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY delivery_id;

@@ -1,0 +1,170 @@
+"""Rules evaluated against the real store, notifications delivered to real HTTP receivers."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+import pytest
+
+from alerts.evaluate import evaluate_rule
+from alerts.notify import PagerDutyNotifier, SlackNotifier, WebhookNotifier, deliver_due, sign
+from alerts.rules import parse_rules
+from alerts.scheduler import check_rules
+from detectors.toxicity import ProfanityCheckToxicity
+from ingest.events import TraceEvent
+from ingest.sink import store_batch
+from llmwatch.errors import StoreUnavailable
+from llmwatch.settings import Settings
+from storage.clickhouse import ClickHouseStore
+from tests.alerts.receiver import Receiver
+
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+RULES = """
+rules:
+  - name: toxic-outputs
+    metric: toxicity_rate
+    group_by: [app, release]
+    window: 2m
+    every: 1m
+    warning: 0.05
+    critical: 0.2
+    for: 2
+    min_samples: 20
+    actions: [pagerduty, slack, webhook]
+"""
+RULE = parse_rules(RULES)[0][0]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def traffic(store: ClickHouseStore, start: datetime, toxic_share: float, n: int = 60, version: str = "8") -> None:
+    """n events over one minute from `start`, a share of them answered rudely, scored for real."""
+    events = [
+        TraceEvent(uuid.uuid4(), uuid.uuid4().hex, start + timedelta(seconds=i * 60 / n), "support-bot",
+                   input="Why was I charged twice?", prompt_id="answer", prompt_version=version, model="gpt",
+                   output="Shut up, you idiot." if i < toxic_share * n else "One charge is an authorisation hold.")
+        for i in range(n)
+    ]
+    detector = ProfanityCheckToxicity()
+    store_batch(store, traces=events, feedback=[], rejections=[], score=detector.score, now=start)
+
+
+def evaluate(store: ClickHouseStore, at: datetime) -> list[str]:
+    return [t.name for _, t in evaluate_rule(store, RULE, at, notify_with=list(RULE.actions), link="http://console")]
+
+
+def settings_for(store: ClickHouseStore, receiver: Receiver) -> Settings:
+    return Settings.from_env(
+        {}, database=store.database, clickhouse_url=store.url, pagerduty_url=f"{receiver.url}/pd",
+        pagerduty_routing_key="rk", slack_webhook_url=f"{receiver.url}/slack", webhook_url=f"{receiver.url}/hook",
+        webhook_secret="s3cret",
+    )
+
+
+def notifiers_for(receiver: Receiver) -> dict:
+    return {
+        "pagerduty": PagerDutyNotifier(f"{receiver.url}/pd", "rk"),
+        "slack": SlackNotifier(f"{receiver.url}/slack"),
+        "webhook": WebhookNotifier(f"{receiver.url}/hook", "s3cret"),
+    }
+
+
+def test_a_toxic_burst_triggers_once_and_resolves_once_with_the_same_dedup_key(
+    embedded_store: ClickHouseStore, receiver: Receiver
+) -> None:
+    store, notify = embedded_store, notifiers_for(receiver)
+    for minute in range(4):
+        traffic(store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+    traffic(store, T0 + timedelta(minutes=4), toxic_share=0.0)
+    traffic(store, T0 + timedelta(minutes=5), toxic_share=0.0)
+
+    assert evaluate(store, T0 + timedelta(minutes=2)) == ["pending"]
+    assert evaluate(store, T0 + timedelta(minutes=3)) == ["firing"]
+    assert evaluate(store, T0 + timedelta(minutes=4)) == []  # still firing: nothing new to say
+    deliver_due(store, notify)
+    # A restarted scheduler resumes from the stored state: no second trigger.
+    assert evaluate(store, T0 + timedelta(minutes=4, seconds=30)) == []
+    assert evaluate(store, T0 + timedelta(minutes=6)) == ["resolved"]
+    deliver_due(store, notify)
+    deliver_due(store, notify)  # nothing left to send
+
+    pagerduty = [b for (path, _, _), b in zip(receiver.requests, receiver.bodies()) if path == "/pd"]
+    assert [b["event_action"] for b in pagerduty] == ["trigger", "resolve"]
+    assert pagerduty[0]["dedup_key"] == pagerduty[1]["dedup_key"]
+    assert pagerduty[0]["payload"]["severity"] == "critical" and pagerduty[0]["routing_key"] == "rk"
+    assert pagerduty[0]["payload"]["custom_details"]["group"] == {"app": "support-bot", "release": "answer:8@gpt"}
+    assert sum(path == "/slack" for path, _, _ in receiver.requests) == 2
+    slack = next(b for (path, _, _), b in zip(receiver.requests, receiver.bodies()) if path == "/slack")
+    assert slack["blocks"][0]["text"]["text"] == "firing: toxic-outputs"
+
+    transitions = store.query(f"SELECT transition FROM {store.database}.alerts ORDER BY at")
+    assert [t for (t,) in transitions] == ["pending", "firing", "resolved"]
+    delivered = store.query(
+        f"SELECT notifier, event, status, attempts FROM {store.database}.alert_outbox FINAL ORDER BY notifier, event"
+    )
+    assert delivered == [(n, e, "delivered", 1) for n in ("pagerduty", "slack", "webhook") for e in ("firing", "resolved")]
+
+
+def test_webhook_is_signed(embedded_store: ClickHouseStore, receiver: Receiver) -> None:
+    for minute in range(2):
+        traffic(embedded_store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+    evaluate(embedded_store, T0 + timedelta(minutes=1))
+    evaluate(embedded_store, T0 + timedelta(minutes=2))
+    deliver_due(embedded_store, {"webhook": WebhookNotifier(f"{receiver.url}/hook", "s3cret")})
+    (path, headers, body), = [r for r in receiver.requests if r[0] == "/hook"]
+    expected = sign("s3cret", headers["X-Llmwatch-Timestamp"], body)
+    assert hmac.compare_digest(headers["X-Llmwatch-Signature"], expected)
+    assert json.loads(body)["event"] == "firing"
+
+
+def test_a_receiver_that_is_down_gets_the_notification_later(embedded_store: ClickHouseStore) -> None:
+    flaky = Receiver(statuses=[503, 503], headers={"Retry-After": "0"})
+    try:
+        for minute in range(2):
+            traffic(embedded_store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+        evaluate(embedded_store, T0 + timedelta(minutes=1))
+        evaluate(embedded_store, T0 + timedelta(minutes=2))
+        notify = {"pagerduty": PagerDutyNotifier(f"{flaky.url}/pd", "rk")}
+        later = datetime.now(timezone.utc)
+        assert deliver_due(embedded_store, notify, later) == {"retry": 1, "not_configured": 2}
+        assert deliver_due(embedded_store, notify, later + timedelta(seconds=1)) == {"retry": 1}
+        assert deliver_due(embedded_store, notify, later + timedelta(seconds=2)) == {"delivered": 1}
+        assert [b["event_action"] for b in flaky.bodies()] == ["trigger"] * 3
+        row = embedded_store.query(
+            f"SELECT status, attempts, last_error FROM {embedded_store.database}.alert_outbox FINAL WHERE notifier = 'pagerduty'"
+        )
+        assert row == [("delivered", 3, "")]
+    finally:
+        flaky.close()
+
+
+def test_a_dead_store_skips_the_evaluation_instead_of_resolving() -> None:
+    dead = ClickHouseStore("http://127.0.0.1:9", database="llmwatch")
+    with pytest.raises(StoreUnavailable):
+        evaluate(dead, T0)
+
+
+def test_check_prints_what_would_fire_and_sends_nothing(
+    embedded_store: ClickHouseStore, receiver: Receiver, tmp_path, capsys  # type: ignore[no-untyped-def]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("for: 2", "for: 1") + "  - name: broken\n    metric: nope\n")
+    now = datetime.now(timezone.utc)
+    traffic(embedded_store, now - timedelta(seconds=70), toxic_share=0.5)
+    settings = Settings.from_env({}, **{**settings_for(embedded_store, receiver).__dict__, "rules": str(rules)})
+    assert check_rules(settings) == 1  # one rule did not load
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "rule 'broken', field metric" in out
+    assert "toxic-outputs [app=support-bot, release=answer:8@gpt]: firing" in out
+    assert "would notify pagerduty, slack, webhook" in out
+    assert embedded_store.query(f"SELECT count() FROM {embedded_store.database}.alerts") == [(0,)]
+    assert receiver.requests == []
