@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.engine import AlertState, Observation, Transition, group_key, state_from_row, step
-from alerts.metrics import metric_query
+from alerts.metrics import metric_query, worst_events_query
 from alerts.notify import Notification, enqueue
-from alerts.rules import ACTIONS, Rule
+from alerts.rules import NOTIFY_ACTIONS, Rule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_rule", "load_states"]
+__all__ = ["ESCALATION_LIMIT", "evaluate_rule", "load_states"]
+
+ESCALATION_LIMIT = 50  # events a firing rule sends to reviewers, worst first
 
 
 def load_states(store: Any, rule: Rule) -> dict[str, tuple[dict[str, str], AlertState]]:
@@ -50,10 +52,12 @@ def observe(store: Any, rule: Rule, now: datetime) -> dict[str, tuple[dict[str, 
     return observed
 
 
-def evaluate_rule(store: Any, rule: Rule, now: datetime, *, notify_with: list[str], link: str,
+def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry: Any = None,
                   dry_run: bool = False) -> list[tuple[dict[str, str], Transition]]:
-    """Evaluate once. With dry_run nothing is written or queued. Raises StoreError when the store
-    cannot be read: the caller skips this evaluation rather than treating it as ok or no data."""
+    """Evaluate once: persist transitions, queue notifications, and on firing take the rule's
+    actions (rollback through `registry`, escalation to the review queue). With dry_run nothing is
+    written, queued or done. Raises StoreError when the store cannot be read: the caller skips
+    this evaluation rather than treating it as ok or no data."""
     states = load_states(store, rule)
     observed = observe(store, rule, now)
     if not rule.group_by and not observed:
@@ -73,11 +77,46 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, notify_with: list[st
         return transitions
     store.insert("alerts", rows)
     for (labels, transition), row in zip(transitions, rows):
-        if transition.notify:
-            targets = [a for a in rule.actions if a in ACTIONS]
-            if targets:
-                enqueue(store, targets, _notification(rule, row["group_key"], labels, transition, now, link), now)
+        if not transition.notify:
+            continue
+        notification = _notification(rule, row["group_key"], labels, transition, now, link)
+        targets = [a for a in rule.actions if a in NOTIFY_ACTIONS]
+        if transition.name == "firing":
+            if "rollback" in rule.actions:
+                _rollback(registry, rule, labels, notification)
+            if "escalate" in rule.actions and _escalate(store, rule, labels, now):
+                targets.append("review")
+        if targets:
+            enqueue(store, targets, notification, now)
     return transitions
+
+
+def _rollback(registry: Any, rule: Rule, labels: dict[str, str], notification: Notification) -> None:
+    app, release = {**rule.filters, **labels}["app"], {**rule.filters, **labels}["release"]
+    if registry is None:
+        log.warning("rule %s: rollback of %s/%s skipped, no release registry", rule.name, app, release)
+        return
+    try:
+        restored = registry.rollback(app, release, actor=f"rule:{rule.name}", reason=notification.summary)
+    except Exception as exc:  # an unregistered release: say so, keep alerting
+        log.warning("rule %s: rollback of %s/%s failed: %s", rule.name, app, release, exc)
+        return
+    log.warning("rule %s: rolled %s back from %s to %s", rule.name, app, release,
+                restored.release if restored else "(nothing: no stable release)")
+
+
+def _escalate(store: Any, rule: Rule, labels: dict[str, str], now: datetime) -> int:
+    """Queue the events behind the breach for human review, worst first. Returns how many."""
+    end = now - timedelta(seconds=rule.offset_s)
+    sql, params = worst_events_query(rule, labels, end - timedelta(seconds=rule.window_s), end, store.database,
+                                     ESCALATION_LIMIT)
+    rows = [
+        {"queued_at": now, "event_id": event_id, "app": app, "release": release, "rule": rule.name,
+         "reason": f"{rule.metric} breached", "score": float(score) if score is not None else None, "status": "open"}
+        for event_id, app, release, score in store.query(sql, params)
+    ]
+    store.insert("review_queue", rows)
+    return len(rows)
 
 
 def _alert_row(rule: Rule, key: str, labels: dict[str, str], t: Transition, now: datetime) -> dict[str, Any]:

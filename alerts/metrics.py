@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["METRICS", "Metric", "metric_query"]
+__all__ = ["METRICS", "Metric", "metric_query", "worst_events_query"]
 
 _ALL = ("app", "environment", "release", "model")
 # traces has no release column: the same `prompt_id:prompt_version@model` as TraceEvent.release.
@@ -33,6 +33,7 @@ class Metric:
     where: str = "1"
     dimensions: tuple[str, ...] = _ALL
     columns: tuple[tuple[str, str], ...] = ()  # dimension -> SQL expression, where not a column
+    worst: tuple[str, str] | None = None  # (condition, score) picking the events behind a breach, worst first
 
 
 def _label_rate(name: str, detector: str, bad: str, good: str, description: str) -> Metric:
@@ -41,6 +42,7 @@ def _label_rate(name: str, detector: str, bad: str, good: str, description: str)
         value=f"countIf(label = '{bad}') / count()", samples="count()",
         where=f"detector = '{detector}' AND label IN ('{bad}', '{good}')"
         + (" AND target = 'output'" if detector == "toxicity" else ""),
+        worst=(f"label = '{bad}'", "score"),
     )
 
 
@@ -49,6 +51,7 @@ def _latency(q: int) -> Metric:
         f"latency_p{q}", f"the {q}th percentile of latency_ms", "traces", "timestamp",
         value=f"quantileTDigestIf(0.{q:02d})(latency_ms, latency_ms IS NOT NULL)",
         samples="countIf(latency_ms IS NOT NULL)", columns=(("release", _TRACE_RELEASE),),
+        worst=("latency_ms IS NOT NULL", "latency_ms"),
     )
 
 
@@ -104,6 +107,26 @@ def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tu
     sql = f"SELECT {select} FROM {database}.{metric.table} WHERE {' AND '.join(conditions)}"
     if rule.group_by:
         sql += f" GROUP BY {', '.join(rule.group_by)} ORDER BY {', '.join(rule.group_by)}"
+    return sql, params
+
+
+def worst_events_query(rule: Any, labels: dict[str, str], start: datetime, end: datetime, database: str,
+                       limit: int) -> tuple[str, dict[str, Any]]:
+    """The events behind a breach of `rule` in one group, worst first: (event_id, app, release, score)."""
+    metric = METRICS[rule.metric]
+    assert metric.worst is not None
+    condition, score = metric.worst
+    expressions = dict(metric.columns)
+    params: dict[str, Any] = {"start": start, "end": end, "limit": limit}
+    conditions = [metric.where, condition, _in_window(metric.time_column)]
+    for i, (dimension, wanted) in enumerate(sorted({**rule.filters, **labels}.items())):
+        conditions.append(f"{expressions.get(dimension, dimension)} = {{w{i}:String}}")
+        params[f"w{i}"] = wanted
+    release = expressions.get("release", "release")
+    sql = (
+        f"SELECT event_id, app, {release} AS release, max({score}) AS worst FROM {database}.{metric.table} "
+        f"WHERE {' AND '.join(conditions)} GROUP BY event_id, app, release ORDER BY worst DESC LIMIT {{limit:UInt32}}"
+    )
     return sql, params
 
 

@@ -167,6 +167,9 @@ def notifiers(settings: Settings) -> dict[str, Notifier]:
         found["pagerduty"] = PagerDutyNotifier(settings.pagerduty_url, settings.pagerduty_routing_key)
     if settings.webhook_url:
         found["webhook"] = WebhookNotifier(settings.webhook_url, settings.webhook_secret)
+    # The reviewers' channel (the `escalate` action), or the main Slack channel.
+    if settings.review_slack_webhook_url or settings.slack_webhook_url:
+        found["review"] = SlackNotifier(settings.review_slack_webhook_url or settings.slack_webhook_url)
     return found
 
 

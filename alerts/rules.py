@@ -35,10 +35,11 @@ import yaml
 from alerts.metrics import METRICS
 from llmwatch.errors import ConfigError
 
-__all__ = ["ACTIONS", "DIMENSIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]
+__all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]
 
 DIMENSIONS = ("app", "environment", "release", "model")
-ACTIONS = ("slack", "pagerduty", "webhook")
+NOTIFY_ACTIONS = ("slack", "pagerduty", "webhook")
+ACTIONS = (*NOTIFY_ACTIONS, "rollback", "escalate")
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
@@ -160,6 +161,11 @@ def _rule(raw: Any, position: int) -> Rule:
         actions = [actions]
     if not isinstance(actions, list) or any(a not in ACTIONS for a in actions):
         raise fail("actions", f"use any of {', '.join(ACTIONS)}")
+    if "rollback" in actions and not {"app", "release"} <= set(group_by) | set(filters):
+        raise fail("actions", "rollback needs app and release in group_by or filters, to know what to roll back")
+    if "escalate" in actions and METRICS[metric].worst is None:
+        escalating = ", ".join(m.name for m in METRICS.values() if m.worst)
+        raise fail("actions", f"escalate sends the worst events to reviewers; it works with {escalating}")
     return Rule(
         name=name, metric=metric, window_s=durations["window"], every_s=durations["every"],
         comparison=comparison, warning=thresholds["warning"], critical=thresholds["critical"],

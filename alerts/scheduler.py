@@ -65,13 +65,12 @@ def _rules(settings: Settings) -> list[Any]:
     return rules
 
 
-def _evaluate(store: Any, rule: Any, settings: Settings) -> None:
+def _evaluate(store: Any, rule: Any, settings: Settings, registry: Any) -> None:
     from alerts.evaluate import evaluate_rule
     from llmwatch.errors import StoreError
 
     try:
-        transitions = evaluate_rule(store, rule, datetime.now(timezone.utc), notify_with=list(rule.actions),
-                                    link=settings.link_base)
+        transitions = evaluate_rule(store, rule, datetime.now(timezone.utc), link=settings.link_base, registry=registry)
     except StoreError as exc:
         log.warning("rule %s: evaluation skipped, the store is unavailable: %s", rule.name, exc)
         return
@@ -92,14 +91,15 @@ def _deliver(store: Any, settings: Settings) -> None:
         log.info("notifications: %s", outcomes)
 
 
-def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], *, blocking: bool = True) -> Any:
+def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], registry: Any, *,
+                          blocking: bool = True) -> Any:
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
     start = datetime.now(timezone.utc) + timedelta(seconds=1)
     for rule in rules:
-        scheduler.add_job(_evaluate, "interval", seconds=rule.every_s, args=[store, rule, settings], id=f"rule:{rule.name}",
+        scheduler.add_job(_evaluate, "interval", seconds=rule.every_s, args=[store, rule, settings, registry], id=f"rule:{rule.name}",
                           max_instances=1, coalesce=True, next_run_time=start)
     scheduler.add_job(_deliver, "interval", seconds=OUTBOX_INTERVAL_S, args=[store, settings], id="outbox",
                       max_instances=1, coalesce=True, next_run_time=start)
@@ -112,9 +112,13 @@ def run_alerts(settings: Settings) -> None:
 
     store = connect(settings)
     migrate(store, settings.retention_days)
+    from alerts.releases import Registry
+    from ingest.kafka import producer
+
     rules = _rules(settings)
+    registry = Registry(store, settings, producer(settings.bootstrap_servers))
     log.info("alerts: %d rules from %s", len(rules), settings.rules_path)
-    build_alert_scheduler(settings, store, rules).start()
+    build_alert_scheduler(settings, store, rules, registry).start()
 
 
 def check_rules(settings: Settings, only: str | None = None) -> int:
@@ -134,7 +138,7 @@ def check_rules(settings: Settings, only: str | None = None) -> int:
     store = connect(settings)
     now = datetime.now(timezone.utc)
     for rule in rules:
-        transitions = evaluate_rule(store, rule, now, notify_with=[], link=settings.link_base, dry_run=True)
+        transitions = evaluate_rule(store, rule, now, link=settings.link_base, dry_run=True)
         if not transitions:
             print(f"{rule.name}: no change")
         for labels, t in transitions:

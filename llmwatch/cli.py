@@ -111,6 +111,41 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from alerts.releases import Registry, ReleaseRecord
+    from ingest.kafka import ensure_topics, producer
+    from storage.clickhouse import connect
+    from storage.migrate import migrate
+
+    store = connect(settings)
+    migrate(store, settings.retention_days)
+    bus = None
+    if args.action in ("promote", "rollback"):
+        ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+        bus = producer(settings.bootstrap_servers)
+    registry = Registry(store, settings, bus)
+    actor = args.actor or getpass.getuser()
+    if args.action == "register":
+        record = ReleaseRecord(args.app, args.prompt_id, args.prompt_version, args.model, args.provider, reason=args.reason)
+        registry.register(record, actor)
+        if args.activate:
+            registry.promote(args.app, record.release, actor, args.reason or "registered as active")
+        print(f"registered {args.app} {record.release}" + (" (active)" if args.activate else ""))
+    elif args.action == "promote":
+        print(f"{args.app} now serves {registry.promote(args.app, args.release, actor, args.reason).release}")
+    elif args.action == "rollback":
+        restored = registry.rollback(args.app, args.release, actor, args.reason or "manual rollback")
+        if restored is None:
+            print(f"llmwatch release: {args.app} has no stable release to roll back to", file=sys.stderr)
+            return 1
+        print(f"{args.app} rolled back from {args.release} to {restored.release}")
+    for record in registry.releases(args.app):
+        print(f"  {record.release:<40} {record.status:<12} {record.updated_at:%Y-%m-%d %H:%M:%S}  {record.actor}: {record.reason}")
+    return 0
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -140,6 +175,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
+    "release": (cmd_release, "list, register, promote or roll back an app's releases (prompt version + model)"),
     "jobs": (cmd_jobs, "run the scheduled jobs (drift checks) against the store"),
     "alerts": (cmd_alerts, "run the alert rules and deliver notifications; `alerts check` evaluates once, sending nothing"),
     "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
@@ -160,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "alerts":
             command.add_argument("action", nargs="?", choices=["run", "check"], default="run")
             command.add_argument("--rule", default=None, help="with check: only this rule")
+        if name == "release":
+            command.add_argument("action", choices=["list", "register", "promote", "rollback"])
+            command.add_argument("--app", required=True)
+            command.add_argument("--release", default="", help="promote/rollback: prompt_id:prompt_version@model")
+            command.add_argument("--prompt-id", default="")
+            command.add_argument("--prompt-version", default="")
+            command.add_argument("--model", default="")
+            command.add_argument("--provider", default="")
+            command.add_argument("--activate", action="store_true", help="register: serve it now")
+            command.add_argument("--reason", default="")
+            command.add_argument("--actor", default="", help="who (default: the OS user)")
         if name == "score":
             command.add_argument("--detector", choices=["toxicity", "grounding"], required=True)
             command.add_argument("--input", type=Path, required=True, help="JSONL: `text`, or `context` + `response`")

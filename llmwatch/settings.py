@@ -107,6 +107,8 @@ class Settings:
     pagerduty_routing_key: str = setting("", "PagerDuty integration (routing) key for the `pagerduty` action")
     webhook_url: str = setting("", "URL the `webhook` action POSTs signed JSON to")
     webhook_secret: str = setting("", "HMAC-SHA256 secret of the webhook signature header")
+    review_slack_webhook_url: str = setting("", "Slack webhook of the reviewers' channel (`escalate`); default: --slack-webhook-url")
+    deploy_webhook_url: str = setting("", "called with JSON after a rollback, for deploy systems that must follow")
 
     # Privacy.
     pii: str = setting(

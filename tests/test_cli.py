@@ -29,6 +29,7 @@ def test_every_command_takes_the_same_settings_flags() -> None:
         extra = {
             "drift": ["--reference", "a.jsonl", "--current", "b.jsonl"],
             "score": ["--detector", "toxicity", "--input", "a.jsonl", "--output", "b.jsonl"],
+            "release": ["list", "--app", "a"],
         }.get(command, [])
         args = parser.parse_args([command, *extra, "--data-dir", "/tmp/x", "--kafka-port", "19092", "--clickhouse-port", "18123", "--console-port", "18501", "--no-console"])
         settings = settings_from_args(args, environ={})

@@ -47,3 +47,50 @@ CREATE TABLE IF NOT EXISTS ${db}.alert_outbox
 )
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY delivery_id;
+
+-- The release registry: which prompt version and model each app should serve. The latest row per
+-- (app, release) is its status: active (served now), stable (known good), rolled_back, candidate.
+CREATE TABLE IF NOT EXISTS ${db}.releases
+(
+    app             LowCardinality(String),
+    release         String,
+    prompt_id       String,
+    prompt_version  String,
+    model           String,
+    provider        String,
+    status          LowCardinality(String),
+    reason          String,
+    actor           String,
+    updated_at      DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (app, release);
+
+-- Who did what to which release, and why: registrations, promotions, rollbacks.
+CREATE TABLE IF NOT EXISTS ${db}.audit_log
+(
+    at       DateTime64(3, 'UTC'),
+    actor    String,
+    action   LowCardinality(String),
+    app      LowCardinality(String),
+    release  String,
+    details  String
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (app, at);
+
+-- Events a firing rule sends to human reviewers, worst first (decisions come with the console).
+CREATE TABLE IF NOT EXISTS ${db}.review_queue
+(
+    queued_at   DateTime64(3, 'UTC'),
+    event_id    UUID,
+    app         LowCardinality(String),
+    release     String,
+    rule        LowCardinality(String),
+    reason      String,
+    score       Nullable(Float32),
+    status      LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree(queued_at)
+ORDER BY (app, event_id, rule);

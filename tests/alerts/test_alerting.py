@@ -59,7 +59,7 @@ def traffic(store: ClickHouseStore, start: datetime, toxic_share: float, n: int 
 
 
 def evaluate(store: ClickHouseStore, at: datetime) -> list[str]:
-    return [t.name for _, t in evaluate_rule(store, RULE, at, notify_with=list(RULE.actions), link="http://console")]
+    return [t.name for _, t in evaluate_rule(store, RULE, at, link="http://console")]
 
 
 def settings_for(store: ClickHouseStore, receiver: Receiver) -> Settings:
@@ -168,3 +168,69 @@ def test_check_prints_what_would_fire_and_sends_nothing(
     assert "would notify pagerduty, slack, webhook" in out
     assert embedded_store.query(f"SELECT count() FROM {embedded_store.database}.alerts") == [(0,)]
     assert receiver.requests == []
+
+
+ROLLBACK_RULES = RULES.replace("actions: [pagerduty, slack, webhook]", "actions: [rollback, escalate, slack]")
+RESOLVER = """
+import sys, time
+from ingest.emitter import Release
+from ingest.releases import ReleaseResolver
+with ReleaseResolver(sys.argv[1], {"support-bot": Release("answer", "8", "gpt")}, topic=sys.argv[2]) as resolver:
+    print("serving", resolver.release("support-bot").prompt_version, flush=True)
+    deadline = time.monotonic() + 60
+    while resolver.release("support-bot").prompt_version != "7" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("serving", resolver.release("support-bot").prompt_version, flush=True)
+"""
+
+
+def test_a_firing_rule_rolls_the_release_back_and_an_sdk_in_another_process_follows(
+    embedded_store: ClickHouseStore, broker: str, receiver: Receiver
+) -> None:
+    import subprocess
+    import sys
+
+    from alerts.releases import Registry, ReleaseRecord
+    from ingest.kafka import ensure_topics, producer
+
+    store = embedded_store
+    settings = Settings.from_env({}, database=store.database, control_topic=f"control-{uuid.uuid4().hex[:8]}")
+    ensure_topics(broker, [settings.control_topic], 1)
+    registry = Registry(store, settings, producer(broker))
+    for version in ("7", "8"):
+        registry.register(ReleaseRecord("support-bot", "answer", version, "gpt"), actor="ci")
+        registry.promote("support-bot", f"answer:{version}@gpt", actor="ci")
+    app = subprocess.Popen([sys.executable, "-c", RESOLVER, broker, settings.control_topic],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout is not None and app.stdout.readline().split() == ["serving", "8"]
+        rule = parse_rules(ROLLBACK_RULES)[0][0]
+        for minute in range(2):
+            traffic(store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+        for minute in (1, 2):
+            evaluate_rule(store, rule, T0 + timedelta(minutes=minute), link="http://console", registry=registry)
+        assert app.stdout.readline().split() == ["serving", "7"]
+        assert app.wait(30) == 0
+    finally:
+        app.kill()
+        app.wait()
+        if app.stdout is not None:
+            app.stdout.close()
+
+    statuses = {r.release: r.status for r in registry.releases("support-bot")}
+    assert statuses == {"answer:7@gpt": "active", "answer:8@gpt": "rolled_back"}
+    audit = store.query(f"SELECT actor, action, release FROM {store.database}.audit_log WHERE actor LIKE 'rule:%' ORDER BY at")
+    assert audit == [("rule:toxic-outputs", "rolled_back", "answer:8@gpt"), ("rule:toxic-outputs", "restored", "answer:7@gpt")]
+    # Escalation: the toxic answers behind the breach, worst first, capped.
+    queue = store.query(f"SELECT release, rule, score FROM {store.database}.review_queue ORDER BY score DESC")
+    assert 0 < len(queue) <= 50 and {(r, rule) for r, rule, _ in queue} == {("answer:8@gpt", "toxic-outputs")}
+    assert queue[0][2] >= queue[-1][2] >= 0.5
+    deliver_due(store, {"review": SlackNotifier(f"{receiver.url}/review"), "slack": SlackNotifier(f"{receiver.url}/slack")})
+    assert sorted(path for path, _, _ in receiver.requests) == ["/review", "/slack"]
+
+
+def test_rollback_needs_to_know_what_to_roll_back() -> None:
+    bad = RULES.replace("group_by: [app, release]", "group_by: [app]").replace(
+        "actions: [pagerduty, slack, webhook]", "actions: [rollback]")
+    rules, errors = parse_rules(bad)
+    assert rules == [] and "rollback needs app and release" in errors[0]

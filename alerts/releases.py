@@ -1,0 +1,137 @@
+"""The release registry and the rollback action.
+
+A release is what an app serves: a prompt version and a model. Its status lives in
+llmwatch.releases (the latest row per app and release wins): `active` (served now), `stable`
+(known good, the rollback target), `rolled_back`, `candidate`. Every change is an audit_log row and
+a control event on `llm.control` (key: the app), which SDK release resolvers follow
+(ingest/releases.py) so apps switch within seconds, without a redeploy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from llmwatch.errors import ConfigError
+from llmwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReleaseRecord", "Registry", "control_event"]
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    app: str
+    prompt_id: str
+    prompt_version: str
+    model: str = ""
+    provider: str = ""
+    status: str = "candidate"
+    reason: str = ""
+    actor: str = ""
+    updated_at: datetime | None = None
+
+    @property
+    def release(self) -> str:
+        prompt = ":".join(p for p in (self.prompt_id, self.prompt_version) if p)
+        return f"{prompt}@{self.model}" if self.model else prompt
+
+    def as_control(self) -> dict[str, str]:
+        return {"prompt_id": self.prompt_id, "prompt_version": self.prompt_version, "model": self.model,
+                "provider": self.provider}
+
+
+def control_event(record: ReleaseRecord, action: str, at: datetime) -> bytes:
+    """The llm.control message telling SDK resolvers which release `record.app` serves now."""
+    return json.dumps({"kind": "release", "action": action, "app": record.app, "release": record.as_control(),
+                       "reason": record.reason, "at": at.isoformat()}).encode()
+
+
+class Registry:
+    """Release state in ClickHouse; control events through a Kafka producer."""
+
+    def __init__(self, store: Any, settings: Settings, producer: Any | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.producer = producer
+
+    def releases(self, app: str) -> list[ReleaseRecord]:
+        rows = self.store.query(
+            f"SELECT app, prompt_id, prompt_version, model, provider, status, reason, actor, updated_at "
+            f"FROM {self.store.database}.releases FINAL WHERE app = {{app:String}} ORDER BY updated_at DESC",
+            {"app": app},
+        )
+        return [ReleaseRecord(*row) for row in rows]
+
+    def active(self, app: str) -> ReleaseRecord | None:
+        return next((r for r in self.releases(app) if r.status == "active"), None)
+
+    def register(self, record: ReleaseRecord, actor: str) -> ReleaseRecord:
+        return self._write(record, "candidate", "registered", actor, record.reason)
+
+    def promote(self, app: str, release: str, actor: str, reason: str = "") -> ReleaseRecord:
+        """Serve `release` from now on; the previously active release becomes stable."""
+        target = self._find(app, release)
+        current = self.active(app)
+        if current is not None and current.release != release:
+            self._write(current, "stable", "superseded", actor, f"superseded by {release}", publish=False)
+        return self._write(target, "active", "promoted", actor, reason)
+
+    def rollback(self, app: str, release: str, actor: str, reason: str) -> ReleaseRecord | None:
+        """Mark `release` rolled back and serve the most recent stable release again. Returns the
+        release now served, or None when there is no stable one to return to (then nothing changes
+        and the caller is told so)."""
+        bad = self._find(app, release)
+        if bad.status == "rolled_back":
+            return self.active(app)
+        fallback = next((r for r in self.releases(app) if r.status == "stable" and r.release != release), None)
+        if fallback is None:
+            log.warning("rollback of %s/%s: no stable release to return to", app, release)
+            return None
+        self._write(bad, "rolled_back", "rolled_back", actor, reason, publish=False)
+        restored = self._write(fallback, "active", "restored", actor, f"rollback of {release}: {reason}")
+        self._call_deploy_hook(app, bad, restored, reason)
+        return restored
+
+    def _find(self, app: str, release: str) -> ReleaseRecord:
+        found = next((r for r in self.releases(app) if r.release == release), None)
+        if found is None:
+            raise ConfigError(f"no release {release!r} registered for app {app!r}")
+        return found
+
+    def _write(self, record: ReleaseRecord, status: str, action: str, actor: str, reason: str,
+               publish: bool = True) -> ReleaseRecord:
+        now = datetime.now(timezone.utc)
+        new = ReleaseRecord(record.app, record.prompt_id, record.prompt_version, record.model, record.provider,
+                            status, reason, actor, now)
+        self.store.insert("releases", [{
+            "app": new.app, "release": new.release, "prompt_id": new.prompt_id, "prompt_version": new.prompt_version,
+            "model": new.model, "provider": new.provider, "status": status, "reason": reason, "actor": actor,
+            "updated_at": now,
+        }])
+        self.store.insert("audit_log", [{
+            "at": now, "actor": actor, "action": action, "app": new.app, "release": new.release,
+            "details": json.dumps({"status": status, "reason": reason}),
+        }])
+        if publish and status == "active" and self.producer is not None:
+            self.producer.produce(self.settings.control_topic, key=new.app.encode(), value=control_event(new, action, now))
+            remaining = self.producer.flush(10)
+            if remaining:
+                log.warning("control event for %s not delivered yet; resolvers keep their fallback", new.app)
+        return new
+
+    def _call_deploy_hook(self, app: str, bad: ReleaseRecord, restored: ReleaseRecord, reason: str) -> None:
+        url = self.settings.deploy_webhook_url
+        if not url:
+            return
+        try:
+            httpx.post(url, json={"action": "rollback", "app": app, "from": bad.release, "to": restored.release,
+                                  "reason": reason}, timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:  # the registry and the SDK have switched already
+            log.warning("deploy webhook %s failed: %s", url, exc)
