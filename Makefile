@@ -35,6 +35,7 @@ bench: install
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py
 	$(PY) bench/detectors.py
+	$(PY) bench/alerts.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results

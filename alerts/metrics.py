@@ -9,12 +9,13 @@ evaluation counts as "no data").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = ["METRICS", "Metric", "metric_query", "worst_events_query"]
 
 _ALL = ("app", "environment", "release", "model")
+ROLLUP_BUCKET_S = 10
 # traces has no release column: the same `prompt_id:prompt_version@model` as TraceEvent.release.
 _TRACE_RELEASE = (
     "if(model != '', concat(arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'), '@', model), "
@@ -34,15 +35,18 @@ class Metric:
     dimensions: tuple[str, ...] = _ALL
     columns: tuple[tuple[str, str], ...] = ()  # dimension -> SQL expression, where not a column
     worst: tuple[str, str] | None = None  # (condition, score) picking the events behind a breach, worst first
+    bucket_s: int = 0  # read from a rollup of this granularity: the window is widened to whole buckets
 
 
 def _label_rate(name: str, detector: str, bad: str, good: str, description: str) -> Metric:
+    # Read from the 10-second rollup of score labels (schemas/clickhouse/003_alerts.sql).
     return Metric(
-        name, description, "scores", "timestamp",
-        value=f"countIf(label = '{bad}') / count()", samples="count()",
+        name, description, "score_counts", "bucket",
+        value=f"sumIf(n, label = '{bad}') / sum(n)", samples="sum(n)",
         where=f"detector = '{detector}' AND label IN ('{bad}', '{good}')"
         + (" AND target = 'output'" if detector == "toxicity" else ""),
         worst=(f"label = '{bad}'", "score"),
+        bucket_s=ROLLUP_BUCKET_S,
     )
 
 
@@ -92,6 +96,9 @@ METRICS: dict[str, Metric] = {
 def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tuple[str, dict[str, Any]]:
     """SQL and parameters computing the rule's metric over [start, end) for each of its groups."""
     metric = METRICS[rule.metric]
+    if metric.bucket_s:
+        # Whole buckets: the start floored, the end rounded up so the newest events count at once.
+        start, end = _floor(start, metric.bucket_s), _floor(end, metric.bucket_s) + timedelta(seconds=metric.bucket_s)
     params: dict[str, Any] = {"start": start, "end": end}
     if metric.name == "dlq_rate":
         rejected = f"(SELECT count() FROM {database}.rejected WHERE {_in_window('received_at')})"
@@ -118,16 +125,21 @@ def worst_events_query(rule: Any, labels: dict[str, str], start: datetime, end: 
     condition, score = metric.worst
     expressions = dict(metric.columns)
     params: dict[str, Any] = {"start": start, "end": end, "limit": limit}
-    conditions = [metric.where, condition, _in_window(metric.time_column)]
+    table, time_column = ("scores", "timestamp") if metric.bucket_s else (metric.table, metric.time_column)
+    conditions = [metric.where, condition, _in_window(time_column)]
     for i, (dimension, wanted) in enumerate(sorted({**rule.filters, **labels}.items())):
         conditions.append(f"{expressions.get(dimension, dimension)} = {{w{i}:String}}")
         params[f"w{i}"] = wanted
     release = expressions.get("release", "release")
     sql = (
-        f"SELECT event_id, app, {release} AS release, max({score}) AS worst FROM {database}.{metric.table} "
+        f"SELECT event_id, app, {release} AS release, max({score}) AS worst FROM {database}.{table} "
         f"WHERE {' AND '.join(conditions)} GROUP BY event_id, app, release ORDER BY worst DESC LIMIT {{limit:UInt32}}"
     )
     return sql, params
+
+
+def _floor(moment: datetime, seconds: int) -> datetime:
+    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, tz=moment.tzinfo)
 
 
 def _in_window(column: str) -> str:

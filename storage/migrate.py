@@ -45,11 +45,27 @@ def statements(database: str, retention_days: int) -> list[str]:
 
 def migrate(store: Store, retention_days: int) -> None:
     """Create what is missing; set the raw-text TTL where it differs from retention_days."""
+    had_rollup = _table_exists(store, "score_counts")
     for sql in statements(store.database, retention_days):
         store.command(sql)
+    if not had_rollup:
+        # The materialized view sees only new inserts: count what is already stored, once.
+        store.command(
+            f"INSERT INTO {store.database}.score_counts SELECT toStartOfInterval(timestamp, toIntervalSecond(10)) AS bucket, "
+            f"app, environment, release, model, detector, target, label, count() FROM {store.database}.scores "
+            f"GROUP BY bucket, app, environment, release, model, detector, target, label"
+        )
     for table, columns in _TEXT_COLUMNS.items():
         _set_ttl(store, table, columns, retention_days)
     log.info("schema of database %s is up to date", store.database)
+
+
+def _table_exists(store: Store, table: str) -> bool:
+    rows = store.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": store.database, "t": table},
+    )
+    return rows[0][0] > 0
 
 
 def _set_ttl(store: Store, table: str, columns: dict[str, str], days: int) -> None:

@@ -5,10 +5,15 @@ monitoring product must catch:
 
 | from (s) | to (s) | incident |
 |---|---|---|
-| 60 | 100 | support-bot release v8 (new prompt) answers rudely: a burst of toxic replies |
+| 60 | 120 | support-bot release v8 (new prompt) is deployed as a canary and answers rudely |
 | 100 | 160 | docs-rag release v4 (new model) answers with claims the retrieved context does not support |
 | 150 | 220 | support-bot users start asking about something new (a crypto outage): input drift |
 | 200 | 230 | sql-agent latency and token spikes |
+
+The loop closes on its own when the store is reachable: the generator also plays the deploy
+pipeline, promoting v8 in the release registry when its canary phase starts. The `toxic-outputs`
+rule fires, rolls v8 back, and the generator's SDK release resolver (following `llm.control`)
+switches support-bot back to v7 within seconds, so toxicity recovers and the incident resolves.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ingest.demo import corpus
 from ingest.emitter import Emitter, Release
@@ -47,7 +52,7 @@ class Phase:
 def phase_at(elapsed_s: float) -> Phase:
     t = elapsed_s % CYCLE_S
     return Phase(
-        toxic_burst=60 <= t < 100,
+        toxic_burst=60 <= t < 120,
         unsupported_answers=100 <= t < 160,
         input_drift=150 <= t < 220,
         latency_spike=200 <= t < 230,
@@ -57,8 +62,10 @@ def phase_at(elapsed_s: float) -> Phase:
 class Scenario:
     """Builds demo events; pure apart from its seeded random generator."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, serving: Callable[[str], Release] | None = None) -> None:
         self.rng = random.Random(seed)
+        # What the release registry says support-bot serves (an SDK resolver); None: the timeline decides.
+        self.serving = serving
 
     def event(self, elapsed_s: float) -> dict[str, Any]:
         phase = phase_at(elapsed_s)
@@ -72,6 +79,8 @@ class Scenario:
     def _support(self, phase: Phase) -> dict[str, Any]:
         rng = self.rng
         canary = phase.toxic_burst and rng.random() < 0.5
+        if self.serving is not None:
+            canary = canary and self.serving("support-bot").prompt_version == SUPPORT_CANARY.prompt_version
         release = SUPPORT_CANARY if canary else SUPPORT_STABLE
         questions = corpus.SUPPORT_QUESTIONS_SHIFTED if phase.input_drift and rng.random() < 0.7 else corpus.SUPPORT_QUESTIONS
         question = rng.choice(corpus.TOXIC_USER_MESSAGES) if rng.random() < 0.02 else rng.choice(questions)
@@ -144,9 +153,59 @@ class Scenario:
         return {"trace_id": event["trace_id"], "score": 1.0 if thumbs_up else 0.0, "comment": comment, "app": event["app"]}
 
 
+class DemoDeploys:
+    """The demo's deploy pipeline: registers support-bot's releases, promotes the v8 canary when
+    its phase starts and v7 when it ends (unless a rule rolled it back first)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from alerts.releases import Registry, ReleaseRecord
+        from ingest.kafka import ensure_topics, producer
+        from storage.clickhouse import connect
+        from storage.migrate import migrate
+
+        store = connect(settings)
+        migrate(store, settings.retention_days)
+        ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+        self.registry = Registry(store, settings, producer(settings.bootstrap_servers))
+        for release in (SUPPORT_STABLE, SUPPORT_CANARY):
+            self.registry.register(ReleaseRecord("support-bot", release.prompt_id, release.prompt_version,
+                                                 release.model, release.provider), actor="demo-deploy")
+        self.deploy(SUPPORT_STABLE, "demo start")
+        self.canary_started = self.canary_ended = -1  # the cycle each last happened in
+
+    @staticmethod
+    def name(release: Release) -> str:
+        return f"{release.prompt_id}:{release.prompt_version}@{release.model}"
+
+    def deploy(self, release: Release, reason: str) -> None:
+        self.registry.promote("support-bot", self.name(release), actor="demo-deploy", reason=reason)
+
+    def tick(self, elapsed_s: float) -> None:
+        cycle = int(elapsed_s // CYCLE_S)
+        if phase_at(elapsed_s).toxic_burst:
+            if self.canary_started < cycle:
+                self.canary_started = cycle
+                self.deploy(SUPPORT_CANARY, "demo: canary of prompt v8")
+        elif self.canary_started == cycle and self.canary_ended < cycle:
+            self.canary_ended = cycle
+            active = self.registry.active("support-bot")
+            if active is not None and active.prompt_version == SUPPORT_CANARY.prompt_version:
+                self.deploy(SUPPORT_STABLE, "demo: canary phase over")
+
+
 def run_generator(settings: Settings, *, duration_s: float | None = None, max_events: int | None = None) -> int:
     """Emit demo events at settings.demo_rate until duration_s or max_events; returns the count."""
-    scenario = Scenario(settings.demo_seed)
+    from ingest.releases import ReleaseResolver
+    from llmwatch.errors import LlmwatchError
+
+    try:
+        deploys: DemoDeploys | None = DemoDeploys(settings)
+    except LlmwatchError as exc:
+        log.warning("demo: no release registry (%s); the timeline alone decides releases", exc)
+        deploys = None
+    resolver = ReleaseResolver(settings.bootstrap_servers, {"support-bot": SUPPORT_STABLE},
+                               topic=settings.control_topic) if deploys else None
+    scenario = Scenario(settings.demo_seed, resolver.release if resolver else None)
     emitter = Emitter(settings.bootstrap_servers, topic=settings.traces_topic, queue_size=settings.emitter_queue_size)
     interval = 1.0 / settings.demo_rate
     started = time.monotonic()
@@ -154,7 +213,10 @@ def run_generator(settings: Settings, *, duration_s: float | None = None, max_ev
     sent = 0
     try:
         while (duration_s is None or time.monotonic() - started < duration_s) and (max_events is None or sent < max_events):
-            event = scenario.event(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            if deploys is not None and sent % 50 == 0:
+                deploys.tick(elapsed)
+            event = scenario.event(elapsed)
             event["trace_id"] = f"{random.getrandbits(64):016x}"
             emitter.emit(event)
             feedback = scenario.feedback_for(event)
@@ -171,5 +233,7 @@ def run_generator(settings: Settings, *, duration_s: float | None = None, max_ev
         pass
     finally:
         emitter.close()
+        if resolver is not None:
+            resolver.close()
     log.info("demo: done, %d events, %s", sent, emitter.stats())
     return sent

@@ -94,3 +94,28 @@ CREATE TABLE IF NOT EXISTS ${db}.review_queue
 )
 ENGINE = ReplacingMergeTree(queued_at)
 ORDER BY (app, event_id, rule);
+
+-- Label counts per 10-second bucket, kept up to date by a materialized view on every insert into
+-- scores: a toxicity-rate rule over an hour reads a few thousand rows here instead of every score
+-- row (bench/alerts.py: 10M scores).
+CREATE TABLE IF NOT EXISTS ${db}.score_counts
+(
+    bucket       DateTime64(3, 'UTC'),
+    app          LowCardinality(String),
+    environment  LowCardinality(String),
+    release      LowCardinality(String),
+    model        LowCardinality(String),
+    detector     LowCardinality(String),
+    target       LowCardinality(String),
+    label        LowCardinality(String),
+    n            UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (detector, app, bucket, release, environment, model, target, label);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.score_counts_mv TO ${db}.score_counts AS
+SELECT toStartOfInterval(timestamp, toIntervalSecond(10)) AS bucket, app, environment, release, model,
+       detector, target, label, count() AS n
+FROM ${db}.scores
+GROUP BY bucket, app, environment, release, model, detector, target, label;
