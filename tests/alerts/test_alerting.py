@@ -194,7 +194,8 @@ def test_a_firing_rule_rolls_the_release_back_and_an_sdk_in_another_process_foll
     from ingest.kafka import ensure_topics, producer
 
     store = embedded_store
-    settings = Settings.from_env({}, database=store.database, control_topic=f"control-{uuid.uuid4().hex[:8]}")
+    settings = Settings.from_env({}, database=store.database, control_topic=f"control-{uuid.uuid4().hex[:8]}",
+                                 deploy_webhook_url=f"{receiver.url}/deploy")
     ensure_topics(broker, [settings.control_topic], 1)
     registry = Registry(store, settings, producer(broker))
     for version in ("7", "8"):
@@ -225,8 +226,11 @@ def test_a_firing_rule_rolls_the_release_back_and_an_sdk_in_another_process_foll
     queue = store.query(f"SELECT release, rule, score FROM {store.database}.review_queue ORDER BY score DESC")
     assert 0 < len(queue) <= 50 and {(r, rule) for r, rule, _ in queue} == {("answer:8@gpt", "toxic-outputs")}
     assert queue[0][2] >= queue[-1][2] >= 0.5
+    deploy = [b for (path, _, _), b in zip(receiver.requests, receiver.bodies()) if path == "/deploy"]
+    assert deploy == [{"action": "rollback", "app": "support-bot", "from": "answer:8@gpt", "to": "answer:7@gpt",
+                       "reason": deploy[0]["reason"]}]
     deliver_due(store, {"review": SlackNotifier(f"{receiver.url}/review"), "slack": SlackNotifier(f"{receiver.url}/slack")})
-    assert sorted(path for path, _, _ in receiver.requests) == ["/review", "/slack"]
+    assert sorted(path for path, _, _ in receiver.requests) == ["/deploy", "/review", "/slack"]
 
 
 def test_rollback_needs_to_know_what_to_roll_back() -> None:
@@ -234,3 +238,20 @@ def test_rollback_needs_to_know_what_to_roll_back() -> None:
         "actions: [pagerduty, slack, webhook]", "actions: [rollback]")
     rules, errors = parse_rules(bad)
     assert rules == [] and "rollback needs app and release" in errors[0]
+
+
+def test_release_command_registers_promotes_and_rolls_back(
+    embedded_store: ClickHouseStore, broker: str, capsys  # type: ignore[no-untyped-def]
+) -> None:
+    from llmwatch.cli import main
+
+    flags = ["--clickhouse-url", embedded_store.url, "--database", embedded_store.database, "--kafka-bootstrap", broker,
+             "--control-topic", f"control-{uuid.uuid4().hex[:8]}", "--partitions", "1"]
+    for version in ("7", "8"):
+        assert main(["release", "register", "--app", "bot", "--prompt-id", "answer", "--prompt-version", version,
+                     "--model", "m", "--activate", "--actor", "ci", *flags]) == 0
+    assert main(["release", "rollback", "--app", "bot", "--release", "answer:8@m", "--reason", "rude", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "bot rolled back from answer:8@m to answer:7@m" in out
+    assert main(["release", "rollback", "--app", "bot", "--release", "answer:9@m", *flags]) == 1
+    assert "no release 'answer:9@m' registered for app 'bot'" in capsys.readouterr().err
