@@ -22,7 +22,7 @@ from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReleaseRecord", "Registry", "control_event"]
+__all__ = ["RegistrationFollower", "ReleaseRecord", "Registry", "control_event"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,46 @@ class Registry:
                                   "reason": reason}, timeout=10).raise_for_status()
         except httpx.HTTPError as exc:  # the registry and the SDK have switched already
             log.warning("deploy webhook %s failed: %s", url, exc)
+
+
+class RegistrationFollower:
+    """Reads `register` messages that apps send on llm.control (ingest.releases.announce) and
+    writes them into the registry. A consumer group keeps the position, so each is applied once."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        from confluent_kafka import Consumer
+
+        self.registry = registry
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.bootstrap_servers, "group.id": f"{settings.consumer_group}-registry",
+            "auto.offset.reset": "earliest", "enable.auto.commit": True,
+            "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+        })
+        self.consumer.subscribe([settings.control_topic])
+
+    def poll(self, max_messages: int = 100, timeout_s: float = 0.5) -> int:
+        """Apply what has arrived; returns how many registrations were applied."""
+        applied = 0
+        for message in self.consumer.consume(max_messages, timeout_s):
+            if message.error():
+                continue
+            try:
+                event = json.loads(message.value())
+                if event.get("kind") != "register":
+                    continue  # release switches are ours; other kinds are for other readers
+                fields = event["release"]
+                record = ReleaseRecord(event["app"], fields.get("prompt_id", ""), fields.get("prompt_version", ""),
+                                       fields.get("model", ""), fields.get("provider", ""))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignored a malformed registration on the control topic: %s", exc)
+                continue
+            known = {r.release: r for r in self.registry.releases(record.app)}
+            if record.release not in known:
+                self.registry.register(record, actor=f"sdk:{record.app}")
+            if event.get("activate") and known.get(record.release, record).status != "active":
+                self.registry.promote(record.app, record.release, actor=f"sdk:{record.app}", reason="announced by the app")
+            applied += 1
+        return applied
+
+    def close(self) -> None:
+        self.consumer.close()

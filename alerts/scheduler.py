@@ -92,7 +92,7 @@ def _deliver(store: Any, settings: Settings) -> None:
 
 
 def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], registry: Any, *,
-                          blocking: bool = True) -> Any:
+                          blocking: bool = True, follower: Any = None) -> Any:
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -103,7 +103,22 @@ def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], regi
                           max_instances=1, coalesce=True, next_run_time=start)
     scheduler.add_job(_deliver, "interval", seconds=OUTBOX_INTERVAL_S, args=[store, settings], id="outbox",
                       max_instances=1, coalesce=True, next_run_time=start)
+    if follower is not None:
+        scheduler.add_job(_follow, "interval", seconds=OUTBOX_INTERVAL_S, args=[follower], id="registrations",
+                          max_instances=1, coalesce=True, next_run_time=start)
     return scheduler
+
+
+def _follow(follower: Any) -> None:
+    from llmwatch.errors import StoreError
+
+    try:
+        applied = follower.poll()
+    except StoreError as exc:
+        log.warning("release registrations not applied yet, the store is unavailable: %s", exc)
+        return
+    if applied:
+        log.info("release registrations applied: %d", applied)
 
 
 def run_alerts(settings: Settings) -> None:
@@ -112,13 +127,15 @@ def run_alerts(settings: Settings) -> None:
 
     store = connect(settings)
     migrate(store, settings.retention_days)
-    from alerts.releases import Registry
-    from ingest.kafka import producer
+    from alerts.releases import RegistrationFollower, Registry
+    from ingest.kafka import ensure_topics, producer
 
     rules = _rules(settings)
+    ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
     registry = Registry(store, settings, producer(settings.bootstrap_servers))
+    follower = RegistrationFollower(registry, settings)
     log.info("alerts: %d rules from %s", len(rules), settings.rules_path)
-    build_alert_scheduler(settings, store, rules, registry).start()
+    build_alert_scheduler(settings, store, rules, registry, follower=follower).start()
 
 
 def check_rules(settings: Settings, only: str | None = None) -> int:

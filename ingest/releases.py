@@ -7,6 +7,8 @@ A background thread follows `llm.control` from its beginning (every partition, n
 group, so every app instance sees every event) and keeps the latest release per app. Until the
 bus has said anything about an app, and whenever it cannot be reached, the app's fallback (or
 the last release seen, cached in `cache_path` across restarts) is served.
+
+`announce(...)` registers a release from the app side (`llmwatch alerts` writes it to the registry).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ingest.emitter import Release
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReleaseResolver"]
+__all__ = ["ReleaseResolver", "announce"]
 
 
 class ReleaseResolver:
@@ -107,3 +109,16 @@ class ReleaseResolver:
         tmp = self.cache_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({app: r.__dict__ for app, r in self._current.items()}))
         tmp.replace(self.cache_path)
+
+
+def announce(bootstrap: str, app: str, release: Release, *, activate: bool = False, topic: str = "llm.control",
+             timeout_s: float = 10.0) -> bool:
+    """Register `release` of `app` from the app itself (a deploy step, or at start-up): a control
+    message that `llmwatch alerts` writes into the release registry, promoting it when
+    `activate`. Returns whether the broker took it within `timeout_s`."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    body = {"kind": "register", "app": app, "release": release.as_dict(), "activate": activate}
+    producer.produce(topic, key=app.encode(), value=json.dumps(body).encode())
+    return producer.flush(timeout_s) == 0

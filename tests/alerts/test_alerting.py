@@ -255,3 +255,29 @@ def test_release_command_registers_promotes_and_rolls_back(
     assert "bot rolled back from answer:8@m to answer:7@m" in out
     assert main(["release", "rollback", "--app", "bot", "--release", "answer:9@m", *flags]) == 1
     assert "no release 'answer:9@m' registered for app 'bot'" in capsys.readouterr().err
+
+
+def test_an_app_registers_its_release_through_the_sdk(embedded_store: ClickHouseStore, broker: str) -> None:
+    import time
+
+    from alerts.releases import RegistrationFollower, Registry
+    from ingest.emitter import Release
+    from ingest.kafka import ensure_topics
+    from ingest.releases import announce
+
+    settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker,
+                                 control_topic=f"control-{uuid.uuid4().hex[:8]}", consumer_group=f"g-{uuid.uuid4().hex[:6]}",
+                                 kafka_session_timeout_s=2.0)
+    ensure_topics(broker, [settings.control_topic], 1)
+    registry = Registry(embedded_store, settings)
+    follower = RegistrationFollower(registry, settings)
+    try:
+        assert announce(broker, "bot", Release("answer", "7", "m"), activate=True, topic=settings.control_topic)
+        assert announce(broker, "bot", Release("answer", "8", "m"), topic=settings.control_topic)
+        deadline, applied = time.monotonic() + 30, 0
+        while applied < 2 and time.monotonic() < deadline:
+            applied += follower.poll()
+    finally:
+        follower.close()
+    assert {r.release: r.status for r in registry.releases("bot")} == {"answer:7@m": "active", "answer:8@m": "candidate"}
+    assert {r.actor for r in registry.releases("bot")} == {"sdk:bot"}
