@@ -281,3 +281,27 @@ def test_an_app_registers_its_release_through_the_sdk(embedded_store: ClickHouse
         follower.close()
     assert {r.release: r.status for r in registry.releases("bot")} == {"answer:7@m": "active", "answer:8@m": "candidate"}
     assert {r.actor for r in registry.releases("bot")} == {"sdk:bot"}
+
+
+def test_a_receiver_that_times_out_or_refuses_is_retried_and_recorded(embedded_store: ClickHouseStore) -> None:
+    import httpx
+
+    slow = Receiver(delays=[2.0])
+    refused_url = f"http://127.0.0.1:{__import__('llmwatch.processes', fromlist=['free_port']).free_port()}/hook"
+    try:
+        for minute in range(2):
+            traffic(embedded_store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+        evaluate(embedded_store, T0 + timedelta(minutes=1))
+        evaluate(embedded_store, T0 + timedelta(minutes=2))
+        notify = {"pagerduty": PagerDutyNotifier(f"{slow.url}/pd", "rk"), "webhook": WebhookNotifier(refused_url, "s")}
+        now = datetime.now(timezone.utc)
+        with httpx.Client(timeout=0.5) as client:
+            assert deliver_due(embedded_store, notify, now, client=client) == {"retry": 2, "not_configured": 1}
+        errors = dict(embedded_store.query(
+            f"SELECT notifier, last_error FROM {embedded_store.database}.alert_outbox FINAL WHERE status = 'retry'"))
+        assert errors["pagerduty"].startswith("ReadTimeout") and errors["webhook"].startswith("ConnectError")
+        assert deliver_due(embedded_store, notify, now) == {}  # backing off: not due yet
+        assert deliver_due(embedded_store, {**notify, "webhook": WebhookNotifier(f"{slow.url}/hook", "s")},
+                           now + timedelta(minutes=1)) == {"delivered": 2}
+    finally:
+        slow.close()
