@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ingest.events import release_name
 from llmwatch.errors import ConfigError
 from llmwatch.settings import Settings
 
@@ -39,8 +40,7 @@ class ReleaseRecord:
 
     @property
     def release(self) -> str:
-        prompt = ":".join(p for p in (self.prompt_id, self.prompt_version) if p)
-        return f"{prompt}@{self.model}" if self.model else prompt
+        return release_name(self.prompt_id, self.prompt_version, self.model)
 
     def as_control(self) -> dict[str, str]:
         return {"prompt_id": self.prompt_id, "prompt_version": self.prompt_version, "model": self.model,

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["free_port", "print_table", "start_tansu", "stop_process", "wait_until", "write_json"]
+__all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_process", "wait_until", "write_json"]
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
@@ -24,6 +24,18 @@ def start_tansu(port: int) -> subprocess.Popen[bytes]:
 
     process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: kafka_reachable(f"127.0.0.1:{port}", 1.0), 20)
+    return process
+
+
+def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """The embedded store (`llmwatch store`) on `port`, ready to answer."""
+    from storage.clickhouse import ClickHouseStore
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_until(ClickHouseStore(f"http://127.0.0.1:{port}", database="llmwatch").ping, 60)
     return process
 
 

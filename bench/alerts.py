@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from _common import ROOT, free_port, print_table, start_tansu, stop_process, wait_until, write_json
+from _common import ROOT, free_port, print_table, start_store, start_tansu, stop_process, wait_until, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -125,20 +126,16 @@ def main() -> None:
     kafka_port, store_port = free_port(), free_port()
     data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
     broker = start_tansu(kafka_port)
-    store_process = subprocess.Popen(
-        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data), "--clickhouse-port", str(store_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    store_process = start_store(data, store_port)
     worker = None
     try:
         settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{kafka_port}", clickhouse_url=f"http://127.0.0.1:{store_port}",
                                      data_dir=data, detectors="toxicity", kafka_session_timeout_s=2.0,
                                      control_topic=f"control-{uuid.uuid4().hex[:6]}")
         store = ClickHouseStore(settings.store_url, database=settings.database)
-        wait_until(store.ping, 60)
         migrate(store, settings.retention_days)
         ensure_topics(settings.bootstrap_servers, [settings.traces_topic, settings.dlq_topic, settings.control_topic], 1)
-        worker = subprocess.Popen([sys.executable, "-m", "llmwatch", "worker"], env={**__import__("os").environ, **settings_env(settings)},
+        worker = subprocess.Popen([sys.executable, "-m", "llmwatch", "worker"], env={**os.environ, **settings_env(settings)},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: store.query(f"SELECT count() FROM {settings.database}.workers")[0][0] > 0, 90)
         loop = closed_loop(store, settings, args.every)

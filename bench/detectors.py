@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from _common import free_port, print_table, start_tansu, stop_process, wait_until, write_json
+from _common import free_port, print_table, start_store, start_tansu, stop_process, write_json
 
 from ingest.demo.generator import Scenario
 from ingest.events import Limits, TraceEvent, parse
@@ -168,14 +167,10 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
     kafka_port, store_port = free_port(), free_port()
     data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
     broker = start_tansu(kafka_port)
-    store_process = subprocess.Popen(
-        [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data), "--clickhouse-port", str(store_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    store_process = start_store(data, store_port)
     rows = []
     try:
         url = f"http://127.0.0.1:{store_port}"
-        wait_until(lambda: ClickHouseStore(url, database="llmwatch").ping(), 60)
         raw = [json.dumps({
             "event_id": str(uuid.uuid4()), "trace_id": e.trace_id, "timestamp": NOW.isoformat(), "app": e.app,
             "input": e.input, "output": e.output, "context": list(e.context), "latency_ms": e.latency_ms,

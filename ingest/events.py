@@ -28,6 +28,7 @@ __all__ = [
     "Rejection",
     "TraceEvent",
     "parse",
+    "release_name",
 ]
 
 _TRACE_FIELDS = frozenset(trace_event_schema()["$defs"]["trace"]["properties"])
@@ -36,6 +37,13 @@ _RELEASE_FIELDS = ("prompt_id", "prompt_version", "model", "provider")
 _USAGE_FIELDS = ("input_tokens", "output_tokens")
 # A namespace for event ids derived from content (feedback without an event_id).
 _FEEDBACK_NS = uuid.UUID("6d1c4f0e-8a53-4f4e-9d59-1b2f1f6f0a11")
+
+
+def release_name(prompt_id: str, prompt_version: str, model: str) -> str:
+    """A release as one string, `prompt_id:prompt_version@model`, empty parts left out: the
+    `release` of score rows, embeddings, alerts and the release registry."""
+    prompt = ":".join(p for p in (prompt_id, prompt_version) if p)
+    return f"{prompt}@{model}" if model else prompt
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,7 @@ class TraceEvent:
 
     @property
     def release(self) -> str:
-        """The release this event belongs to: `prompt_id:prompt_version@model`, empty parts left out."""
-        prompt = ":".join(p for p in (self.prompt_id, self.prompt_version) if p)
-        return f"{prompt}@{self.model}" if self.model else prompt
+        return release_name(self.prompt_id, self.prompt_version, self.model)
 
     def row(self, received_at: datetime) -> dict[str, Any]:
         """The llmwatch.traces row for this event."""
