@@ -68,7 +68,7 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
     for key in sorted(set(observed) | {k for k, (_, s) in states.items() if s.status != "ok"}):
         labels, observation = observed.get(key, (states.get(key, ({}, None))[0], None))
         state = states.get(key, ({}, AlertState()))[1]
-        new_state, transition = step(rule, state, observation, now)
+        _, transition = step(rule, state, observation, now)
         if transition is None:
             continue
         transitions.append((labels, transition))
@@ -92,7 +92,8 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
 
 
 def _rollback(registry: Any, rule: Rule, labels: dict[str, str], notification: Notification) -> None:
-    app, release = {**rule.filters, **labels}["app"], {**rule.filters, **labels}["release"]
+    scope = {**rule.filters, **labels}
+    app, release = scope["app"], scope["release"]
     if registry is None:
         log.warning("rule %s: rollback of %s/%s skipped, no release registry", rule.name, app, release)
         return
