@@ -86,7 +86,8 @@ def main() -> None:
 
     kafka_port, ch_port = free_port(), free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
-    flags = ["--data-dir", str(data_dir), "--kafka-port", str(kafka_port), "--clickhouse-port", str(ch_port), "--no-console"]
+    flags = ["--data-dir", str(data_dir), "--kafka-port", str(kafka_port), "--clickhouse-port", str(ch_port),
+             "--ingest-port", str(free_port()), "--no-console"]
     up = subprocess.Popen([sys.executable, "-m", "llmwatch", "up", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     bootstrap = f"127.0.0.1:{kafka_port}"
     store = ClickHouseStore(f"http://127.0.0.1:{ch_port}", DB)

@@ -146,6 +146,13 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
+    from ingest.http import run_ingest
+
+    run_ingest(settings)
+    return 0
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -171,6 +178,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "up": (cmd_up, "run the embedded stack: broker, store, worker (Ctrl-C stops it)"),
     "demo": (cmd_demo, "`up` plus a synthetic traffic generator with incidents to catch"),
     "status": (cmd_status, "check every component; exit 0 only when all are healthy"),
+    "ingest": (cmd_ingest, "serve HTTP ingest: OTLP/HTTP traces and JSON events, produced to Kafka"),
     "worker": (cmd_worker, "run one stream-processing worker (a consumer-group member)"),
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),

@@ -17,6 +17,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str = "condition") -> None:
     """Poll predicate every 0.1 s (an exception counts as "not yet"); TimeoutError after timeout_s."""
     deadline = time.monotonic() + timeout_s

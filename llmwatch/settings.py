@@ -36,6 +36,9 @@ class Settings:
     clickhouse_password: str = setting("", "ClickHouse password")
     database: str = setting("llmwatch", "ClickHouse database")
     console_port: int = setting(8501, "Streamlit console port")
+    ingest_port: int = setting(4318, "HTTP ingest port: OTLP/HTTP at /v1/traces, JSON events at /v1/events")
+    ingest_api_key: str = setting("", "API key the HTTP ingest requires (Authorization: Bearer or X-Api-Key); empty: none")
+    ingest_max_body_bytes: int = setting(16_000_000, "largest HTTP ingest request body, after decompression")
     no_console: bool = setting(False, "leave the console out of `llmwatch up`")
 
     # Topics.
@@ -176,7 +179,7 @@ class Settings:
 
     def validate(self) -> None:
         problems = []
-        for name in ("kafka_port", "clickhouse_port", "console_port"):
+        for name in ("kafka_port", "clickhouse_port", "console_port", "ingest_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 problems.append(f"{name} must be a TCP port, got {port}")

@@ -8,6 +8,7 @@ import logging
 from llmwatch.broker import tansu_command
 from llmwatch.health import clickhouse_ready, workers_alive
 from llmwatch.settings import Settings
+from llmwatch.processes import port_open
 from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def build_components(
     worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
     jobs = Component("jobs", python_command("jobs"), ready=lambda: True, env=env)
     alerts = Component("alerts", python_command("alerts"), ready=lambda: True, env=env)
-    result = [broker, store, worker, jobs, alerts]
+    ingest = Component("ingest", python_command("ingest"), ready=lambda: port_open(settings.host, settings.ingest_port),
+                       port=settings.ingest_port, env=env)
+    result = [broker, store, worker, jobs, alerts, ingest]
     if demo:
         args = ["generate"]
         if demo_duration_s is not None:
@@ -91,7 +94,8 @@ def demo_settings(settings: Settings) -> Settings:
 def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None) -> int:
     if demo:
         settings = demo_settings(settings)
-    ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port}
+    ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port,
+             "ingest_port": settings.ingest_port}
     check_ports_free(settings.host, ports)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(
@@ -108,6 +112,7 @@ def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float 
         "llmwatch is up:",
         f"  Kafka       {settings.bootstrap_servers}  (topics {settings.traces_topic}, {settings.dlq_topic}, {settings.control_topic})",
         f"  ClickHouse  {settings.store_url}  (database {settings.database}; try: curl '{settings.store_url}/?query=SELECT+count()+FROM+{settings.database}.traces')",
+        f"  ingest      http://{settings.host}:{settings.ingest_port}  (OTLP/HTTP /v1/traces, JSON /v1/events)",
         f"  logs        {settings.data_dir / 'logs'}",
         "  console     not part of this release yet" if not settings.no_console else "  console     left out (--no-console)",
     ]

@@ -54,7 +54,8 @@ def test_taken_port_gives_one_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = llmwatch("up", "--data-dir", str(tmp_path), "--kafka-port", str(port), "--clickhouse-port", str(free_port()))
+        result = llmwatch("up", "--data-dir", str(tmp_path), "--kafka-port", str(port), "--clickhouse-port", str(free_port()),
+                          "--ingest-port", str(free_port()))
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "--kafka-port" in result.stderr
     assert "Traceback" not in result.stderr
@@ -69,7 +70,8 @@ def test_status_fails_when_nothing_runs() -> None:
 @pytest.mark.slow
 def test_up_status_and_clean_shutdown(tmp_path: Path) -> None:
     """`up` brings every component up, `status` exits 0, SIGTERM stops every child."""
-    ports = ["--kafka-port", str(free_port()), "--clickhouse-port", str(free_port()), "--console-port", str(free_port())]
+    ports = ["--kafka-port", str(free_port()), "--clickhouse-port", str(free_port()), "--console-port", str(free_port()),
+             "--ingest-port", str(free_port())]
     flags = ["--data-dir", str(tmp_path), *ports, "--no-console", "--kafka-session-timeout-s", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
@@ -92,7 +94,7 @@ def _watch_up(up: subprocess.Popen[str], tmp_path: Path, flags: list[str]) -> No
         assert any(line.startswith("llmwatch is up") for line in lines), "".join(lines)
         state = json.loads((tmp_path / "run" / "up.json").read_text())
         pids = [c["pid"] for c in state["components"].values()]
-        assert sorted(state["components"]) == ["alerts", "broker", "jobs", "store", "worker"]
+        assert sorted(state["components"]) == ["alerts", "broker", "ingest", "jobs", "store", "worker"]
         status = llmwatch("status", *flags)
         assert status.returncode == 0, status.stdout + status.stderr
 

@@ -1,0 +1,205 @@
+"""The HTTP ingest server (`llmwatch ingest`, part of `llmwatch up`), default 127.0.0.1:4318.
+
+* `POST /v1/traces`: OTLP/HTTP, protobuf or JSON, gzip accepted. LLM spans become trace events
+  (ingest/otlp.py); other spans are ignored and counted. The answer is an ExportTraceServiceResponse
+  in the request's encoding, with `partial_success` naming spans that could not become events.
+* `POST /v1/events`: trace events (or feedback) as JSON, one object or an array, validated against
+  the schema; event_id, trace_id and timestamp are filled in when missing, as the SDK does.
+  All or nothing: one invalid event rejects the request with 400 and the reasons.
+
+Both answer only after Kafka acknowledged every event (acks=all); a broker failure is 503 with
+Retry-After, which OTLP exporters retry. With `--ingest-api-key` set, requests need
+`Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hmac
+import json
+import logging
+import uuid
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from ingest.events import Limits, Rejection, parse
+from ingest.otlp import OtlpError, decode_request, span_events
+from llmwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_app", "run_ingest"]
+
+PROTOBUF = "application/x-protobuf"
+
+
+class Ingest:
+    def __init__(self, settings: Settings, producer: Any) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.limits = Limits(max_bytes=settings.max_event_bytes, max_depth=settings.max_event_depth,
+                             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+                             max_age=timedelta(days=settings.retention_days))
+        self.counts = {"events": 0, "otlp_spans_ignored": 0, "otlp_spans_rejected": 0}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> bool:
+        key = self.settings.ingest_api_key
+        if not key:
+            return True
+        given = request.headers.get("X-Api-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.settings.ingest_max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        encoding = request.headers.get("Content-Encoding", "identity").lower()
+        try:
+            if encoding == "gzip":
+                body = _bounded(zlib.decompressobj(16 + zlib.MAX_WBITS), body, limit)
+            elif encoding == "deflate":
+                body = _bounded(zlib.decompressobj(), body, limit)
+            elif encoding != "identity":
+                raise web.HTTPUnsupportedMediaType(text=f"Content-Encoding {encoding} is not supported (gzip, deflate)")
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise web.HTTPBadRequest(text=f"body does not decompress: {exc}") from None
+        return body
+
+    async def _produce(self, values: list[tuple[bytes, bytes]]) -> None:
+        """Send (key, value) pairs and wait for every acknowledgement."""
+        try:
+            futures = [await self.producer.send(self.settings.traces_topic, value=v, key=k) for k, v in values]
+            await asyncio.gather(*futures)
+        except Exception as exc:  # the broker is down or refusing: the client should retry
+            log.warning("ingest: Kafka did not acknowledge %d events: %s", len(values), exc)
+            raise web.HTTPServiceUnavailable(text="Kafka did not acknowledge the events; retry",
+                                             headers={"Retry-After": "5"}) from None
+        self.counts["events"] += len(values)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    async def traces(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            raise web.HTTPUnauthorized(text="missing or wrong API key")
+        content_type = request.headers.get("Content-Type", PROTOBUF).split(";")[0].strip().lower()
+        if content_type not in (PROTOBUF, "application/json"):
+            raise web.HTTPUnsupportedMediaType(text=f"Content-Type {content_type} (use {PROTOBUF} or application/json)")
+        body = await self._body(request)
+        try:
+            export = decode_request(body, content_type)
+        except OtlpError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        result = span_events(export)
+        now = datetime.now(timezone.utc)
+        accepted, problems = [], list(result.errors)
+        for event in result.events:
+            raw = json.dumps(event).encode()
+            parsed = parse(raw, self.limits, now)
+            if isinstance(parsed, Rejection):
+                problems.append(f"span {event.get('span_id')}: {parsed.reason}: {parsed.detail}")
+                continue
+            accepted.append((event["trace_id"].encode(), raw))
+        await self._produce(accepted)
+        rejected = len(problems)
+        self.counts["otlp_spans_ignored"] += result.ignored_spans
+        self.counts["otlp_spans_rejected"] += rejected
+        return _otlp_response(content_type, rejected, "; ".join(problems[:5]))
+
+    async def events(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            raise web.HTTPUnauthorized(text="missing or wrong API key")
+        body = await self._body(request)
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
+        items = document if isinstance(document, list) else [document]
+        now = datetime.now(timezone.utc)
+        values, errors = [], []
+        for index, item in enumerate(items):
+            if isinstance(item, dict) and item.get("kind") != "feedback":
+                item.setdefault("event_id", str(uuid.uuid4()))
+                item.setdefault("trace_id", uuid.uuid4().hex)
+                item.setdefault("timestamp", now.isoformat(timespec="milliseconds"))
+            raw = json.dumps(item).encode()
+            parsed = parse(raw, self.limits, now)
+            if isinstance(parsed, Rejection):
+                errors.append({"index": index, "reason": parsed.reason, "detail": parsed.detail})
+            else:
+                values.append((parsed.trace_id.encode(), raw))
+        if errors:
+            return web.json_response({"accepted": 0, "errors": errors[:50]}, status=400)
+        await self._produce(values)
+        return web.json_response({"accepted": len(values)})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, **self.counts})
+
+
+def _bounded(decompressor: Any, body: bytes, limit: int) -> bytes:
+    """Decompress, refusing bodies that expand past the limit (a gzip bomb)."""
+    out = decompressor.decompress(body, limit + 1)
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(out))
+    return out
+
+
+def _otlp_response(content_type: str, rejected: int, message: str) -> web.Response:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message[:1000]
+    if content_type == "application/json":
+        return web.json_response(json_format.MessageToDict(response))
+    return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
+
+
+def build_app(settings: Settings, producer: Any) -> web.Application:
+    ingest = Ingest(settings, producer)
+    app = web.Application(client_max_size=settings.ingest_max_body_bytes + 1024)
+    app.router.add_post("/v1/traces", ingest.traces)
+    app.router.add_post("/v1/events", ingest.events)
+    app.router.add_get("/health", ingest.health)
+    app["ingest"] = ingest
+    return app
+
+
+async def _serve(settings: Settings) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+                                compression_type="lz4", max_request_size=max(1_048_576, settings.max_event_bytes * 2))
+    await producer.start()
+    # We decompress ourselves, with the body limit applied to the decompressed size (gzip bombs).
+    runner = web.AppRunner(build_app(settings, producer), access_log=None, auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.ingest_port)
+    await site.start()
+    log.info("ingest: OTLP/HTTP and /v1/events on http://%s:%d", settings.host, settings.ingest_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await producer.stop()
+
+
+def run_ingest(settings: Settings) -> None:
+    from ingest.kafka import ensure_topics
+    from llmwatch.supervisor import check_ports_free
+
+    check_ports_free(settings.host, {"ingest_port": settings.ingest_port})
+    ensure_topics(settings.bootstrap_servers, [settings.traces_topic, settings.dlq_topic, settings.control_topic],
+                  settings.partitions, settings.replication_factor)
+    asyncio.run(_serve(settings))
