@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/quality.py
 	$(PY) bench/detectors.py
 	$(PY) bench/alerts.py
+	$(PY) bench/ingest_http.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results
