@@ -71,9 +71,13 @@ def decode_request(body: bytes, content_type: str) -> Any:
 
 def _hex_ids_to_base64(document: Any) -> None:
     """OTLP JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64."""
-    for resource_spans in document.get("resourceSpans", []) if isinstance(document, dict) else []:
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
+    def items(parent: Any, key: str) -> list[Any]:
+        value = parent.get(key, []) if isinstance(parent, dict) else []
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    for resource_spans in items(document, "resourceSpans"):
+        for scope_spans in items(resource_spans, "scopeSpans"):
+            for span in items(scope_spans, "spans"):
                 for key in ("traceId", "spanId", "parentSpanId"):
                     value = span.get(key)
                     if isinstance(value, str) and value and re.fullmatch(r"[0-9a-fA-F]+", value):

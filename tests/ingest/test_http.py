@@ -109,6 +109,8 @@ def test_otlp_protobuf_from_the_real_sdk_becomes_trace_events(
     assert a[7:12] == ("gpt-4o", "openai", "7", 12, 7) and len(a[2]) == 32 and len(a[3]) == 16
     assert b[4:6] == ("hi", "b: hello there") and b[7:9] == ("claude", "anthropic") and b[10:12] == (3, 2)
     assert c[4:6] == ("ping", "c: pong") and c[7] == "mistral" and c[13] == "rate limited"
+    health = httpx.get(f"{url}/health").json()
+    assert (health["events"], health["otlp_spans_ignored"]) == (3, 1)
     scores = embedded_store.query(f"SELECT count() FROM {embedded_store.database}.scores")[0][0]
     assert scores == 6  # the same pipeline: each event scored (toxicity, input and output)
 
