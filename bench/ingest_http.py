@@ -24,6 +24,7 @@ from ingest.emitter import Emitter
 from llmwatch.cli import settings_env
 from llmwatch.processes import port_open
 from llmwatch.settings import Settings
+from tests.ingest.otel import captured_spans
 
 
 def event(i: int) -> dict:
@@ -57,28 +58,16 @@ def events_path(url: str, n: int, batch: int) -> tuple[float, list[float]]:
 def otlp_bodies(n: int, batch: int) -> list[bytes]:
     """OTLP protobuf bodies of `batch` chat spans each, encoded by the OpenTelemetry SDK."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    spans = []
+    def emit(provider):  # type: ignore[no-untyped-def]
+        tracer = provider.get_tracer("bench")
+        for i in range(n):
+            with tracer.start_as_current_span("chat") as span:
+                e = event(i)
+                span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                     "gen_ai.provider.name": "p", "gen_ai.prompt": e["input"], "gen_ai.completion": e["output"]})
 
-    class Capture(SpanExporter):
-        def export(self, items):  # type: ignore[no-untyped-def]
-            spans.extend(items)
-            return SpanExportResult.SUCCESS
-
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "bench-otel"}))
-    provider.add_span_processor(SimpleSpanProcessor(Capture()))
-    tracer = provider.get_tracer("bench")
-    for i in range(n):
-        with tracer.start_as_current_span("chat") as span:
-            e = event(i)
-            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.provider.name": "p",
-                                 "gen_ai.prompt": e["input"], "gen_ai.completion": e["output"]})
-    provider.shutdown()
+    spans = captured_spans(emit, {"service.name": "bench-otel"})
     return [encode_spans(spans[i : i + batch]).SerializeToString() for i in range(0, len(spans), batch)]
 
 

@@ -21,6 +21,7 @@ from llmwatch.cli import settings_env
 from llmwatch.processes import free_port, port_open, stop_process, wait_until
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
+from tests.ingest.otel import captured_spans, tracer_provider
 from tests.test_pipeline import start_worker, worker_alive
 
 pytestmark = pytest.mark.slow
@@ -78,14 +79,7 @@ def genai_spans(provider_factory):  # type: ignore[no-untyped-def]
             span.set_status(Status(StatusCode.ERROR, "rate limited"))
 
 
-def tracer_provider(exporter):  # type: ignore[no-untyped-def]
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "otel-app", "deployment.environment.name": "prod"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider
+RESOURCE = {"service.name": "otel-app", "deployment.environment.name": "prod"}
 
 
 def test_otlp_protobuf_from_the_real_sdk_becomes_trace_events(
@@ -97,7 +91,7 @@ def test_otlp_protobuf_from_the_real_sdk_becomes_trace_events(
     _, url = ingest
     exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {KEY}"},
                                 compression=Compression.Gzip)
-    provider = tracer_provider(exporter)
+    provider = tracer_provider(exporter, RESOURCE)
     genai_spans(provider)
     provider.shutdown()
     wait_until(lambda: len(rows(embedded_store)) >= 3, 60, "rows")
@@ -118,20 +112,9 @@ def test_otlp_protobuf_from_the_real_sdk_becomes_trace_events(
 def test_otlp_json_and_retries_are_stored_once(ingest: tuple[Settings, str], embedded_store: ClickHouseStore) -> None:
     from google.protobuf import json_format
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     _, url = ingest
-    captured = []
-
-    class Capture(SpanExporter):
-        def export(self, spans):  # type: ignore[no-untyped-def]
-            captured.extend(spans)
-            return SpanExportResult.SUCCESS
-
-    provider = tracer_provider(Capture())
-    genai_spans(provider)
-    provider.shutdown()
-    document = json_format.MessageToDict(encode_spans(captured))
+    document = json_format.MessageToDict(encode_spans(captured_spans(genai_spans, RESOURCE)))
     for resource in document["resourceSpans"]:  # OTLP JSON carries ids as hex, not base64
         for scope in resource["scopeSpans"]:
             for span in scope["spans"]:

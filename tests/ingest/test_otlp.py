@@ -7,28 +7,18 @@ import json
 import pytest
 
 from ingest.otlp import OtlpError, decode_request, span_events
+from tests.ingest.otel import captured_spans
 
 
 def encoded(*attribute_sets: dict) -> bytes:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-    spans = []
+    def emit(provider):  # type: ignore[no-untyped-def]
+        for attributes in attribute_sets:
+            with provider.get_tracer("t").start_as_current_span("s") as span:
+                span.set_attributes(attributes)
 
-    class Capture(SpanExporter):
-        def export(self, items):  # type: ignore[no-untyped-def]
-            spans.extend(items)
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
-    provider.add_span_processor(SimpleSpanProcessor(Capture()))
-    for attributes in attribute_sets:
-        with provider.get_tracer("t").start_as_current_span("s") as span:
-            span.set_attributes(attributes)
-    provider.shutdown()
-    return encode_spans(spans).SerializeToString()
+    return encode_spans(captured_spans(emit, {"service.name": "svc"})).SerializeToString()
 
 
 def test_llm_spans_map_and_others_are_counted() -> None:
