@@ -179,7 +179,7 @@ def enqueue(store: Any, notifier_names: list[str], notification: Notification, n
         {
             "delivery_id": uuid.uuid4(), "created_at": now, "notifier": name, "rule": notification.rule,
             "group_key": notification.group_key, "event": notification.event,
-            "payload": json.dumps(notification.as_dict() | {"labels": notification.labels}),
+            "payload": json.dumps(notification.as_dict()),
             "status": "pending", "attempts": 0, "next_attempt": now, "last_error": "", "updated_at": now,
         }
         for name in notifier_names
@@ -191,7 +191,7 @@ def enqueue(store: Any, notifier_names: list[str], notification: Notification, n
 def _notification(payload: str, group_key: str) -> Notification:
     d = json.loads(payload)
     return Notification(
-        rule=d["rule"], group_key=group_key, labels=d["labels"], event=d["event"], level=d["level"],
+        rule=d["rule"], group_key=group_key, labels=d["group"], event=d["event"], level=d["level"],
         metric=d["metric"], value=d["value"], threshold=d["threshold"], samples=d["samples"],
         at=datetime.fromisoformat(d["at"]), link=d["link"],
     )

@@ -47,6 +47,17 @@ class ReleaseRecord:
                 "provider": self.provider}
 
 
+def _active(records: list[ReleaseRecord]) -> ReleaseRecord | None:
+    return next((r for r in records if r.status == "active"), None)
+
+
+def _find(records: list[ReleaseRecord], app: str, release: str) -> ReleaseRecord:
+    found = next((r for r in records if r.release == release), None)
+    if found is None:
+        raise ConfigError(f"no release {release!r} registered for app {app!r}")
+    return found
+
+
 def control_event(record: ReleaseRecord, action: str, at: datetime) -> bytes:
     """The llm.control message telling SDK resolvers which release `record.app` serves now."""
     return json.dumps({"kind": "release", "action": action, "app": record.app, "release": record.as_control(),
@@ -70,15 +81,16 @@ class Registry:
         return [ReleaseRecord(*row) for row in rows]
 
     def active(self, app: str) -> ReleaseRecord | None:
-        return next((r for r in self.releases(app) if r.status == "active"), None)
+        return _active(self.releases(app))
 
     def register(self, record: ReleaseRecord, actor: str) -> ReleaseRecord:
         return self._write(record, "candidate", "registered", actor, record.reason)
 
     def promote(self, app: str, release: str, actor: str, reason: str = "") -> ReleaseRecord:
         """Serve `release` from now on; the previously active release becomes stable."""
-        target = self._find(app, release)
-        current = self.active(app)
+        records = self.releases(app)
+        target = _find(records, app, release)
+        current = _active(records)
         if current is not None and current.release != release:
             self._write(current, "stable", "superseded", actor, f"superseded by {release}", publish=False)
         return self._write(target, "active", "promoted", actor, reason)
@@ -87,10 +99,11 @@ class Registry:
         """Mark `release` rolled back and serve the most recent stable release again. Returns the
         release now served, or None when there is no stable one to return to (then nothing changes
         and the caller is told so)."""
-        bad = self._find(app, release)
+        records = self.releases(app)
+        bad = _find(records, app, release)
         if bad.status == "rolled_back":
-            return self.active(app)
-        fallback = next((r for r in self.releases(app) if r.status == "stable" and r.release != release), None)
+            return _active(records)
+        fallback = next((r for r in records if r.status == "stable" and r.release != release), None)
         if fallback is None:
             log.warning("rollback of %s/%s: no stable release to return to", app, release)
             return None
@@ -98,12 +111,6 @@ class Registry:
         restored = self._write(fallback, "active", "restored", actor, f"rollback of {release}: {reason}")
         self._call_deploy_hook(app, bad, restored, reason)
         return restored
-
-    def _find(self, app: str, release: str) -> ReleaseRecord:
-        found = next((r for r in self.releases(app) if r.release == release), None)
-        if found is None:
-            raise ConfigError(f"no release {release!r} registered for app {app!r}")
-        return found
 
     def _write(self, record: ReleaseRecord, status: str, action: str, actor: str, reason: str,
                publish: bool = True) -> ReleaseRecord:

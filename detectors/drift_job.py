@@ -57,21 +57,20 @@ def _sample(store: Store, app: str, target: str, window: Window, limit: int, rel
         where += " AND release = {only_release:String}"
         params["only_release"] = release
     db = store.database
-    rows = store.query(
-        f"SELECT e.vector, t.text FROM ("
-        f"  SELECT event_id, any(vector) AS vector FROM {db}.embeddings"
-        f"  WHERE app = {{app:String}} AND target = {{target:String}} AND {where}"
-        f"  GROUP BY event_id ORDER BY cityHash64(event_id) LIMIT {{limit:UInt32}}"
-        f") AS e LEFT JOIN ("
-        f"  SELECT event_id, {target} AS text FROM {db}.traces"
-        f"  WHERE app = {{app:String}} AND event_id IN ("
-        f"    SELECT event_id FROM {db}.embeddings WHERE app = {{app:String}} AND target = {{target:String}} AND {where})"
-        f") AS t USING event_id",
+    sampled = store.query(
+        f"SELECT event_id, any(vector) FROM {db}.embeddings "
+        f"WHERE app = {{app:String}} AND target = {{target:String}} AND {where} "
+        f"GROUP BY event_id ORDER BY cityHash64(event_id) LIMIT {{limit:UInt32}}",
         {"app": app, "target": target, "limit": limit, **params},
     )
-    if not rows:
+    if not sampled:
         return np.zeros((0, 0), dtype=np.float32), []
-    return dequantise([r[0] for r in rows]), [r[1] or "" for r in rows]
+    # Texts of just the sampled events (they may have expired: then no terms, still a verdict).
+    texts = dict(store.query(
+        f"SELECT event_id, {target} FROM {db}.traces WHERE app = {{app:String}} AND event_id IN {{ids:Array(UUID)}}",
+        {"app": app, "ids": [event_id for event_id, _ in sampled]},
+    ))
+    return dequantise([vector for _, vector in sampled]), [texts.get(event_id, "") for event_id, _ in sampled]
 
 
 def _row(now: datetime, app: str, target: str, reference: Window, current: Window, result: DriftResult,

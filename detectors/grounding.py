@@ -92,10 +92,14 @@ def claim_terms(claim: str) -> dict[str, bool]:
     return terms
 
 
+def known_terms(evidence: Sequence[str]) -> set[str]:
+    return {term for text in evidence for term in content_terms(text)}
+
+
 def missing_terms(claim: str, evidence: Sequence[str]) -> list[str]:
     """Fact-bearing terms of `claim` that occur nowhere in `evidence`."""
-    known = {term for text in evidence for term in content_terms(text)}
-    return [term for term in dict.fromkeys(content_terms(claim)) if term not in known]
+    known = known_terms(evidence)
+    return [term for term in claim_terms(claim) if term not in known]
 
 
 class SupportBackend(Protocol):
@@ -197,7 +201,7 @@ class Grounding:
             if not claims:
                 rows.append(self._row(event, 0.0, "empty"))
                 continue
-            known = {term for text in (*event.context, event.input) for term in content_terms(text)}
+            known = known_terms((*event.context, event.input))
             judged = []
             for claim in claims:
                 terms = claim_terms(claim)

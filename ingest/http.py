@@ -15,7 +15,6 @@ Retry-After, which OTLP exporters retry. With `--ingest-api-key` set, requests n
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hmac
 import json
 import logging
@@ -70,7 +69,7 @@ class Ingest:
                 body = _bounded(zlib.decompressobj(), body, limit)
             elif encoding != "identity":
                 raise web.HTTPUnsupportedMediaType(text=f"Content-Encoding {encoding} is not supported (gzip, deflate)")
-        except (zlib.error, gzip.BadGzipFile) as exc:
+        except zlib.error as exc:
             raise web.HTTPBadRequest(text=f"body does not decompress: {exc}") from None
         return body
 

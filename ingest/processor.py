@@ -245,11 +245,10 @@ def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[Sc
             raise
         except Exception as exc:
             log.error("detector %s failed on event %s: %s", detector.name, event.event_id, type(exc).__name__)
-            targets = getattr(detector, "targets", ("input", "output"))
             rows += [
                 ScoreRow(event.event_id, detector.name, detector.version, target, None, "error",
                          {"error": type(exc).__name__})
-                for target in targets
+                for target in detector.targets
             ]
     return rows
 
