@@ -25,23 +25,27 @@ __all__ = ["build_scheduler", "check_rules", "run_alerts", "run_jobs"]
 OUTBOX_INTERVAL_S = 2.0
 
 
-def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) -> Any:
+def _scheduler(blocking: bool, first_run_in_s: float) -> tuple[Any, Any]:
+    """An apscheduler scheduler, and `every(fn, seconds, args, job_id)` adding jobs to it that
+    never overlap themselves and run once, not once per missed interval, after a busy spell."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
+    first_run = datetime.now(timezone.utc) + timedelta(seconds=first_run_in_s)
+
+    def every(fn: Any, seconds: float, args: list[Any], job_id: str) -> None:
+        scheduler.add_job(fn, "interval", seconds=seconds, args=args, id=job_id, max_instances=1, coalesce=True,
+                          next_run_time=first_run)
+
+    return scheduler, every
+
+
+def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) -> Any:
     from detectors.drift_job import run_drift_checks
 
-    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
-    scheduler.add_job(
-        run_drift_checks,
-        "interval",
-        seconds=settings.drift_interval_s,
-        args=[store, settings],
-        id="drift",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(timezone.utc) + timedelta(seconds=5),
-    )
+    scheduler, every = _scheduler(blocking, first_run_in_s=5)
+    every(run_drift_checks, settings.drift_interval_s, [store, settings], "drift")
     return scheduler
 
 
@@ -93,19 +97,12 @@ def _deliver(store: Any, settings: Settings) -> None:
 
 def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], registry: Any, *,
                           blocking: bool = True, follower: Any = None) -> Any:
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
-    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
-    start = datetime.now(timezone.utc) + timedelta(seconds=1)
+    scheduler, every = _scheduler(blocking, first_run_in_s=1)
     for rule in rules:
-        scheduler.add_job(_evaluate, "interval", seconds=rule.every_s, args=[store, rule, settings, registry], id=f"rule:{rule.name}",
-                          max_instances=1, coalesce=True, next_run_time=start)
-    scheduler.add_job(_deliver, "interval", seconds=OUTBOX_INTERVAL_S, args=[store, settings], id="outbox",
-                      max_instances=1, coalesce=True, next_run_time=start)
+        every(_evaluate, rule.every_s, [store, rule, settings, registry], f"rule:{rule.name}")
+    every(_deliver, OUTBOX_INTERVAL_S, [store, settings], "outbox")
     if follower is not None:
-        scheduler.add_job(_follow, "interval", seconds=OUTBOX_INTERVAL_S, args=[follower], id="registrations",
-                          max_instances=1, coalesce=True, next_run_time=start)
+        every(_follow, OUTBOX_INTERVAL_S, [follower], "registrations")
     return scheduler
 
 
