@@ -16,6 +16,7 @@ from alerts.engine import AlertState, Observation, Transition, group_key, state_
 from alerts.metrics import metric_query, worst_events_query
 from alerts.notify import Notification, enqueue
 from alerts.rules import NOTIFY_ACTIONS, Rule
+from alerts.silences import load_mutes
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
     if dry_run or not rows:
         return transitions
     store.insert("alerts", rows)
+    mutes = load_mutes(store, rule.name, now)
     for (labels, transition), row in zip(transitions, rows):
         if not transition.notify:
             continue
@@ -86,7 +88,9 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
                 _rollback(registry, rule, labels, notification)
             if "escalate" in rule.actions and _escalate(store, rule, labels, now):
                 targets.append("review")
-        if targets:
+        if targets and mutes.holds(row["group_key"], transition.name, transition.state.since):
+            log.info("rule %s %s: %s not sent (silenced or acknowledged)", rule.name, row["group_key"], transition.name)
+        elif targets:
             enqueue(store, targets, notification, now)
     return transitions
 

@@ -25,7 +25,7 @@ from storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Window", "run_drift_checks"]
+__all__ = ["Window", "run_drift_checks", "sample_window"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,22 @@ class Window:
         )
 
 
+    @classmethod
+    def from_label(cls, label: str) -> tuple[Window, str | None]:
+        """The window a drift row's reference/current label names (to minute precision), and
+        the release it was restricted to, if any. ValueError for a label it did not write."""
+        if label.startswith("release "):
+            return cls(label, release=label.removeprefix("release ")), None
+        span, _, release = label.partition(" release ")
+        start, end = (datetime.strptime(part, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc) for part in span.split("/"))
+        return cls(label, start, end + timedelta(minutes=1)), release or None
+
+
 def _time_window(start: datetime, end: datetime) -> Window:
     return Window(f"{start:%Y-%m-%d %H:%M}/{end:%Y-%m-%d %H:%M}", start, end)
 
 
-def _sample(store: Store, app: str, target: str, window: Window, limit: int, release: str | None = None) -> tuple[np.ndarray, list[str]]:
+def sample_window(store: Store, app: str, target: str, window: Window, limit: int, release: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Up to `limit` vectors of one app and side in `window`, with their texts (for moved terms)."""
     where, params = window.where()
     if release is not None:
@@ -118,11 +129,11 @@ def run_drift_checks(store: Store, settings: Settings, now: datetime | None = No
     )
     rows: list[dict[str, Any]] = []
     for app, target, releases in groups:
-        ref_vectors, ref_texts = _sample(store, app, target, reference, settings.drift_max_samples)
+        ref_vectors, ref_texts = sample_window(store, app, target, reference, settings.drift_max_samples)
         # The whole app first, then each release on its own when there is more than one.
         scopes: list[str | None] = [None] + (sorted(releases) if len(releases) > 1 else [])
         for release in scopes:
-            cur_vectors, cur_texts = _sample(store, app, target, current, settings.drift_max_samples, release)
+            cur_vectors, cur_texts = sample_window(store, app, target, current, settings.drift_max_samples, release)
             label = current if release is None else Window(f"{current.label} release {release}")
             moved = moved_terms(reference=ref_texts, current=cur_texts) if len(cur_texts) else []
             for result in _tests(ref_vectors, cur_vectors, settings, rng):

@@ -261,6 +261,8 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         settings.consumer_group,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
+        # faust makes a table folder even with memory tables; keep it out of the cwd.
+        datadir=str(settings.data_dir / "faust"),
         web_enabled=False,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(1.0, settings.kafka_session_timeout_s / 4),

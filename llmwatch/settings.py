@@ -113,6 +113,21 @@ class Settings:
     review_slack_webhook_url: str = setting("", "Slack webhook of the reviewers' channel (`escalate`); default: --slack-webhook-url")
     deploy_webhook_url: str = setting("", "called with JSON after a rollback, for deploy systems that must follow")
 
+    # Console (`llmwatch console`, part of `llmwatch up`).
+    console_users: str = setting(
+        "", "console logins as name:role:hash,... (roles viewer, reviewer, admin; hashes from "
+        "`llmwatch console hash-password`); empty: no login, allowed only on a loopback --host"
+    )
+    console_oidc_roles: str = setting(
+        "", "with OIDC configured in .streamlit/secrets.toml [auth]: email:role,... (*@domain:role for a domain)"
+    )
+    console_cache_s: float = setting(10.0, "how long the console reuses a query's result")
+    console_sql_max_rows: int = setting(10_000, "rows the SQL page returns at most")
+    console_sql_timeout_s: float = setting(30.0, "seconds a SQL page query may run")
+    console_sql_user: str = setting("", "ClickHouse user for the SQL page (a read-only user); default: --clickhouse-user")
+    console_sql_password: str = setting("", "password of --console-sql-user")
+    review_decisions: int = setting(2, "reviewers who decide on an item before it leaves the review queue")
+
     # Privacy.
     pii: str = setting(
         "redact",
@@ -152,6 +167,13 @@ class Settings:
     @property
     def pii_policy(self) -> PiiPolicy:
         return PiiPolicy.parse(self.pii, self.pii_hash_key)
+
+    @property
+    def console_accounts(self) -> dict[str, Any]:
+        """Console users by name (dashboards.auth.User)."""
+        from dashboards.auth import parse_users
+
+        return parse_users(self.console_users)
 
     @property
     def detector_names(self) -> list[str]:
@@ -203,9 +225,15 @@ class Settings:
             problems.append(f"replication_factor must be at least 1, got {self.replication_factor}")
         if self.partitions < 1:
             problems.append(f"partitions must be at least 1, got {self.partitions}")
+        if self.review_decisions < 1 or self.console_sql_max_rows < 1 or self.console_sql_timeout_s <= 0:
+            problems.append("review_decisions and console_sql_max_rows must be at least 1, console_sql_timeout_s positive")
         try:
             self.pii_policy
         except ValueError as exc:
+            problems.append(str(exc))
+        try:
+            self.console_accounts
+        except ConfigError as exc:
             problems.append(str(exc))
         if problems:
             raise ConfigError("bad settings: " + "; ".join(problems))

@@ -23,7 +23,8 @@ class Store(Protocol):
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 
-    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> Any: ...
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None,
+                 settings: Mapping[str, Any] | None = None) -> Any: ...
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -95,8 +96,10 @@ class ClickHouseStore:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self._call("query", sql, parameters=params).result_rows
 
-    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self._call("query_df", sql, parameters=params)
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None,
+                 settings: Mapping[str, Any] | None = None) -> Any:
+        """A pandas DataFrame; `settings` are ClickHouse settings for this query alone."""
+        return self._call("query_df", sql, parameters=params, settings=settings)
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (all with the same keys, the column names) in one block."""

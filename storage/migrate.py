@@ -25,6 +25,8 @@ _TEXT_COLUMNS = {
     "feedback": {"comment": "String CODEC(ZSTD(3))"},
     "rejected": {"raw": "String CODEC(ZSTD(3))"},
 }
+# Rollup tables and the materialized views that feed them.
+_ROLLUPS = {"score_counts": "score_counts_mv", "trace_stats": "trace_stats_mv"}
 _TIME_COLUMN = {"traces": "timestamp", "feedback": "timestamp", "rejected": "received_at"}
 
 
@@ -45,16 +47,17 @@ def statements(database: str, retention_days: int) -> list[str]:
 
 def migrate(store: Store, retention_days: int) -> None:
     """Create what is missing; set the raw-text TTL where it differs from retention_days."""
-    had_rollup = _table_exists(store, "score_counts")
+    new_rollups = [table for table in _ROLLUPS if not _table_exists(store, table)]
     for sql in statements(store.database, retention_days):
         store.command(sql)
-    if not had_rollup:
-        # The materialized view sees only new inserts: count what is already stored, once.
-        store.command(
-            f"INSERT INTO {store.database}.score_counts SELECT toStartOfInterval(timestamp, toIntervalSecond(10)) AS bucket, "
-            f"app, environment, release, model, detector, target, label, count() FROM {store.database}.scores "
-            f"GROUP BY bucket, app, environment, release, model, detector, target, label"
-        )
+    for table in new_rollups:
+        # A materialized view sees only new inserts: count what is already stored, once, with
+        # the view's own SELECT.
+        (select,) = store.query(
+            "SELECT as_select FROM system.tables WHERE database = {db:String} AND name = {v:String}",
+            {"db": store.database, "v": _ROLLUPS[table]},
+        )[0]
+        store.command(f"INSERT INTO {store.database}.{table} {select}")
     for table, columns in _TEXT_COLUMNS.items():
         _set_ttl(store, table, columns, retention_days)
     log.info("schema of database %s is up to date", store.database)

@@ -1,0 +1,178 @@
+"""What every console page shares: settings, the store, cached queries, the signed-in user, and
+the time range and filters kept in the URL. The Streamlit edge of the console."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import queries
+from dashboards.auth import User, allowed, oidc_role, verify
+from dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
+from llmwatch.settings import Settings
+from storage.clickhouse import ClickHouseStore, connect
+
+__all__ = ["can", "query", "scalar", "scope_picker", "settings", "sign_in", "store", "user"]
+
+
+@st.cache_resource
+def settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+@st.cache_resource
+def store() -> ClickHouseStore:
+    return connect(settings())
+
+
+@st.cache_resource
+def sql_store() -> ClickHouseStore:
+    """The SQL page's own client: its user may be a read-only ClickHouse user."""
+    s = settings()
+    return ClickHouseStore(s.store_url, s.database, user=s.console_sql_user or s.clickhouse_user,
+                           password=s.console_sql_password if s.console_sql_user else s.clickhouse_password,
+                           query_timeout_s=s.console_sql_timeout_s + 5)
+
+
+@cache
+def _cached_query() -> Callable[[str, dict[str, Any]], pd.DataFrame]:
+    @st.cache_data(ttl=settings().console_cache_s, show_spinner=False, max_entries=500)
+    def run(sql: str, params: dict[str, Any]) -> pd.DataFrame:
+        return store().query_df(sql, params)
+
+    return run
+
+
+def query(built: tuple[str, dict[str, Any]]) -> pd.DataFrame:
+    """A query from dashboards.queries, its result reused for --console-cache-s."""
+    sql, params = built
+    return _cached_query()(sql, params)
+
+
+def fresh(built: tuple[str, dict[str, Any]]) -> pd.DataFrame:
+    """A query run now, for what a user just changed (review queue, releases)."""
+    sql, params = built
+    return store().query_df(sql, params)
+
+
+def scalar(built: tuple[str, dict[str, Any]]) -> Any:
+    frame = query(built)
+    return None if frame.empty else frame.iat[0, 0]
+
+
+# --- who is signed in -------------------------------------------------------------------------
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets.toml at all
+        return False
+
+
+def sign_in() -> User | None:
+    """The signed-in user, or None after drawing the login form (the caller stops)."""
+    s = settings()
+    if "user" in st.session_state:
+        return st.session_state["user"]
+    if _oidc_configured() and st.user.is_logged_in:
+        role = oidc_role(st.user.get("email"), s.console_oidc_roles)
+        if not role:
+            st.error(f"{st.user.get('email')} has no role in this console; ask an admin to add it to --console-oidc-roles.")
+            st.button("Log out", on_click=st.logout)
+            return None
+        st.session_state["user"] = User(str(st.user.get("email")), role)
+        return st.session_state["user"]
+    accounts = s.console_accounts
+    if not accounts and not _oidc_configured():
+        if not _loopback(s.host):
+            st.error("No console users are configured (--console-users), and the console listens beyond this "
+                     "machine, so it stays locked. See README, Console.")
+            return None
+        st.session_state["user"] = User("local", "admin")
+        return st.session_state["user"]
+    st.title("llmwatch")
+    if _oidc_configured():
+        st.button("Log in with single sign-on", on_click=st.login, type="primary")
+    if accounts:
+        with st.form("login"):
+            name = st.text_input("User")
+            password = st.text_input("Password", type="password")
+            submitted = st.form_submit_button("Log in", type="primary")
+        if submitted:
+            account = accounts.get(name)
+            if account is not None and verify(password, account.password_hash):
+                st.session_state["user"] = account
+                st.rerun()
+            time.sleep(1.0)  # slows guessing; the same answer for a wrong user and a wrong password
+            st.error("Wrong user or password.")
+    return None
+
+
+def user() -> User:
+    return st.session_state["user"]
+
+
+def can(action: str) -> bool:
+    return allowed(user().role, action)
+
+
+# --- the scope in the URL ---------------------------------------------------------------------
+
+def _now() -> datetime:
+    # Floored to the cache lifetime: renders within it ask the same question and share results.
+    step = max(1.0, settings().console_cache_s)
+    return datetime.fromtimestamp(time.time() // step * step, tz=timezone.utc)
+
+
+def scope_picker(dimensions: tuple[str, ...] = DIMENSIONS) -> Scope:
+    """Sidebar time range and filters, initialised from and written back to the URL."""
+    params = {k: st.query_params[k] for k in st.query_params}
+    scope, problems = scope_from_params(params, _now())
+    for problem in problems:
+        st.sidebar.warning(problem)
+    options = [*RANGES, "custom"]
+    choice = st.sidebar.selectbox("Time range", options, index=options.index(scope.range_name), key="range")
+    if choice == "custom":
+        start = st.sidebar.text_input("From (UTC)", scope.start.strftime("%Y-%m-%dT%H:%M"), key="from")
+        end = st.sidebar.text_input("To (UTC)", scope.end.strftime("%Y-%m-%dT%H:%M"), key="to")
+        params.update({"range": "custom", "from": start, "to": end})
+    else:
+        params = {k: v for k, v in params.items() if k not in ("from", "to")}
+        params["range"] = choice
+    scope, problems = scope_from_params(params, _now())
+    for problem in problems:
+        st.sidebar.warning(problem)
+    filters: dict[str, tuple[str, ...]] = {}
+    for dimension in dimensions:
+        narrower = Scope(scope.start, scope.end, scope.range_name, filters)
+        seen = query(queries.dimension_values(settings().database, dimension, narrower))[dimension].tolist()
+        chosen = [v for v in scope.filters.get(dimension, ()) if v]
+        picked = st.sidebar.multiselect(dimension.capitalize(), sorted(set(seen) | set(chosen)), default=chosen,
+                                        key=f"filter_{dimension}")
+        if picked:
+            filters[dimension] = tuple(picked)
+    scope = Scope(scope.start, scope.end, scope.range_name, filters)
+    keep = {k: st.query_params[k] for k in st.query_params if k not in ("range", "from", "to", *DIMENSIONS)}
+    desired = {**keep, **scope.to_params()}
+    if desired != {k: st.query_params[k] for k in st.query_params}:
+        st.query_params.from_dict(desired)
+    st.sidebar.caption(f"{scope.start:%Y-%m-%d %H:%M} – {scope.end:%Y-%m-%d %H:%M} UTC · share this view by its URL")
+    return scope
+
+
+def percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.2f}%" if whole else "–"

@@ -1,0 +1,254 @@
+"""Every query the console runs, as pure functions returning (sql, params).
+
+Overview and Quality read the rollups (trace_stats per minute, score_counts per 10 s), never the
+raw rows; Traces reads raw rows only within the app/time prefix of the table's sort key, with a
+LIMIT; the small tables (alerts, drift, releases, reviews) are read directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.metrics import TRACE_RELEASE
+from dashboards.scope import Scope
+
+__all__ = [
+    "LABELS", "alert_history", "drift_checks", "incidents", "label_series", "label_totals", "release_counts",
+    "release_history", "review_next", "reviews", "trace_detail", "trace_scores", "trace_search", "traffic_by_release",
+    "traffic_series", "traffic_totals",
+]
+
+Query = tuple[str, dict[str, Any]]
+
+# The bad label of each detector the console counts, and the rows it counts among.
+LABELS = {
+    "toxic": ("toxicity", "toxic", "output"),
+    "unsupported": ("grounding", "unsupported", ""),
+    "anomalous": ("anomaly", "outlier", ""),
+}
+_GOOD = {"toxicity": "ok", "grounding": "supported", "anomaly": "ok"}
+
+_LATENCY = "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)"
+_TRAFFIC = (
+    "sum(events) AS events, sum(errors) AS errors, sum(input_tokens) + sum(output_tokens) AS tokens, "
+    f"sum(cost_usd) AS cost_usd, {_LATENCY}[1] AS p50, {_LATENCY}[2] AS p95, {_LATENCY}[3] AS p99"
+)
+
+
+def traffic_totals(scope: Scope, db: str) -> Query:
+    where, params = scope.where("bucket")
+    return f"SELECT {_TRAFFIC} FROM {db}.trace_stats WHERE {where}", params
+
+
+def traffic_series(scope: Scope, db: str, by: str = "app") -> Query:
+    where, params = scope.where("bucket")
+    params["step"] = scope.bucket_s
+    return (
+        f"SELECT toStartOfInterval(bucket, toIntervalSecond({{step:UInt32}})) AS t, {by}, {_TRAFFIC} "
+        f"FROM {db}.trace_stats WHERE {where} GROUP BY t, {by} ORDER BY t, {by}",
+        params,
+    )
+
+
+def traffic_by_release(scope: Scope, db: str) -> Query:
+    where, params = scope.where("bucket")
+    return (
+        f"SELECT app, release, {_TRAFFIC} FROM {db}.trace_stats WHERE {where} "
+        f"GROUP BY app, release ORDER BY app, events DESC",
+        params,
+    )
+
+
+def _label_condition() -> str:
+    parts = []
+    for detector, bad, target in LABELS.values():
+        labels = f"label IN ('{bad}', '{_GOOD[detector]}')"
+        parts.append(f"(detector = '{detector}' AND {labels}" + (f" AND target = '{target}')" if target else ")"))
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _label_columns() -> str:
+    # For each label: how many bad rows, and how many rows it was judged among.
+    columns = []
+    for name, (detector, bad, _) in LABELS.items():
+        columns.append(f"sumIf(n, detector = '{detector}' AND label = '{bad}') AS {name}")
+        columns.append(f"sumIf(n, detector = '{detector}') AS {name}_of")
+    return ", ".join(columns)
+
+
+def label_totals(scope: Scope, db: str, by: tuple[str, ...] = ()) -> Query:
+    """Bad-label counts and their denominators, per `by` (app, release...)."""
+    where, params = scope.where("bucket")
+    group = ", ".join(by)
+    select = f"{group + ', ' if group else ''}{_label_columns()}"
+    sql = f"SELECT {select} FROM {db}.score_counts WHERE {where} AND {_label_condition()}"
+    return (sql + (f" GROUP BY {group} ORDER BY {group}" if group else "")), params
+
+
+def label_series(scope: Scope, db: str, by: str | None = None) -> Query:
+    where, params = scope.where("bucket")
+    params["step"] = scope.bucket_s
+    key = f", {by}" if by else ""
+    return (
+        f"SELECT toStartOfInterval(bucket, toIntervalSecond({{step:UInt32}})) AS t{key}, {_label_columns()} "
+        f"FROM {db}.score_counts WHERE {where} AND {_label_condition()} GROUP BY t{key} ORDER BY t{key}",
+        params,
+    )
+
+
+def release_counts(scope: Scope, db: str, app: str, releases: list[str]) -> Query:
+    """Label counts of the given releases of one app over the scope's time range (canary
+    analysis compares them over the same period, ignoring the scope's other filters)."""
+    same_period = Scope(scope.start, scope.end, scope.range_name, {"app": (app,), "release": tuple(releases)})
+    return label_totals(same_period, db, by=("release",))
+
+
+def incidents(db: str, open_only: bool, limit: int = 200) -> Query:
+    """The latest state of each (rule, group), newest first; with open_only just pending/firing."""
+    having = "HAVING status IN ('pending', 'firing')" if open_only else ""
+    return (
+        f"SELECT rule, group_key, argMax(labels, at) AS labels, argMax(status, at) AS status, "
+        f"argMax(level, at) AS level, argMax(value, at) AS value, argMax(threshold, at) AS threshold, "
+        f"argMax(samples, at) AS samples, argMax(since, at) AS since, max(at) AS last_change "
+        f"FROM {db}.alerts GROUP BY rule, group_key {having} ORDER BY last_change DESC LIMIT {{limit:UInt32}}",
+        {"limit": limit},
+    )
+
+
+def alert_history(db: str, rule: str, group_key: str, limit: int = 500) -> Query:
+    return (
+        f"SELECT at, transition, status, level, value, threshold, samples FROM {db}.alerts "
+        f"WHERE rule = {{rule:String}} AND group_key = {{group_key:String}} ORDER BY at DESC LIMIT {{limit:UInt32}}",
+        {"rule": rule, "group_key": group_key, "limit": limit},
+    )
+
+
+def drift_checks(scope: Scope, db: str) -> Query:
+    where, params = scope.where("checked_at", skip=("release", "environment", "model"))
+    return (
+        f"SELECT checked_at, app, target, method, reference, current, reference_size, current_size, statistic, "
+        f"p_value, threshold, verdict, terms_up, terms_down FROM {db}.drift WHERE {where} "
+        f"ORDER BY checked_at DESC LIMIT 5000",
+        params,
+    )
+
+
+# Score filters of the Traces page: detector -> (low, high).
+ScoreRanges = dict[str, tuple[float, float]]
+
+
+def trace_search(scope: Scope, db: str, *, text: str = "", user_id: str = "", scores: ScoreRanges | None = None,
+                 limit: int = 100) -> Query:
+    """The newest matching traces. Score ranges select through the scores table (same app and
+    time prefix), text is a case-insensitive substring of input or output."""
+    where, params = scope.where("timestamp", {"release": TRACE_RELEASE})
+    conditions = [where]
+    if text:
+        conditions.append("(positionCaseInsensitiveUTF8(output, {text:String}) > 0 "
+                          "OR positionCaseInsensitiveUTF8(input, {text:String}) > 0)")
+        params["text"] = text
+    if user_id:
+        conditions.append("user_id = {user_id:String}")
+        params["user_id"] = user_id
+    score_where, _ = scope.where("timestamp")
+    for i, (detector, (low, high)) in enumerate(sorted((scores or {}).items())):
+        conditions.append(
+            f"event_id IN (SELECT event_id FROM {db}.scores WHERE {score_where} AND detector = {{d{i}:String}} "
+            f"AND score >= {{lo{i}:Float64}} AND score <= {{hi{i}:Float64}})"
+        )
+        params.update({f"d{i}": detector, f"lo{i}": low, f"hi{i}": high})
+    params["limit"] = limit
+    return (
+        f"SELECT event_id, timestamp, app, {TRACE_RELEASE} AS release, model, user_id, "
+        f"substring(input, 1, 160) AS input, substring(output, 1, 160) AS output, latency_ms, error "
+        f"FROM {db}.traces WHERE {' AND '.join(conditions)} ORDER BY timestamp DESC LIMIT {{limit:UInt32}}",
+        params,
+    )
+
+
+def trace_scores(db: str, event_ids: list[str]) -> Query:
+    return (
+        f"SELECT event_id, detector, target, argMax(score, scored_at) AS score, argMax(label, scored_at) AS label "
+        f"FROM {db}.scores WHERE event_id IN {{ids:Array(UUID)}} GROUP BY event_id, detector, target",
+        {"ids": event_ids},
+    )
+
+
+def trace_detail(db: str, event_id: str) -> Query:
+    return (
+        f"SELECT event_id, trace_id, span_id, timestamp, app, environment, {TRACE_RELEASE} AS release, model, provider, "
+        f"input, input_messages, output, context, context_ids, latency_ms, input_tokens, output_tokens, cost_usd, "
+        f"user_id, session_id, tags, error, pii FROM {db}.traces WHERE event_id = {{id:UUID}} LIMIT 1",
+        {"id": event_id},
+    )
+
+
+def score_details(db: str, event_id: str) -> Query:
+    return (
+        f"SELECT detector, detector_version, target, score, label, details FROM {db}.scores "
+        f"WHERE event_id = {{id:UUID}} ORDER BY detector, target, scored_at DESC LIMIT 1 BY detector, target",
+        {"id": event_id},
+    )
+
+
+def feedback_for(db: str, trace_id: str) -> Query:
+    return (
+        f"SELECT timestamp, score, comment, user_id FROM {db}.feedback WHERE trace_id = {{t:String}} ORDER BY timestamp",
+        {"t": trace_id},
+    )
+
+
+def review_next(db: str, reviewer: str, decisions_needed: int, app: str = "") -> Query:
+    """The oldest queued event this reviewer has not decided and that still needs decisions."""
+    app_filter = "AND q.app = {app:String}" if app else ""
+    return (
+        f"SELECT q.event_id, q.app, q.release, q.rule, q.reason, q.score, q.queued_at FROM {db}.review_queue AS q FINAL "
+        f"WHERE q.status = 'open' {app_filter} "
+        f"AND q.event_id NOT IN (SELECT event_id FROM {db}.reviews FINAL WHERE reviewer = {{reviewer:String}}) "
+        f"AND q.event_id NOT IN (SELECT event_id FROM {db}.reviews FINAL GROUP BY event_id "
+        f"HAVING uniqExact(reviewer) >= {{needed:UInt32}}) "
+        f"ORDER BY q.queued_at, q.event_id LIMIT 1",
+        {"reviewer": reviewer, "needed": decisions_needed, "app": app},
+    )
+
+
+def review_backlog(db: str, decisions_needed: int) -> Query:
+    return (
+        f"SELECT count() FROM (SELECT DISTINCT event_id FROM {db}.review_queue FINAL WHERE status = 'open') AS q "
+        f"WHERE q.event_id NOT IN (SELECT event_id FROM {db}.reviews FINAL GROUP BY event_id "
+        f"HAVING uniqExact(reviewer) >= {{needed:UInt32}})",
+        {"needed": decisions_needed},
+    )
+
+
+def reviews(db: str) -> Query:
+    """Every decision (latest per reviewer and event), with the event's text for the dataset."""
+    return (
+        f"SELECT r.event_id, r.app, r.release, r.reviewer, r.decision, r.note, r.decided_at, t.input, t.output, "
+        f"t.context FROM {db}.reviews AS r FINAL LEFT JOIN {db}.traces AS t ON t.event_id = r.event_id "
+        f"ORDER BY r.decided_at",
+        {},
+    )
+
+
+def release_history(db: str, app: str) -> Query:
+    return (
+        f"SELECT updated_at, release, status, reason, actor FROM {db}.releases WHERE app = {{app:String}} "
+        f"ORDER BY updated_at DESC LIMIT 500",
+        {"app": app},
+    )
+
+
+def audit_log(db: str, actions: tuple[str, ...] = (), limit: int = 200) -> Query:
+    condition = "WHERE action IN {actions:Array(String)}" if actions else ""
+    return (
+        f"SELECT at, actor, action, app, release, details FROM {db}.audit_log {condition} "
+        f"ORDER BY at DESC LIMIT {{limit:UInt32}}",
+        {"actions": list(actions), "limit": limit},
+    )
+
+
+def dimension_values(db: str, dimension: str, scope: Scope) -> Query:
+    """Values of an app/release/environment/model filter seen in the scope's time range."""
+    where, params = scope.where("bucket", skip=(dimension,))
+    return f"SELECT DISTINCT {dimension} FROM {db}.trace_stats WHERE {where} ORDER BY {dimension} LIMIT 500", params

@@ -1,0 +1,71 @@
+"""Drift: the MMD statistic and p-value over time per app; for one check, a 2-D projection of a
+sample of its reference and current embeddings, the terms that moved, and the current inputs
+least like anything in the reference."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboards import console as c
+from dashboards import queries as q
+from dashboards.stats import moved_most, project_2d
+from detectors.drift_job import Window, sample_window
+
+PROJECTION_SAMPLE = 400  # points per side in the picture
+
+db = c.settings().database
+scope = c.scope_picker(dimensions=("app",))
+st.title("Drift")
+
+checks = c.query(q.drift_checks(scope, db))
+if checks.empty:
+    st.info("No drift checks in this time range. `llmwatch jobs` runs them every --drift-interval-s "
+            "once apps have embeddings.")
+    st.stop()
+whole_app = checks[~checks["current"].str.contains(" release ")]
+mmd = whole_app[whole_app["method"] == "mmd"]
+latest = mmd.sort_values("checked_at").groupby(["app", "target"]).tail(1)
+row = st.columns(max(1, len(latest)))
+for column, check in zip(row, latest.itertuples()):
+    column.metric(f"{check.app} · {check.target}", check.verdict.replace("_", " "),
+                  f"p = {check.p_value:.3g}" if pd.notna(check.p_value) else "too few samples", delta_color="off")
+
+left, right = st.columns(2)
+left.subheader("MMD p-value (low = drift)")
+left.line_chart(mmd.assign(series=mmd["app"] + " · " + mmd["target"]), x="checked_at", y="p_value", color="series")
+right.subheader("MMD statistic")
+right.line_chart(mmd.assign(series=mmd["app"] + " · " + mmd["target"]), x="checked_at", y="statistic", color="series")
+
+st.header("One check")
+options = latest.sort_values(["app", "target"])
+labels = [f"{r.app} · {r.target} · {r.checked_at:%Y-%m-%d %H:%M}" for r in options.itertuples()]
+chosen = options.iloc[st.selectbox("Latest check of", range(len(labels)), format_func=labels.__getitem__, key="check")]
+cols = st.columns(3)
+cols[0].markdown("**Terms up**: " + (", ".join(chosen["terms_up"]) or "–"))
+cols[1].markdown("**Terms down**: " + (", ".join(chosen["terms_down"]) or "–"))
+cols[2].caption(f"reference {chosen['reference']} ({chosen['reference_size']}) vs current {chosen['current']} "
+                f"({chosen['current_size']})")
+
+
+@st.cache_data(ttl=60, show_spinner="Sampling embeddings…")
+def sample(app: str, target: str, label: str) -> tuple[np.ndarray, list[str]]:
+    window, release = Window.from_label(label)
+    return sample_window(c.store(), app, target, window, PROJECTION_SAMPLE, release)
+
+
+reference, _ = sample(chosen["app"], chosen["target"], chosen["reference"])
+current, texts = sample(chosen["app"], chosen["target"], chosen["current"])
+if len(reference) == 0 or len(current) == 0:
+    st.info("The embeddings of this check are no longer stored (retention), or one side is empty.")
+    st.stop()
+ref_xy, cur_xy = project_2d(reference, current)
+points = pd.concat([
+    pd.DataFrame(ref_xy, columns=["x", "y"]).assign(side="reference", text=""),
+    pd.DataFrame(cur_xy, columns=["x", "y"]).assign(side="current", text=[t[:120] for t in texts]),
+])
+st.subheader("Reference and current embeddings (PCA, sampled)")
+st.scatter_chart(points, x="x", y="y", color="side", size=12)
+st.subheader("Current inputs least like the reference")
+far = moved_most(reference, current, 10)
+st.dataframe(pd.DataFrame([{"distance to nearest reference": round(d, 3), chosen["target"]: texts[i]} for i, d in far]),
+             hide_index=True, width="stretch")

@@ -1,0 +1,77 @@
+"""Quality: toxicity and hallucination trends per release, and canary analysis: two releases of
+one app over the same period, each rate with its 95% interval and the difference with Newcombe's."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import console as c
+from dashboards import queries as q
+from dashboards.stats import rate_difference, wilson
+
+db = c.settings().database
+scope = c.scope_picker()
+st.title("Quality")
+
+series = c.query(q.label_series(scope, db, by="release"))
+if series.empty:
+    st.info("No scored events in this time range.")
+    st.stop()
+left, right = st.columns(2)
+for column, name, title in ((left, "toxic", "Toxic outputs"), (right, "unsupported", "Unsupported answers")):
+    frame = series[series[f"{name}_of"] > 0].assign(rate=lambda f, n=name: f[n] / f[f"{n}_of"])
+    column.subheader(title)
+    column.line_chart(frame, x="t", y="rate", color="release")
+
+st.header("Compare two releases")
+st.caption("Same app, same period (the time range on the left). Is the candidate worse than the baseline?")
+per_release = c.query(q.label_totals(scope, db, by=("app", "release")))
+# Apps with the most releases first: those are the ones with something to compare.
+apps = per_release.groupby("app")["release"].nunique().sort_values(ascending=False, kind="stable").index.tolist()
+app = st.selectbox("App", apps, key="compare_app")
+releases = per_release[per_release["app"] == app].sort_values("toxic_of", ascending=False)["release"].tolist()
+if len(releases) < 2:
+    st.info(f"{app} has one release in this time range; nothing to compare.")
+    st.stop()
+left, right = st.columns(2)
+baseline = left.selectbox("Baseline", releases, index=1, key="baseline")
+candidate = right.selectbox("Candidate", releases, index=0, key="candidate")
+counts = c.query(q.release_counts(scope, db, app, [baseline, candidate])).set_index("release")
+
+rows = []
+for name in q.LABELS:
+    k1, n1 = int(counts.at[candidate, name]), int(counts.at[candidate, f"{name}_of"])
+    k0, n0 = int(counts.at[baseline, name]), int(counts.at[baseline, f"{name}_of"])
+    if not (n0 and n1):
+        continue
+    d, low, high = rate_difference(k1, n1, k0, n0)
+    verdict = "worse" if low > 0 else "better" if high < 0 else "no clear difference"
+    b_lo, b_hi = wilson(k0, n0)
+    c_lo, c_hi = wilson(k1, n1)
+    rows.append({
+        "label": name, "baseline": f"{100 * k0 / n0:.2f}% [{100 * b_lo:.2f}, {100 * b_hi:.2f}] of {n0:,}",
+        "candidate": f"{100 * k1 / n1:.2f}% [{100 * c_lo:.2f}, {100 * c_hi:.2f}] of {n1:,}",
+        "difference (points)": f"{100 * d:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]", "verdict": verdict,
+        "_d": d, "_low": low, "_high": high,
+    })
+if not rows:
+    st.info("The two releases have no scores in common in this range.")
+    st.stop()
+table = pd.DataFrame(rows)
+worse = table[table["verdict"] == "worse"]["label"].tolist()
+if worse:
+    st.error(f"{candidate} is worse than {baseline} on: {', '.join(worse)} (95% interval of the difference above 0).")
+else:
+    st.success(f"No evidence that {candidate} is worse than {baseline}.")
+st.dataframe(table.drop(columns=["_d", "_low", "_high"]), hide_index=True, width="stretch")
+chart = table.assign(difference=100 * table["_d"], low=100 * table["_low"], high=100 * table["_high"])
+st.vega_lite_chart(chart, {
+    "layer": [
+        {"mark": "rule", "encoding": {"y": {"field": "label", "type": "nominal"},
+                                      "x": {"field": "low", "type": "quantitative", "title": "candidate − baseline (points)"},
+                                      "x2": {"field": "high"}}},
+        {"mark": {"type": "point", "filled": True, "size": 80},
+         "encoding": {"y": {"field": "label", "type": "nominal"}, "x": {"field": "difference", "type": "quantitative"},
+                      "color": {"field": "verdict", "type": "nominal"}}},
+        {"mark": {"type": "rule", "strokeDash": [4, 4]}, "encoding": {"x": {"datum": 0}}},
+    ],
+}, width="stretch")

@@ -1,0 +1,76 @@
+"""Releases: each app's releases with status and history, the rollbacks and why, and manual
+promote / rollback (admins, after confirming), through the same registry the alert rules use."""
+
+import streamlit as st
+
+from alerts.releases import Registry
+from dashboards import console as c
+from dashboards import queries as q
+from llmwatch.errors import ConfigError
+
+settings = c.settings()
+db = settings.database
+st.title("Releases")
+
+
+@st.cache_resource
+def control_producer():  # noqa: ANN201 - a confluent_kafka Producer
+    from ingest.kafka import ensure_topics, producer
+
+    ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+    return producer(settings.bootstrap_servers)
+
+
+apps = c.fresh((f"SELECT DISTINCT app FROM {db}.releases ORDER BY app", {}))["app"].tolist()
+if not apps:
+    st.info("No releases registered. Apps register theirs with ingest.releases.announce, or: "
+            "`llmwatch release register --app APP --prompt-id ID --prompt-version V --model M --activate`.")
+    st.stop()
+wanted = st.query_params.get("app")
+app = st.selectbox("App", apps, index=apps.index(wanted) if wanted in apps else 0, key="release_app")
+st.query_params["app"] = app
+
+registry = Registry(c.store(), settings)
+records = registry.releases(app)
+active = next((r for r in records if r.status == "active"), None)
+st.metric("Serving now", active.release if active else "nothing active")
+st.dataframe([{"release": r.release, "status": r.status, "since": r.updated_at, "by": r.actor, "why": r.reason}
+              for r in records], hide_index=True, width="stretch")
+
+st.subheader("Rollbacks and promotions")
+audit = c.fresh(q.audit_log(db, actions=("rolled_back", "restored", "promoted", "superseded", "registered"), limit=500))
+audit = audit[audit["app"] == app]
+st.dataframe(audit, hide_index=True, width="stretch")
+
+st.subheader("Change what is served")
+if not c.can("release"):
+    st.caption("Promoting and rolling back need the admin role.")
+    st.stop()
+action = st.radio("Action", ["promote", "rollback"], horizontal=True, key="release_action")
+choices = [r.release for r in records if (r.status != "active" if action == "promote" else r.status == "active")]
+if not choices:
+    st.caption("Nothing to " + ("promote: no release but the active one." if action == "promote" else "roll back: nothing is active."))
+    st.stop()
+release = st.selectbox("Release", choices, key="release_target")
+reason = st.text_input("Reason (goes to the audit log)", key="release_reason")
+fallback = next((r.release for r in records if r.status == "stable" and r.release != release), None)
+consequence = (f"{app} will serve {release}" if action == "promote"
+               else f"{app} will go back from {release} to {fallback}" if fallback else None)
+if consequence is None:
+    st.warning(f"{app} has no stable release to return to; a rollback would change nothing.")
+    st.stop()
+confirmed = st.checkbox(f"Yes: {consequence}. Apps following llm.control switch within seconds.", key="release_confirm")
+if st.button(action.capitalize(), type="primary", disabled=not (confirmed and reason.strip()), key="release_go"):
+    live = Registry(c.store(), settings, control_producer())
+    try:
+        if action == "promote":
+            done = live.promote(app, release, c.user().name, reason.strip())
+        else:
+            done = live.rollback(app, release, c.user().name, reason.strip())
+    except ConfigError as exc:
+        st.error(str(exc))
+    else:
+        st.success(f"{app} now serves {done.release}." if done else "Nothing changed.")
+        for key in ("release_confirm", "release_reason"):
+            st.session_state.pop(key, None)
+        st.rerun()

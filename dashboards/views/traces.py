@@ -1,0 +1,120 @@
+"""Traces: search by app, release, model, user, time, score ranges and text; one trace in full,
+with every score, the unsupported claims marked in the answer, redactions and feedback."""
+
+import html
+import json
+import re
+
+import streamlit as st
+
+from dashboards import console as c
+from detectors.pii import KINDS
+from dashboards import queries as q
+
+db = c.settings().database
+scope = c.scope_picker()
+st.title("Traces")
+
+with st.container(border=True):
+    left, middle, right = st.columns([3, 2, 2])
+    text = left.text_input("Text contains", key="text", placeholder="a word in the input or output")
+    user_id = middle.text_input("User", key="user_id")
+    limit = right.select_slider("Show", [50, 100, 200, 500], value=100, key="limit")
+    ranges = {}
+    columns = st.columns(3)
+    for column, detector in zip(columns, ("toxicity", "grounding", "anomaly")):
+        low, high = column.slider(f"{detector} score", 0.0, 1.0, (0.0, 1.0), step=0.05, key=f"score_{detector}")
+        if (low, high) != (0.0, 1.0):
+            ranges[detector] = (low, high)
+
+found = c.query(q.trace_search(scope, db, text=text.strip(), user_id=user_id.strip(), scores=ranges, limit=limit))
+st.caption(f"{len(found)} newest matching trace(s)" + (" (limit reached: narrow the search)" if len(found) == limit else ""))
+if found.empty:
+    st.info("No traces match.")
+    st.stop()
+
+scores = c.query(q.trace_scores(db, [str(e) for e in found["event_id"]]))
+if not scores.empty:
+    scores["column"] = scores["detector"] + scores["target"].map(lambda t: "" if t in ("", "output") else f" ({t})")
+    wide = scores.pivot_table(index="event_id", columns="column", values="score", aggfunc="max")
+    found = found.merge(wide, left_on="event_id", right_index=True, how="left")
+found["event_id"] = found["event_id"].astype(str)
+
+picked = st.dataframe(found, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                      key="found", column_config={"timestamp": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+rows = picked.selection.rows if picked else []
+event_id = st.query_params.get("event") if not rows else found.iloc[rows[0]]["event_id"]
+if not event_id:
+    st.caption("Select a row to see the whole trace.")
+    st.stop()
+st.query_params["event"] = event_id
+
+detail = c.query(q.trace_detail(db, event_id))
+if detail.empty:
+    st.warning(f"Trace event {event_id} is not in the store.")
+    st.stop()
+t = detail.iloc[0]
+details = c.query(q.score_details(db, event_id))
+
+st.divider()
+st.subheader(f"{t['app']} · {t['release'] or 'no release'} · {t['timestamp']:%Y-%m-%d %H:%M:%S} UTC")
+st.caption(f"event {t['event_id']} · trace {t['trace_id']} · user {t['user_id'] or '–'} · "
+           f"{t['latency_ms'] or 0:.0f} ms · {int(t['input_tokens'] or 0)}+{int(t['output_tokens'] or 0)} tokens · "
+           f"${t['cost_usd'] or 0:.4f}")
+if t["error"]:
+    st.error(t["error"])
+pii = {k: v for k, v in dict(t["pii"] or {}).items() if v}
+if pii:
+    st.warning("Redacted before storage: " + ", ".join(f"{n} {kind}" for kind, n in pii.items())
+               + ". Marks like [EMAIL] show where.")
+
+REDACTION = re.compile(r"\[(" + "|".join(k.upper() for k in KINDS) + r")(:[0-9a-f]+)?\]")
+
+
+def marked(text: str, claims: list[str]) -> str:
+    """HTML of `text` with unsupported claims highlighted and redaction marks tinted."""
+    escaped = html.escape(text)
+    for claim in sorted(set(claims), key=len, reverse=True):
+        escaped = escaped.replace(html.escape(claim), f"<mark title='not supported by the context'>{html.escape(claim)}</mark>")
+    escaped = REDACTION.sub(lambda m: f"<code>{m.group(0)}</code>", escaped)
+    return escaped.replace("\n", "<br>")
+
+
+unsupported = []
+for row in details.itertuples():
+    if row.detector == "grounding" and row.details:
+        unsupported = [u.get("claim", "") for u in json.loads(row.details).get("unsupported", [])]
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Input**")
+    messages = list(t["input_messages"] or [])
+    if messages:
+        for role, content in messages:
+            with st.chat_message("user" if role == "user" else "assistant" if role == "assistant" else "ai"):
+                st.markdown(marked(content, []), unsafe_allow_html=True)
+    else:
+        st.markdown(marked(t["input"], []), unsafe_allow_html=True)
+    st.markdown("**Output**" + (f" · {len(unsupported)} unsupported claim(s) highlighted" if unsupported else ""))
+    st.markdown(marked(t["output"], unsupported), unsafe_allow_html=True)
+with right:
+    st.markdown("**Scores**")
+    st.dataframe(details[["detector", "target", "score", "label", "detector_version"]], hide_index=True, width="stretch")
+    for row in details.itertuples():
+        if row.details and row.details != "{}":
+            with st.expander(f"{row.detector} ({row.target}) details"):
+                st.json(json.loads(row.details))
+    context = list(t["context"] or [])
+    st.markdown(f"**Retrieved context** ({len(context)} passage(s))")
+    for i, passage in enumerate(context):
+        with st.expander(f"passage {i + 1}" + (f" · {t['context_ids'][i]}" if i < len(t["context_ids"]) and t["context_ids"][i] else "")):
+            st.markdown(marked(passage, []), unsafe_allow_html=True)
+    feedback = c.query(q.feedback_for(db, t["trace_id"]))
+    st.markdown("**User feedback**")
+    if feedback.empty:
+        st.caption("none")
+    for f in feedback.itertuples():
+        st.write(f"{'👍' if f.score >= 0.5 else '👎'} {f.score:.2f} · {f.comment or ''} ({f.timestamp:%H:%M:%S})")
+    if dict(t["tags"] or {}):
+        st.markdown("**Tags**")
+        st.json(dict(t["tags"]))

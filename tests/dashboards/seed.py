@@ -1,0 +1,132 @@
+"""A small, realistic store for the console tests: two apps, a canary release that is worse,
+scores with details, feedback, embeddings with a drift check, alert incidents, releases and a
+review queue. Everything goes in through the store's public insert, so the rollups fill the way
+they do in production (materialized views)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from alerts.releases import Registry, ReleaseRecord
+from detectors.embedding import quantise
+from llmwatch.settings import Settings
+
+STABLE = ReleaseRecord("support-bot", "answer", "7", "gpt-4o-mini", "openai")
+CANARY = ReleaseRecord("support-bot", "answer", "8", "gpt-4o-mini", "openai")
+RAG = ReleaseRecord("docs-rag", "rag", "4", "llama-3-8b", "local")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    now: datetime
+    events: int
+    errors: int
+    toxic_canary: int
+    review_event_ids: list[str]
+    pii_event_id: str
+    unsupported_event_id: str
+    unsupported_claim: str
+
+
+def seed(store: Any, settings: Settings) -> Seeded:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rng = np.random.default_rng(5)
+    traces, scores, embeddings = [], [], []
+    errors = toxic_canary = 0
+    ids: dict[str, list[str]] = {"support-bot": [], "docs-rag": []}
+    pii_event_id = unsupported_event_id = ""
+    claim = "The refund window is 90 days for all orders."
+    for i in range(600):
+        app_release = RAG if i % 3 == 0 else (CANARY if i % 3 == 1 and i > 300 else STABLE)
+        at = now - timedelta(seconds=7200 - i * 12)
+        event_id = str(uuid.UUID(int=i + 1))
+        error = "timeout after 30 s" if i % 50 == 7 else ""
+        errors += bool(error)
+        rag = app_release is RAG
+        output = "Please check the docs. " if rag else "Happy to help with your order."
+        if i == 100:
+            output = "Write to me at [EMAIL] and I will sort it."
+            pii_event_id = event_id
+        if rag and i == 300:
+            output = f"Refunds go to the original card. {claim}"
+            unsupported_event_id = event_id
+        traces.append({
+            "event_id": event_id, "trace_id": f"trace-{i}", "span_id": f"span-{i}", "timestamp": at, "received_at": at,
+            "app": app_release.app, "environment": "production", "prompt_id": app_release.prompt_id,
+            "prompt_version": app_release.prompt_version, "model": app_release.model, "provider": app_release.provider,
+            "input": f"question {i} about refunds", "input_messages": [("user", f"question {i} about refunds")],
+            "output": output, "context": ["Refunds are possible within 30 days.", "Refunds go to the original card."] if rag else [],
+            "context_ids": ["kb-1", "kb-2"] if rag else [], "latency_ms": float(200 + (i % 40) * 10 + (5000 if i == 450 else 0)),
+            "input_tokens": 20, "output_tokens": 40, "cost_usd": 0.0004, "user_id": f"user-{i % 17}", "session_id": "",
+            "tags": {"channel": "web"}, "error": error, "input_chars": 24, "output_chars": len(output), "extra": "{}",
+            "pii": {"output.email": 1} if i == 100 else {},
+        })
+        ids[app_release.app].append(event_id)
+        toxic = app_release is CANARY and i % 4 == 1
+        toxic_canary += toxic
+        common = {"event_id": event_id, "app": app_release.app, "timestamp": at, "environment": "production",
+                  "release": app_release.release, "model": app_release.model, "scored_at": at}
+        scores.append({**common, "detector": "toxicity", "detector_version": "profanity-check-2", "target": "output",
+                       "score": 0.93 if toxic else 0.02, "label": "toxic" if toxic else "ok", "details": "{}"})
+        scores.append({**common, "detector": "anomaly", "detector_version": "ecod-1", "target": "event",
+                       "score": 0.999 if i == 450 else 0.4, "label": "outlier" if i == 450 else "ok", "details": "{}"})
+        if rag:
+            bad = event_id == unsupported_event_id or i % 30 == 0
+            details = {"claims": 2, "unsupported": [{"claim": claim, "missing": ["90", "all"], "p_unsupported": 0.84}]} if bad else {"claims": 1, "unsupported": []}
+            scores.append({**common, "detector": "grounding", "detector_version": "grounding-terms-2", "target": "output",
+                           "score": 0.84 if bad else 0.05, "label": "unsupported" if bad else "supported",
+                           "details": json.dumps(details)})
+        # Inputs of support-bot drift in the last hour: a shifted cluster.
+        centre = np.zeros(384, dtype=np.float32)
+        centre[0 if i < 300 or app_release is RAG else 1] = 3.0
+        vector = centre + rng.normal(size=384).astype(np.float32)
+        embeddings.append({"event_id": event_id, "app": app_release.app, "release": app_release.release, "timestamp": at,
+                           "target": "input", "model": "all-MiniLM-L6-v2",
+                           "vector": quantise((vector / np.linalg.norm(vector))[None, :])[0].tolist()})
+    store.insert("traces", traces)
+    store.insert("scores", scores)
+    store.insert("embeddings", embeddings)
+    store.insert("feedback", [{"event_id": str(uuid.uuid4()), "trace_id": "trace-300", "app": "docs-rag", "timestamp": now,
+                               "score": 0.0, "comment": "that 90 days is wrong", "user_id": "user-11", "received_at": now}])
+
+    minute = lambda t: t.strftime("%Y-%m-%d %H:%M")  # noqa: E731 - the drift job's window labels
+    middle = now - timedelta(hours=1)
+    for app, drifted in (("support-bot", True), ("docs-rag", False)):
+        store.insert("drift", [{
+            "checked_at": now - timedelta(minutes=m), "app": app, "target": "input", "method": "mmd",
+            "reference": f"{minute(now - timedelta(hours=2))}/{minute(middle)}", "current": f"{minute(middle)}/{minute(now)}",
+            "reference_size": 200, "current_size": 200, "statistic": 0.4 if drifted else 0.001,
+            "p_value": 0.001 if drifted else 0.6, "threshold": 0.01, "drifted": int(drifted),
+            "verdict": "drift" if drifted else "no_drift", "terms_up": ["invoice"] if drifted else [],
+            "terms_down": ["refund"] if drifted else [],
+        } for m in (30, 10)])
+
+    firing_labels = {"app": "support-bot", "release": CANARY.release}
+    key = json.dumps(firing_labels, sort_keys=True, separators=(",", ":"))
+    base = {"rule": "toxic-outputs", "group_key": key, "labels": firing_labels, "level": "critical", "samples": 200,
+            "threshold": 0.1, "notified_at": None, "resolved_at": None}
+    store.insert("alerts", [
+        {**base, "at": now - timedelta(minutes=20), "status": "pending", "transition": "pending", "value": 0.2,
+         "breaches": 1, "since": now - timedelta(minutes=20)},
+        {**base, "at": now - timedelta(minutes=19), "status": "firing", "transition": "firing", "value": 0.25,
+         "breaches": 2, "since": now - timedelta(minutes=19), "notified_at": now - timedelta(minutes=19)},
+    ])
+
+    registry = Registry(store, settings)
+    for record in (STABLE, CANARY, RAG):
+        registry.register(record, actor="ci")
+    registry.promote("support-bot", STABLE.release, "ci", "first release")
+    registry.promote("support-bot", CANARY.release, "ci", "canary")
+    registry.promote("docs-rag", RAG.release, "ci", "first release")
+
+    review = ids["support-bot"][-5:]
+    store.insert("review_queue", [{"queued_at": now, "event_id": e, "app": "support-bot", "release": CANARY.release,
+                                   "rule": "toxic-outputs", "reason": "toxicity_rate breached", "score": 0.93,
+                                   "status": "open"} for e in review])
+    return Seeded(now, len(traces), errors, toxic_canary, review, pii_event_id, unsupported_event_id, claim)
