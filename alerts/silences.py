@@ -41,7 +41,7 @@ def load_mutes(store: Any, rule: str, now: datetime) -> Mutes:
         f"WHERE rule = {{rule:String}} GROUP BY group_key, action",
         {"rule": rule},
     )
-    latest: dict[tuple[str, str], tuple[Any, datetime]] = {(g, a): (u, at) for g, a, u, at in rows}
+    latest = {(g, a): (_utc(u), _utc(at)) for g, a, u, at in rows}
     silenced = set()
     for (group, action), (until, at) in latest.items():
         if action != "silence" or until is None or until <= now:
@@ -51,6 +51,11 @@ def load_mutes(store: Any, rule: str, now: datetime) -> Mutes:
             silenced.add(group)
     acknowledged = {g: at for (g, a), (_, at) in latest.items() if a == "acknowledge"}
     return Mutes(frozenset(silenced), acknowledged)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # Nullable DateTime64 columns come back naive; they are UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def _record(store: Any, rule: str, group_key: str, action: str, actor: str, note: str,

@@ -70,7 +70,7 @@ table["error %"] = 100 * table["errors"] / table["events"]
 st.dataframe(
     table[["app", "release", "events", "error %", "p50", "p95", "p99", "tokens", "cost_usd",
            *(f"{n} %" for n in q.LABELS)]],
-    hide_index=True, use_container_width=True,
+    hide_index=True, width="stretch",
     column_config={c_: st.column_config.NumberColumn(format="%.2f") for c_ in
                    ["error %", "p50", "p95", "p99", "cost_usd", *(f"{n} %" for n in q.LABELS)]},
 )

@@ -23,7 +23,9 @@ run = st.button("Run", type="primary", shortcut="ctrl+enter", key="run_sql")
 # Caps first: once readonly=1 is in force ClickHouse refuses any further setting, the
 # user's own SETTINGS clause included.
 limits = {
-    "max_result_rows": settings.console_sql_max_rows,
+    # One row more than shown: then we know the cap cut the result (ClickHouse stops at a block
+    # boundary past it, so the frame is cut to the cap below).
+    "max_result_rows": settings.console_sql_max_rows + 1,
     "result_overflow_mode": "break",
     "max_execution_time": settings.console_sql_timeout_s,
     "readonly": 1,
@@ -39,7 +41,8 @@ if run:
 if "sql_result" not in st.session_state:
     st.stop()
 result: pd.DataFrame = st.session_state["sql_result"]
-capped = len(result) >= settings.console_sql_max_rows
+capped = len(result) > settings.console_sql_max_rows
+result = result.head(settings.console_sql_max_rows)
 st.caption(f"{len(result):,} row(s)" + (" · capped: more rows matched" if capped else ""))
 st.dataframe(result, hide_index=True, width="stretch")
 st.download_button("CSV", result.to_csv(index=False).encode(), "llmwatch-query.csv", "text/csv", key="csv")

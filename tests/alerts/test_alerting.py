@@ -10,10 +10,12 @@ from typing import Iterator
 
 import pytest
 
+from alerts.engine import group_key
 from alerts.evaluate import evaluate_rule
 from alerts.notify import PagerDutyNotifier, SlackNotifier, WebhookNotifier, deliver_due, sign
 from alerts.rules import parse_rules
 from alerts.scheduler import check_rules
+from alerts.silences import ALL_GROUPS, Mutes, silence, unsilence
 from detectors.toxicity import ProfanityCheckToxicity
 from ingest.events import TraceEvent
 from ingest.sink import store_batch
@@ -305,3 +307,33 @@ def test_a_receiver_that_times_out_or_refuses_is_retried_and_recorded(embedded_s
                            now + timedelta(minutes=1)) == {"delivered": 2}
     finally:
         slow.close()
+
+
+def test_a_silenced_group_keeps_its_timeline_but_sends_nothing_until_lifted(embedded_store: ClickHouseStore) -> None:
+    store = embedded_store
+    for minute in range(4):
+        traffic(store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+    traffic(store, T0 + timedelta(minutes=4), toxic_share=0.0)
+    traffic(store, T0 + timedelta(minutes=5), toxic_share=0.0)
+    key = group_key({"app": "support-bot", "release": "answer:8@gpt"})
+    silence(store, RULE.name, key, datetime.now(timezone.utc) + timedelta(hours=1), "ada", "planned load test")
+
+    assert evaluate(store, T0 + timedelta(minutes=2)) == ["pending"]
+    assert evaluate(store, T0 + timedelta(minutes=3)) == ["firing"]
+    outbox = f"SELECT event, count() FROM {store.database}.alert_outbox GROUP BY event"
+    assert store.query(outbox) == []
+    unsilence(store, RULE.name, key, "ada")
+    assert evaluate(store, T0 + timedelta(minutes=6)) == ["resolved"]
+    assert store.query(outbox) == [("resolved", 3)]
+    audit = store.query(f"SELECT actor, action, app FROM {store.database}.audit_log ORDER BY at")
+    assert audit == [("ada", "silence", "support-bot"), ("ada", "unsilence", "support-bot")]
+
+
+def test_an_acknowledgement_stops_reminders_of_that_incident_only() -> None:
+    since = T0
+    mutes = Mutes(acknowledged={"g": T0 + timedelta(minutes=1)})
+    assert mutes.holds("g", "renotify", since)
+    assert not mutes.holds("g", "changed", since) and not mutes.holds("g", "resolved", since)
+    assert not mutes.holds("g", "renotify", T0 + timedelta(minutes=5))  # a later incident
+    assert not mutes.holds("other", "renotify", since)
+    assert Mutes(silenced=frozenset({ALL_GROUPS})).holds("any", "firing", since)
