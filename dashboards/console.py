@@ -3,7 +3,6 @@ the time range and filters kept in the URL. The Streamlit edge of the console.""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from datetime import datetime, timezone
@@ -15,6 +14,7 @@ import streamlit as st
 
 from dashboards import queries
 from dashboards.auth import User, allowed, oidc_role, verify
+from dashboards.console_server import is_loopback
 from dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore, connect
@@ -69,13 +69,6 @@ def scalar(built: tuple[str, dict[str, Any]]) -> Any:
 
 # --- who is signed in -------------------------------------------------------------------------
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def _oidc_configured() -> bool:
     try:
         return "auth" in st.secrets
@@ -98,7 +91,7 @@ def sign_in() -> User | None:
         return st.session_state["user"]
     accounts = s.console_accounts
     if not accounts and not _oidc_configured():
-        if not _loopback(s.host):
+        if not is_loopback(s.host):
             st.error("No console users are configured (--console-users), and the console listens beyond this "
                      "machine, so it stays locked. See README, Console.")
             return None

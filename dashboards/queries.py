@@ -103,6 +103,17 @@ def release_counts(scope: Scope, db: str, app: str, releases: list[str]) -> Quer
     return label_totals(same_period, db, by=("release",))
 
 
+def releases_by_first_seen(scope: Scope, db: str, app: str) -> Query:
+    """An app's releases with traffic in the scope's time range, the newest first."""
+    params = {"start": scope.start, "end": scope.end, "app": app}
+    return (
+        f"SELECT release, min(bucket) AS first_seen FROM {db}.trace_stats WHERE app = {{app:String}} "
+        f"AND bucket >= {{start:DateTime64(3, 'UTC')}} AND bucket < {{end:DateTime64(3, 'UTC')}} "
+        f"GROUP BY release ORDER BY first_seen DESC, release",
+        params,
+    )
+
+
 def incidents(db: str, open_only: bool, limit: int = 200) -> Query:
     """The latest state of each (rule, group), newest first; with open_only just pending/firing."""
     having = "HAVING status IN ('pending', 'firing')" if open_only else ""
@@ -135,6 +146,9 @@ def drift_checks(scope: Scope, db: str) -> Query:
 
 # Score filters of the Traces page: detector -> (low, high).
 ScoreRanges = dict[str, tuple[float, float]]
+
+
+TRACE_COLUMNS = ("event_id", "timestamp", "app", "release", "model", "user_id", "input", "output", "latency_ms", "error")
 
 
 def trace_search(scope: Scope, db: str, *, text: str = "", user_id: str = "", scores: ScoreRanges | None = None,

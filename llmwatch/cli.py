@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from llmwatch.errors import LlmwatchError
+from llmwatch.errors import ConfigError, LlmwatchError
 from llmwatch.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("llmwatch")
@@ -153,6 +153,47 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "hash-password":
+        import getpass
+
+        from dashboards.auth import hash_password
+
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise ConfigError("the passwords differ")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        print(hash_password(password))
+        return 0
+    from dashboards.console_server import streamlit_command
+
+    command, env = streamlit_command(settings)
+    sys.stdout.flush()
+    # exec: the supervisor (or systemd, or compose) stops the console by this very PID.
+    os.execve(command[0], command, {**os.environ, **env})
+
+
+def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
+    from dashboards import reviews
+    from dashboards.queries import reviews as reviews_query
+    from storage.clickhouse import connect
+
+    store = connect(settings)
+    decided = store.query_df(*reviews_query(settings.database))
+    records = reviews.dataset(decided) if not decided.empty else []
+    data = reviews.to_parquet(records) if args.format == "parquet" else reviews.to_jsonl(records)
+    temporary = args.output.with_name(args.output.name + ".partial")
+    temporary.write_bytes(data)
+    temporary.replace(args.output)
+    measured = reviews.agreement(decided) if not decided.empty else {"items": 0, "fleiss_kappa": None}
+    kappa = measured["fleiss_kappa"]
+    print(f"{len(records)} reviewed event(s) written to {args.output}; Fleiss' kappa "
+          f"{'n/a' if kappa is None else f'{kappa:.3f}'} over {measured.get('items_with_2_plus', 0)} item(s) with 2+ reviewers")
+    return 0
+
+
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.health import check_all
 
@@ -186,6 +227,8 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "release": (cmd_release, "list, register, promote or roll back an app's releases (prompt version + model)"),
     "jobs": (cmd_jobs, "run the scheduled jobs (drift checks) against the store"),
     "alerts": (cmd_alerts, "run the alert rules and deliver notifications; `alerts check` evaluates once, sending nothing"),
+    "console": (cmd_console, "serve the Streamlit console; `console hash-password` makes a --console-users hash"),
+    "reviews": (cmd_reviews, "export reviewers' decisions as a labelled dataset (JSONL or Parquet)"),
     "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
     "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
 }
@@ -215,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--activate", action="store_true", help="register: serve it now")
             command.add_argument("--reason", default="")
             command.add_argument("--actor", default="", help="who (default: the OS user)")
+        if name == "console":
+            command.add_argument("action", nargs="?", choices=["run", "hash-password"], default="run",
+                                 help="hash-password reads the password from the terminal, or one line of stdin")
+        if name == "reviews":
+            command.add_argument("action", choices=["export"])
+            command.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+            command.add_argument("--output", type=Path, required=True)
         if name == "score":
             command.add_argument("--detector", choices=["toxicity", "grounding"], required=True)
             command.add_argument("--input", type=Path, required=True, help="JSONL: `text`, or `context` + `response`")

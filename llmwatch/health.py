@@ -8,7 +8,7 @@ import httpx
 
 from llmwatch.settings import Settings
 
-__all__ = ["Check", "check_all", "clickhouse_ready", "workers_alive"]
+__all__ = ["Check", "check_all", "clickhouse_ready", "console_ready", "workers_alive"]
 
 WORKER_STALE_S = 20  # a worker heartbeats every 5 s
 
@@ -23,6 +23,19 @@ class Check:
 def clickhouse_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
     try:
         return httpx.get(f"{settings.store_url}/ping", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def console_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.console_port}"
+
+
+def console_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """Streamlit answers its health endpoint (the app itself loads per browser session)."""
+    try:
+        response = httpx.get(f"{console_url(settings)}/_stcore/health", timeout=timeout_s)
+        return response.status_code == 200 and response.text.strip() == "ok"
     except httpx.HTTPError:
         return False
 
@@ -61,4 +74,6 @@ def check_all(settings: Settings) -> list[Check]:
             checks.append(Check("workers", False, f"cannot read {settings.database}.workers: {exc}"))
     else:
         checks.append(Check("workers", False, "unknown: ClickHouse unreachable"))
+    if not settings.no_console:
+        checks.append(Check("console", console_ready(settings), console_url(settings)))
     return checks

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 from llmwatch.broker import tansu_command
-from llmwatch.health import clickhouse_ready, workers_alive
+from llmwatch.health import clickhouse_ready, console_ready, workers_alive
 from llmwatch.settings import Settings
 from llmwatch.processes import port_open
 from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
@@ -66,6 +66,9 @@ def build_components(
     ingest = Component("ingest", python_command("ingest"), ready=lambda: port_open(settings.host, settings.ingest_port),
                        port=settings.ingest_port, env=env)
     result = [broker, store, worker, jobs, alerts, ingest]
+    if not settings.no_console:
+        result.append(Component("console", python_command("console"), ready=lambda: console_ready(settings),
+                                port=settings.console_port, env=env))
     if demo:
         args = ["generate"]
         if demo_duration_s is not None:
@@ -96,6 +99,8 @@ def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float 
         settings = demo_settings(settings)
     ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port,
              "ingest_port": settings.ingest_port}
+    if not settings.no_console:
+        ports["console_port"] = settings.console_port
     check_ports_free(settings.host, ports)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(
@@ -114,7 +119,9 @@ def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float 
         f"  ClickHouse  {settings.store_url}  (database {settings.database}; try: curl '{settings.store_url}/?query=SELECT+count()+FROM+{settings.database}.traces')",
         f"  ingest      http://{settings.host}:{settings.ingest_port}  (OTLP/HTTP /v1/traces, JSON /v1/events)",
         f"  logs        {settings.data_dir / 'logs'}",
-        "  console     not part of this release yet" if not settings.no_console else "  console     left out (--no-console)",
+        (f"  console     http://{settings.host}:{settings.console_port}"
+         + ("  (no login: local admin; --console-users requires one)" if not settings.console_users else "")
+         if not settings.no_console else "  console     left out (--no-console)"),
     ]
     if demo:
         lines.append(f"  demo        emitting {settings.demo_rate:g} events/s through the SDK")

@@ -30,6 +30,7 @@ def test_every_command_takes_the_same_settings_flags() -> None:
             "drift": ["--reference", "a.jsonl", "--current", "b.jsonl"],
             "score": ["--detector", "toxicity", "--input", "a.jsonl", "--output", "b.jsonl"],
             "release": ["list", "--app", "a"],
+            "reviews": ["export", "--output", "r.jsonl"],
         }.get(command, [])
         args = parser.parse_args([command, *extra, "--data-dir", "/tmp/x", "--kafka-port", "19092", "--clickhouse-port", "18123", "--console-port", "18501", "--no-console"])
         settings = settings_from_args(args, environ={})
@@ -72,7 +73,7 @@ def test_up_status_and_clean_shutdown(tmp_path: Path) -> None:
     """`up` brings every component up, `status` exits 0, SIGTERM stops every child."""
     ports = ["--kafka-port", str(free_port()), "--clickhouse-port", str(free_port()), "--console-port", str(free_port()),
              "--ingest-port", str(free_port())]
-    flags = ["--data-dir", str(tmp_path), *ports, "--no-console", "--kafka-session-timeout-s", "2"]
+    flags = ["--data-dir", str(tmp_path), *ports, "--kafka-session-timeout-s", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
         [sys.executable, "-m", "llmwatch", "up", *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -94,9 +95,10 @@ def _watch_up(up: subprocess.Popen[str], tmp_path: Path, flags: list[str]) -> No
         assert any(line.startswith("llmwatch is up") for line in lines), "".join(lines)
         state = json.loads((tmp_path / "run" / "up.json").read_text())
         pids = [c["pid"] for c in state["components"].values()]
-        assert sorted(state["components"]) == ["alerts", "broker", "ingest", "jobs", "store", "worker"]
+        assert sorted(state["components"]) == ["alerts", "broker", "console", "ingest", "jobs", "store", "worker"]
         status = llmwatch("status", *flags)
         assert status.returncode == 0, status.stdout + status.stderr
+        assert "ok    console" in status.stdout
 
         # A crashed component is restarted by the supervisor.
         old_worker = state["components"]["worker"]["pid"]

@@ -28,7 +28,8 @@ latest = mmd.sort_values("checked_at").groupby(["app", "target"]).tail(1)
 row = st.columns(max(1, len(latest)))
 for column, check in zip(row, latest.itertuples()):
     column.metric(f"{check.app} · {check.target}", check.verdict.replace("_", " "),
-                  f"p = {check.p_value:.3g}" if pd.notna(check.p_value) else "too few samples", delta_color="off")
+                  f"p = {check.p_value:.3g}" if pd.notna(check.p_value) else "too few samples", delta_color="off",
+                  delta_arrow="off")
 
 left, right = st.columns(2)
 left.subheader("MMD p-value (low = drift)")
@@ -37,7 +38,7 @@ right.subheader("MMD statistic")
 right.line_chart(mmd.assign(series=mmd["app"] + " · " + mmd["target"]), x="checked_at", y="statistic", color="series")
 
 st.header("One check")
-options = latest.sort_values(["app", "target"])
+options = latest.assign(calm=latest["verdict"] != "drift").sort_values(["calm", "app", "target"])  # drifted first
 labels = [f"{r.app} · {r.target} · {r.checked_at:%Y-%m-%d %H:%M}" for r in options.itertuples()]
 chosen = options.iloc[st.selectbox("Latest check of", range(len(labels)), format_func=labels.__getitem__, key="check")]
 cols = st.columns(3)

@@ -28,8 +28,10 @@ for column, name in zip(row[5:], q.LABELS):
 
 if not open_incidents.empty:
     firing = open_incidents[open_incidents["status"] == "firing"]
-    st.error(f"{len(firing)} firing, {len(open_incidents) - len(firing)} pending incident(s): "
-             + ", ".join(f"{r.rule} {dict(r.labels)}" for r in open_incidents.head(5).itertuples()))
+    # Warnings, not errors: an error block means the console itself failed (the browser test checks).
+    st.warning(f"{len(firing)} firing, {len(open_incidents) - len(firing)} pending incident(s): "
+             + "; ".join(f"{r.rule} ({', '.join(f'{k}={v}' for k, v in sorted(dict(r.labels).items()))})"
+                         for r in open_incidents.head(5).itertuples()))
     st.page_link("views/alerts.py", label="Open the alerts", icon=":material/notifications_active:")
 
 if not events:
@@ -39,7 +41,7 @@ if not events:
 series = c.query(q.traffic_series(scope, db, by="app"))
 series["error_rate"] = series["errors"] / series["events"]
 left, right = st.columns(2)
-left.subheader("Events per bucket")
+left.subheader(f"Events per {scope.bucket_s // 60} min" if scope.bucket_s >= 60 else f"Events per {scope.bucket_s} s")
 left.area_chart(series, x="t", y="events", color="app")
 right.subheader("Latency (ms)")
 overall = c.query(q.traffic_series(scope, db, by="'all'"))

@@ -28,7 +28,8 @@ per_release = c.query(q.label_totals(scope, db, by=("app", "release")))
 # Apps with the most releases first: those are the ones with something to compare.
 apps = per_release.groupby("app")["release"].nunique().sort_values(ascending=False, kind="stable").index.tolist()
 app = st.selectbox("App", apps, key="compare_app")
-releases = per_release[per_release["app"] == app].sort_values("toxic_of", ascending=False)["release"].tolist()
+# Newest release first: the candidate; the one before it: the baseline.
+releases = c.query(q.releases_by_first_seen(scope, db, app))["release"].tolist()
 if len(releases) < 2:
     st.info(f"{app} has one release in this time range; nothing to compare.")
     st.stop()
@@ -59,7 +60,7 @@ if not rows:
 table = pd.DataFrame(rows)
 worse = table[table["verdict"] == "worse"]["label"].tolist()
 if worse:
-    st.error(f"{candidate} is worse than {baseline} on: {', '.join(worse)} (95% interval of the difference above 0).")
+    st.warning(f"{candidate} is worse than {baseline} on: {', '.join(worse)} (95% interval of the difference above 0).")
 else:
     st.success(f"No evidence that {candidate} is worse than {baseline}.")
 st.dataframe(table.drop(columns=["_d", "_low", "_high"]), hide_index=True, width="stretch")

@@ -53,7 +53,7 @@ else:
         buttons = st.columns(len(reviews.DECISIONS))
         chosen = None
         for column, decision in zip(buttons, reviews.DECISIONS):
-            if column.button(f"{decision.capitalize()} ({decision[0]})", key=f"decide_{decision}",
+            if column.button(decision.capitalize(), key=f"decide_{decision}",
                              shortcut=decision[0], width="stretch", type="primary" if decision == "fine" else "secondary"):
                 chosen = decision
         if chosen:

@@ -39,6 +39,8 @@ if not scores.empty:
     wide = scores.pivot_table(index="event_id", columns="column", values="score", aggfunc="max")
     found = found.merge(wide, left_on="event_id", right_index=True, how="left")
 found["event_id"] = found["event_id"].astype(str)
+first = ["timestamp", "app", "release", *sorted(set(found.columns) - set(q.TRACE_COLUMNS)), "input", "output"]
+found = found[first + [name for name in found.columns if name not in first]]
 
 picked = st.dataframe(found, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                       key="found", column_config={"timestamp": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
@@ -62,7 +64,7 @@ st.caption(f"event {t['event_id']} · trace {t['trace_id']} · user {t['user_id'
            f"{t['latency_ms'] or 0:.0f} ms · {int(t['input_tokens'] or 0)}+{int(t['output_tokens'] or 0)} tokens · "
            f"${t['cost_usd'] or 0:.4f}")
 if t["error"]:
-    st.error(t["error"])
+    st.warning(f"The call failed: {t['error']}", icon=":material/error:")
 pii = {k: v for k, v in dict(t["pii"] or {}).items() if v}
 if pii:
     st.warning("Redacted before storage: " + ", ".join(f"{n} {kind}" for kind, n in pii.items())

@@ -39,6 +39,7 @@ def seed(store: Any, settings: Settings) -> Seeded:
     rng = np.random.default_rng(5)
     traces, scores, embeddings = [], [], []
     errors = toxic_canary = 0
+    toxic_ids: list[str] = []
     ids: dict[str, list[str]] = {"support-bot": [], "docs-rag": []}
     pii_event_id = unsupported_event_id = ""
     claim = "The refund window is 90 days for all orders."
@@ -70,6 +71,8 @@ def seed(store: Any, settings: Settings) -> Seeded:
         ids[app_release.app].append(event_id)
         toxic = app_release is CANARY and i % 4 == 1
         toxic_canary += toxic
+        if toxic:
+            toxic_ids.append(event_id)
         common = {"event_id": event_id, "app": app_release.app, "timestamp": at, "environment": "production",
                   "release": app_release.release, "model": app_release.model, "scored_at": at}
         scores.append({**common, "detector": "toxicity", "detector_version": "profanity-check-2", "target": "output",
@@ -125,7 +128,7 @@ def seed(store: Any, settings: Settings) -> Seeded:
     registry.promote("support-bot", CANARY.release, "ci", "canary")
     registry.promote("docs-rag", RAG.release, "ci", "first release")
 
-    review = ids["support-bot"][-5:]
+    review = toxic_ids[-5:]
     store.insert("review_queue", [{"queued_at": now, "event_id": e, "app": "support-bot", "release": CANARY.release,
                                    "rule": "toxic-outputs", "reason": "toxicity_rate breached", "score": 0.93,
                                    "status": "open"} for e in review])

@@ -1,0 +1,44 @@
+"""How `llmwatch console` starts Streamlit: the command line and the environment. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+from llmwatch.errors import ConfigError
+from llmwatch.settings import Settings
+
+__all__ = ["APP", "is_loopback", "streamlit_command"]
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def streamlit_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment for `streamlit run` serving the console per settings. Refuses
+    an open console (no users, no OIDC roles) on an address other machines can reach."""
+    if not settings.console_users and not settings.console_oidc_roles and not is_loopback(settings.host):
+        raise ConfigError(
+            f"the console would listen on {settings.host} with no login: set --console-users "
+            "(see `llmwatch console hash-password`) or --console-oidc-roles, or use a loopback --host"
+        )
+    from llmwatch.cli import settings_env
+
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", settings.host,
+        "--server.port", str(settings.console_port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+        "--theme.base", "light",
+    ]
+    return command, settings_env(settings)

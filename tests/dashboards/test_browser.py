@@ -1,0 +1,94 @@
+"""The console in a real browser: `llmwatch console` serving a seeded store, Debian's headless
+Chromium driven by Playwright, signing in and visiting every page through the sidebar. Fails on
+any Streamlit error or exception block; leaves a screenshot of each page.
+
+Needs /usr/bin/chromium (Debian package `chromium`; `make test` installs it where it can). Without
+it the test is skipped, unless LLMWATCH_REQUIRE_BROWSER=1 (set by `make test` once it has
+installed the browser), where a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmwatch.processes import free_port, stop_process, wait_until
+from tests.dashboards.conftest import PASSWORDS
+
+BROWSER = os.environ.get("LLMWATCH_BROWSER", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+PAGES = {  # sidebar link -> something each page shows once its data is in
+    "Overview": "Per app and release",
+    "Traces": "newest matching trace",
+    "Quality": "Compare two releases",
+    "Drift": "Reference and current embeddings",
+    "Alerts": "All incidents, latest state",
+    "Review queue": "Agreement",
+    "Releases": "Rollbacks and promotions",
+    "SQL": "Read-only",
+}
+
+
+def _browser() -> str:
+    if Path(BROWSER).exists():
+        return BROWSER
+    message = f"no Chromium at {BROWSER} (apt-get install chromium, or set LLMWATCH_BROWSER)"
+    if os.environ.get("LLMWATCH_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def console_url(console_env, tmp_path: Path):  # noqa: ANN001, ANN201
+    env, _, _ = console_env
+    port = free_port()
+    with open(tmp_path / "console.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmwatch", "console", "--host", "127.0.0.1", "--console-port", str(port)],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/_stcore/health", timeout=1).text == "ok", 60, "console")
+        yield url
+    finally:
+        stop_process(process, timeout_s=10)
+        shutil.copy(tmp_path / "console.log", tmp_path / "console.log.kept")
+
+
+def test_every_page_renders_in_chromium_without_an_error(console_url: str, tmp_path: Path) -> None:
+    executable = _browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("LLMWATCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(console_url)
+            page.get_by_role("textbox", name="User").fill("ada")
+            page.get_by_role("textbox", name="Password").fill(PASSWORDS["ada"])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_text("Signed in as")).to_be_visible()
+
+            for link, marker in PAGES.items():
+                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
+                expect(page.get_by_text(marker).first).to_be_visible()
+                # Streamlit shows its status widget while the script runs; wait for it to finish.
+                expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"), full_page=True)
+                failures = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+                assert failures.count() == 0, f"{link}: " + " | ".join(failures.all_inner_texts())
+        finally:
+            browser.close()
+    assert len(list(shots.glob("*.png"))) == len(PAGES)
