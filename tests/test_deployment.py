@@ -21,7 +21,7 @@ def compose() -> dict:
 
 def test_compose_file_is_valid_yaml_with_the_expected_services() -> None:
     services = compose()["services"]
-    assert {"kafka", "clickhouse", "migrate", "worker", "worker-gpu"} <= set(services)
+    assert {"kafka", "clickhouse", "migrate", "worker", "worker-gpu", "console", "alerts", "jobs", "ingest"} <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]

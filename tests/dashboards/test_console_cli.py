@@ -1,0 +1,50 @@
+"""`llmwatch console hash-password`, the refusal of an open console, and `llmwatch reviews export`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dashboards import reviews
+from dashboards.auth import parse_users, verify
+
+
+def llmwatch(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmwatch", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_hash_password_makes_a_hash_the_console_accepts() -> None:
+    result = llmwatch("console", "hash-password", stdin="s3cret pass\n")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert verify("s3cret pass", hashed) and not verify("s3cret", hashed)
+    assert parse_users(f"ada:admin:{hashed}")["ada"].role == "admin"
+
+
+def test_an_open_console_off_loopback_is_refused() -> None:
+    result = llmwatch("console", "--host", "0.0.0.0", env={"LLMWATCH_CONSOLE_USERS": ""})
+    assert result.returncode == 1
+    assert "with no login" in result.stderr and "--console-users" in result.stderr
+
+
+def test_reviews_export_writes_the_labelled_dataset(console_env, tmp_path: Path) -> None:  # noqa: ANN001
+    env, store, seeded = console_env
+    event = seeded.review_event_ids[0]
+    for reviewer, decision in (("rui", "toxic"), ("rita", "fine"), ("ada", "toxic")):
+        reviews.record(store, event, reviewer, "support-bot", "answer:8@gpt-4o-mini", decision, "")
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / f"labels.{fmt}"
+        result = llmwatch("reviews", "export", "--format", fmt, "--output", str(out), env=env)
+        assert result.returncode == 0, result.stderr
+        assert "1 reviewed event(s)" in result.stdout and "Fleiss' kappa" in result.stdout
+        rows = ([json.loads(line) for line in out.read_text().splitlines()] if fmt == "jsonl"
+                else pq.read_table(out).to_pylist())
+        assert len(rows) == 1
+        assert rows[0]["label"] == "toxic" and not rows[0]["agreed"] and len(rows[0]["decisions"]) == 3
+        assert not list(tmp_path.glob("*.partial"))
