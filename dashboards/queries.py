@@ -13,9 +13,31 @@ from alerts.metrics import TRACE_RELEASE
 from dashboards.scope import Scope
 
 __all__ = [
-    "LABELS", "alert_history", "drift_checks", "incidents", "label_series", "label_totals", "release_counts",
-    "release_history", "review_next", "reviews", "trace_detail", "trace_scores", "trace_search", "traffic_by_release",
-    "traffic_series", "traffic_totals",
+    "LABELS",
+    "TRACE_COLUMNS",
+    "_label_columns",
+    "_label_condition",
+    "alert_history",
+    "audit_log",
+    "decisions",
+    "dimension_values",
+    "drift_checks",
+    "feedback_for",
+    "incidents",
+    "label_series",
+    "label_totals",
+    "release_counts",
+    "releases_by_first_seen",
+    "review_backlog",
+    "review_next",
+    "reviews",
+    "score_details",
+    "trace_detail",
+    "trace_scores",
+    "trace_search",
+    "traffic_by_release",
+    "traffic_series",
+    "traffic_totals",
 ]
 
 Query = tuple[str, dict[str, Any]]
@@ -28,35 +50,44 @@ LABELS = {
 }
 _GOOD = {"toxicity": "ok", "grounding": "supported", "anomaly": "ok"}
 
-_LATENCY = "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)"
-_TRAFFIC = (
-    "sum(events) AS events, sum(errors) AS errors, sum(input_tokens) + sum(output_tokens) AS tokens, "
-    f"sum(cost_usd) AS cost_usd, {_LATENCY}[1] AS p50, {_LATENCY}[2] AS p95, {_LATENCY}[3] AS p99"
-)
+def _quantile(q: float) -> str:
+    # From the summed latency histogram `h` (schemas/clickhouse/004_console.sql): the bucket where
+    # the cumulative count reaches q, at its geometric middle. NULL without latencies.
+    return (f"if(empty(h), NULL, pow(1.05, mapKeys(h)[arrayFirstIndex(c -> c >= {q} * arraySum(mapValues(h)), "
+            f"arrayCumSum(mapValues(h)))] - 0.5) - 1)")
+
+
+def _traffic(db: str, where: str, keys: tuple[str, ...], order: str = "") -> str:
+    """Per `keys`: events, errors, tokens, cost and latency p50/p95/p99 from trace_stats."""
+    select_keys = "".join(f"{k}, " for k in keys)
+    aliases = [k.rsplit(" AS ", 1)[-1] for k in keys]
+    group = f" GROUP BY {', '.join(aliases)}" if keys else ""
+    inner = (
+        f"SELECT {select_keys}sum(events) AS events, sum(errors) AS errors, "
+        f"sum(input_tokens) + sum(output_tokens) AS tokens, sum(cost_usd) AS cost_usd, sumMap(latency_hist) AS h "
+        f"FROM {db}.trace_stats WHERE {where}{group}"
+    )
+    names = "".join(f"{alias}, " for alias in aliases)
+    outer = (f"SELECT {names}events, errors, tokens, cost_usd, {_quantile(0.5)} AS p50, {_quantile(0.95)} AS p95, "
+             f"{_quantile(0.99)} AS p99 FROM ({inner})")
+    return outer + (f" ORDER BY {order}" if order else "")
 
 
 def traffic_totals(scope: Scope, db: str) -> Query:
     where, params = scope.where("bucket")
-    return f"SELECT {_TRAFFIC} FROM {db}.trace_stats WHERE {where}", params
+    return _traffic(db, where, ()), params
 
 
 def traffic_series(scope: Scope, db: str, by: str = "app") -> Query:
     where, params = scope.where("bucket")
     params["step"] = scope.bucket_s
-    return (
-        f"SELECT toStartOfInterval(bucket, toIntervalSecond({{step:UInt32}})) AS t, {by}, {_TRAFFIC} "
-        f"FROM {db}.trace_stats WHERE {where} GROUP BY t, {by} ORDER BY t, {by}",
-        params,
-    )
+    t = "toStartOfInterval(bucket, toIntervalSecond({step:UInt32})) AS t"
+    return _traffic(db, where, (t, f"{by} AS series" if by.startswith("'") else by), order="t"), params
 
 
 def traffic_by_release(scope: Scope, db: str) -> Query:
     where, params = scope.where("bucket")
-    return (
-        f"SELECT app, release, {_TRAFFIC} FROM {db}.trace_stats WHERE {where} "
-        f"GROUP BY app, release ORDER BY app, events DESC",
-        params,
-    )
+    return _traffic(db, where, ("app", "release"), order="app, events DESC"), params
 
 
 def _label_condition() -> str:
@@ -235,21 +266,18 @@ def review_backlog(db: str, decisions_needed: int) -> Query:
     )
 
 
+def decisions(db: str) -> Query:
+    """Every decision (latest per reviewer and event), without the texts: for agreement."""
+    return f"SELECT event_id, app, release, reviewer, decision, decided_at FROM {db}.reviews FINAL ORDER BY decided_at", {}
+
+
 def reviews(db: str) -> Query:
     """Every decision (latest per reviewer and event), with the event's text for the dataset."""
     return (
         f"SELECT r.event_id, r.app, r.release, r.reviewer, r.decision, r.note, r.decided_at, t.input, t.output, "
-        f"t.context FROM {db}.reviews AS r FINAL LEFT JOIN {db}.traces AS t ON t.event_id = r.event_id "
-        f"ORDER BY r.decided_at",
+        f"t.context FROM {db}.reviews AS r FINAL LEFT JOIN (SELECT event_id, input, output, context FROM {db}.traces "
+        f"WHERE event_id IN (SELECT event_id FROM {db}.reviews)) AS t ON t.event_id = r.event_id ORDER BY r.decided_at",
         {},
-    )
-
-
-def release_history(db: str, app: str) -> Query:
-    return (
-        f"SELECT updated_at, release, status, reason, actor FROM {db}.releases WHERE app = {{app:String}} "
-        f"ORDER BY updated_at DESC LIMIT 500",
-        {"app": app},
     )
 
 

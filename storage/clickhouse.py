@@ -98,8 +98,19 @@ class ClickHouseStore:
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None,
                  settings: Mapping[str, Any] | None = None) -> Any:
-        """A pandas DataFrame; `settings` are ClickHouse settings for this query alone."""
-        return self._call("query_df", sql, parameters=params, settings=settings)
+        """A pandas DataFrame; `settings` are ClickHouse settings for this query alone. An empty
+        result still has its columns (the HTTP answer to an empty result carries none)."""
+        frame = self._call("query_df", sql, parameters=params, settings=settings)
+        if len(frame.columns) == 0:
+            import pandas as pd
+
+            try:
+                described = self._call("query", f"DESCRIBE ({sql.strip().rstrip(';')})", parameters=params,
+                                       settings=settings)
+                frame = pd.DataFrame(columns=[row[0] for row in described.result_rows])
+            except StoreError:  # not a SELECT (SHOW, EXPLAIN ...): nothing to name
+                pass
+        return frame
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (all with the same keys, the column names) in one block."""

@@ -130,6 +130,9 @@ class EmbeddedStore:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as clickhouse-connect's pool expects
+    # Headers and body leave in separate writes; with Nagle's algorithm the body then waits for
+    # the client's delayed ACK: 40 ms on every query (measured), now about 1 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

@@ -66,7 +66,7 @@ else:
                 st.rerun()
 
 st.header("Agreement")
-decided = c.fresh(q.reviews(db))
+decided = c.fresh(q.decisions(db))
 if decided.empty:
     st.caption("No decisions yet.")
     st.stop()
@@ -84,9 +84,12 @@ st.bar_chart(decided.groupby(["reviewer", "decision"]).size().rename("n").reset_
              color="decision")
 
 if c.can("export"):
-    records = reviews.dataset(decided)
+    # Built when clicked, not on every render: the dataset reads the texts of every reviewed event.
+    def dataset():  # noqa: ANN202
+        return reviews.dataset(c.store().query_df(*q.reviews(db)))
+
     left, right = st.columns(2)
-    left.download_button("Labelled dataset (JSONL)", reviews.to_jsonl(records), "llmwatch-reviews.jsonl",
-                         "application/jsonl", key="export_jsonl")
-    right.download_button("Labelled dataset (Parquet)", reviews.to_parquet(records), "llmwatch-reviews.parquet",
-                          "application/vnd.apache.parquet", key="export_parquet")
+    left.download_button("Labelled dataset (JSONL)", lambda: reviews.to_jsonl(dataset()), "llmwatch-reviews.jsonl",
+                         "application/jsonl", key="export_jsonl", on_click="ignore")
+    right.download_button("Labelled dataset (Parquet)", lambda: reviews.to_parquet(dataset()), "llmwatch-reviews.parquet",
+                          "application/vnd.apache.parquet", key="export_parquet", on_click="ignore")

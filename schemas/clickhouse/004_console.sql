@@ -1,8 +1,11 @@
 -- The console (issue 5): a per-minute rollup of traces, alert silences and acknowledgements,
 -- and reviewers' decisions. Idempotent like 001.
 
--- Volume, errors, tokens, cost and latency quantiles per minute, app, environment, release and
+-- Volume, errors, tokens, cost and a latency histogram per minute, app, environment, release and
 -- model: the overview reads this, never the raw traces. `release` is release_name() in SQL.
+-- Latency buckets are powers of 1.05 (key k holds (1.05^(k-1), 1.05^k] - 1 ms), so quantiles
+-- read from the summed histogram are within 2.5 %; merging t-digest states instead was as slow
+-- as reading the raw rows (180 ms over a week of minutes, measured).
 CREATE TABLE IF NOT EXISTS ${db}.trace_stats
 (
     bucket         DateTime('UTC'),
@@ -15,7 +18,7 @@ CREATE TABLE IF NOT EXISTS ${db}.trace_stats
     input_tokens   SimpleAggregateFunction(sum, UInt64),
     output_tokens  SimpleAggregateFunction(sum, UInt64),
     cost_usd       SimpleAggregateFunction(sum, Float64),
-    latency        AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+    latency_hist   SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(bucket)
@@ -29,7 +32,8 @@ SELECT toStartOfMinute(timestamp) AS bucket, app, environment,
        count() AS events, countIf(error != '') AS errors,
        sum(toUInt64(ifNull(input_tokens, 0))) AS input_tokens, sum(toUInt64(ifNull(output_tokens, 0))) AS output_tokens,
        sum(ifNull(cost_usd, 0)) AS cost_usd,
-       quantilesTDigestStateIf(0.5, 0.95, 0.99)(assumeNotNull(latency_ms), latency_ms IS NOT NULL) AS latency
+       sumMap(if(latency_ms IS NULL, CAST(map(), 'Map(UInt16, UInt64)'),
+                 map(toUInt16(least(65535, ceil(log(greatest(0, assumeNotNull(latency_ms)) + 1) / log(1.05)))), toUInt64(1)))) AS latency_hist
 FROM ${db}.traces
 GROUP BY bucket, app, environment, release, model;
 

@@ -32,6 +32,7 @@ class Seeded:
     pii_event_id: str
     unsupported_event_id: str
     unsupported_claim: str
+    latencies: list[float]
 
 
 def seed(store: Any, settings: Settings) -> Seeded:
@@ -132,4 +133,5 @@ def seed(store: Any, settings: Settings) -> Seeded:
     store.insert("review_queue", [{"queued_at": now, "event_id": e, "app": "support-bot", "release": CANARY.release,
                                    "rule": "toxic-outputs", "reason": "toxicity_rate breached", "score": 0.93,
                                    "status": "open"} for e in review])
-    return Seeded(now, len(traces), errors, toxic_canary, review, pii_event_id, unsupported_event_id, claim)
+    return Seeded(now, len(traces), errors, toxic_canary, review, pii_event_id, unsupported_event_id, claim,
+                  [t["latency_ms"] for t in traces])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -82,6 +83,9 @@ def test_overview_shows_traffic_flags_and_the_open_incident(open_console, consol
     assert shown["Error rate"] == f"{100 * seeded.errors / seeded.events:.2f}%"
     assert shown["Toxic"] == f"{100 * seeded.toxic_canary / seeded.events:.2f}%"
     assert shown["Anomalous"] == f"{100 / seeded.events:.2f}%"
+    # p95 from the rollup's latency histogram: within its 2.5 % bucket error of the exact value.
+    exact = float(np.percentile(seeded.latencies, 95))
+    assert float(shown["Latency p95"].removesuffix(" ms").replace(",", "")) == pytest.approx(exact, rel=0.03)
     assert "1 firing" in texts(at.warning) and "toxic-outputs" in texts(at.warning)
     table = at.dataframe[0].value
     assert set(table["release"]) == {STABLE.release, CANARY.release, "rag:4@llama-3-8b"}

@@ -116,3 +116,8 @@ def test_sort_keys_lead_with_app_and_coarse_time() -> None:
     ddl = "\n".join(statements("llmwatch", 90))
     assert "ORDER BY (app, toStartOfHour(timestamp), event_id)" in ddl
     assert "PARTITION BY toYYYYMM(timestamp)" in ddl
+
+
+def test_an_empty_dataframe_keeps_its_columns(store: ClickHouseStore) -> None:
+    frame = store.query_df(f"SELECT at, actor FROM {store.database}.audit_log WHERE actor = {{a:String}}", {"a": "nobody"})
+    assert frame.empty and list(frame.columns) == ["at", "actor"]
