@@ -10,16 +10,18 @@ installed the browser), where a missing browser fails.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import httpx
 import pytest
 
 from llmwatch.processes import free_port, stop_process, wait_until
 from tests.dashboards.conftest import PASSWORDS
+from tests.dashboards.oidc_provider import OidcProvider
 
 BROWSER = os.environ.get("LLMWATCH_BROWSER", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -45,14 +47,13 @@ def _browser() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture
-def console_url(console_env, tmp_path: Path):  # noqa: ANN001, ANN201
-    env, _, _ = console_env
-    port = free_port()
-    with open(tmp_path / "console.log", "wb") as log:
+@contextmanager
+def running_console(env: dict[str, str], cwd: Path, port: int) -> Iterator[str]:
+    """`llmwatch console` on `port` with `env`, from `cwd` (where .streamlit/secrets.toml is read)."""
+    with open(cwd / "console.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "llmwatch", "console", "--host", "127.0.0.1", "--console-port", str(port)],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -60,35 +61,72 @@ def console_url(console_env, tmp_path: Path):  # noqa: ANN001, ANN201
         yield url
     finally:
         stop_process(process, timeout_s=10)
-        shutil.copy(tmp_path / "console.log", tmp_path / "console.log.kept")
 
 
-def test_every_page_renders_in_chromium_without_an_error(console_url: str, tmp_path: Path) -> None:
+@contextmanager
+def chromium() -> Iterator[Any]:
     executable = _browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    shots = Path(os.environ.get("LLMWATCH_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(console_url)
-            page.get_by_role("textbox", name="User").fill("ada")
-            page.get_by_role("textbox", name="Password").fill(PASSWORDS["ada"])
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("Signed in as")).to_be_visible()
-
-            for link, marker in PAGES.items():
-                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
-                expect(page.get_by_text(marker).first).to_be_visible()
-                # Streamlit shows its status widget while the script runs; wait for it to finish.
-                expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"), full_page=True)
-                failures = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-                assert failures.count() == 0, f"{link}: " + " | ".join(failures.all_inner_texts())
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def console_url(console_env, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
+    with running_console(console_env[0], tmp_path, free_port()) as url:
+        yield url
+
+
+def test_every_page_renders_in_chromium_without_an_error(console_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    shots = Path(os.environ.get("LLMWATCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(console_url)
+        page.get_by_role("textbox", name="User").fill("ada")
+        page.get_by_role("textbox", name="Password").fill(PASSWORDS["ada"])
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Signed in as")).to_be_visible()
+
+        for link, marker in PAGES.items():
+            page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
+            expect(page.get_by_text(marker).first).to_be_visible()
+            # Streamlit shows its status widget while the script runs; wait for it to finish.
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"), full_page=True)
+            failures = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert failures.count() == 0, f"{link}: " + " | ".join(failures.all_inner_texts())
     assert len(list(shots.glob("*.png"))) == len(PAGES)
+
+
+def test_single_sign_on_through_an_oidc_provider_maps_addresses_to_roles(console_env, tmp_path: Path) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    provider = OidcProvider("ada@example.com")
+    port = free_port()
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text(provider.secrets_toml(f"http://127.0.0.1:{port}"))
+    env = {**console_env[0], "LLMWATCH_CONSOLE_OIDC_ROLES": "ada@example.com:reviewer,*@example.com:viewer"}
+    try:
+        with running_console(env, tmp_path, port) as url, chromium() as browser:
+            for email, expected in (("ada@example.com", "ada@example.com (reviewer)"),
+                                    ("kim@example.com", "kim@example.com (viewer)"),
+                                    ("eve@elsewhere.org", "has no role in this console")):
+                provider.email = email
+                page = browser.new_context().new_page()  # a fresh cookie jar per person
+                page.set_default_timeout(30_000)
+                page.goto(url)
+                page.get_by_role("button", name="Log in with single sign-on").click()
+                expect(page.get_by_text(expected)).to_be_visible()
+                page.context.close()
+    finally:
+        provider.close()
