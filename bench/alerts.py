@@ -28,7 +28,6 @@ from _common import ROOT, free_port, print_table, start_store, start_tansu, stop
 sys.path.insert(0, str(ROOT / "tests"))
 
 from alerts.evaluate import evaluate_rule  # noqa: E402
-from alerts.notify import PagerDutyNotifier  # noqa: E402
 from alerts.releases import Registry, ReleaseRecord  # noqa: E402
 from alerts.rules import parse_rules  # noqa: E402
 from alerts.scheduler import build_alert_scheduler  # noqa: E402

@@ -255,10 +255,10 @@ def main() -> int:
             migrate(store, 90)
             now = datetime.now(timezone.utc).replace(microsecond=0)
             seconds = seed(store, args.events, now)
-            counts = dict(store.query(f"SELECT 'traces', count() FROM llmwatch.traces UNION ALL "
-                                      f"SELECT 'scores', count() FROM llmwatch.scores UNION ALL "
-                                      f"SELECT 'trace_stats rows', count() FROM llmwatch.trace_stats UNION ALL "
-                                      f"SELECT 'score_counts rows', count() FROM llmwatch.score_counts"))
+            counts = dict(store.query("SELECT 'traces', count() FROM llmwatch.traces UNION ALL "
+                                      "SELECT 'scores', count() FROM llmwatch.scores UNION ALL "
+                                      "SELECT 'trace_stats rows', count() FROM llmwatch.trace_stats UNION ALL "
+                                      "SELECT 'score_counts rows', count() FROM llmwatch.score_counts"))
             print(f"seeded in {seconds:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
             rows, results = [], {"events": args.events, "seed_s": seconds, "counts": counts, "ranges": {}}

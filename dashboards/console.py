@@ -167,5 +167,23 @@ def scope_picker(dimensions: tuple[str, ...] = DIMENSIONS) -> Scope:
     return scope
 
 
+def compact(n: float) -> str:
+    """12,345 -> 12.3k; 3,320,000 -> 3.32M: metric values that fit a column."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
+def dollars(amount: float) -> str:
+    return f"${amount:,.2f}" if amount < 100 else f"${compact(amount)}" if amount >= 10_000 else f"${amount:,.0f}"
+
+
+def duration_ms(ms: float | None) -> str:
+    if ms is None or ms != ms:
+        return "–"
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
 def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "–"

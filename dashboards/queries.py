@@ -78,9 +78,14 @@ def traffic_totals(scope: Scope, db: str) -> Query:
     return _traffic(db, where, ()), params
 
 
+def traffic_step(scope: Scope) -> int:
+    """Chart step of traffic series: trace_stats holds minutes, so never finer than that."""
+    return max(60, scope.bucket_s)
+
+
 def traffic_series(scope: Scope, db: str, by: str = "app") -> Query:
     where, params = scope.where("bucket")
-    params["step"] = scope.bucket_s
+    params["step"] = traffic_step(scope)
     t = "toStartOfInterval(bucket, toIntervalSecond({step:UInt32})) AS t"
     return _traffic(db, where, (t, f"{by} AS series" if by.startswith("'") else by), order="t"), params
 

@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.Formatter.converter = time.gmtime
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per health check otherwise
     handler, _ = COMMANDS[args.command]
     try:
         return handler(settings, args)

@@ -9,6 +9,7 @@ import streamlit as st
 
 from alerts.silences import ALL_GROUPS, acknowledge, load_mutes, silence, unsilence
 from dashboards import console as c
+from dashboards.charts import over_time
 from dashboards import queries as q
 
 db = c.settings().database
@@ -26,14 +27,15 @@ counts[1].metric("Pending", int((open_["status"] == "pending").sum()))
 counts[2].metric("Rules with incidents", latest["rule"].nunique())
 
 columns = ["rule", "group", "status", "level", "value", "threshold", "samples", "since", "last_change"]
+numbers = {name: st.column_config.NumberColumn(format="%.4g") for name in ("value", "threshold")}
 st.subheader("Open")
 if open_.empty:
     st.success("Nothing open.")
 else:
-    st.dataframe(open_[columns], hide_index=True, width="stretch")
+    st.dataframe(open_[columns], hide_index=True, width="stretch", column_config=numbers)
 st.subheader("All incidents, latest state")
 picked = st.dataframe(latest[columns], hide_index=True, width="stretch", on_select="rerun",
-                      selection_mode="single-row", key="incident")
+                      selection_mode="single-row", key="incident", column_config=numbers)
 rows = picked.selection.rows if picked else []
 wanted = json.loads(st.query_params.get("alert", "{}") or "{}")  # links from notifications
 if rows:
@@ -48,7 +50,8 @@ st.header(f"{rule} · {incident['group']}")
 history = c.fresh(q.alert_history(db, rule, group_key))
 chart = history.dropna(subset=["value"])
 if not chart.empty:
-    st.line_chart(chart.melt(id_vars="at", value_vars=["value", "threshold"], var_name="series", value_name="amount"), x="at", y="amount", color="series")
+    over_time(chart.melt(id_vars="at", value_vars=["value", "threshold"], var_name="series", value_name="amount"),
+              "at", "amount", "series", y_title=incident["rule"])
 st.dataframe(history, hide_index=True, width="stretch")
 
 now = datetime.now(timezone.utc)

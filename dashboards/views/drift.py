@@ -2,11 +2,13 @@
 sample of its reference and current embeddings, the terms that moved, and the current inputs
 least like anything in the reference."""
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboards import console as c
+from dashboards.charts import over_time
 from dashboards import queries as q
 from dashboards.stats import moved_most, project_2d
 from detectors.drift_job import Window, sample_window
@@ -25,6 +27,7 @@ if checks.empty:
 whole_app = checks[~checks["current"].str.contains(" release ")]
 mmd = whole_app[whole_app["method"] == "mmd"]
 latest = mmd.sort_values("checked_at").groupby(["app", "target"]).tail(1)
+latest = latest.assign(calm=latest["verdict"] != "drift").sort_values(["calm", "app", "target"])  # drifted first
 row = st.columns(max(1, len(latest)))
 for column, check in zip(row, latest.itertuples()):
     column.metric(f"{check.app} · {check.target}", check.verdict.replace("_", " "),
@@ -33,12 +36,13 @@ for column, check in zip(row, latest.itertuples()):
 
 left, right = st.columns(2)
 left.subheader("MMD p-value (low = drift)")
-left.line_chart(mmd.assign(series=mmd["app"] + " · " + mmd["target"]), x="checked_at", y="p_value", color="series")
+series = mmd.assign(series=mmd["app"] + " · " + mmd["target"])
+over_time(series, "checked_at", "p_value", "series", y_title="p-value", container=left)
 right.subheader("MMD statistic")
-right.line_chart(mmd.assign(series=mmd["app"] + " · " + mmd["target"]), x="checked_at", y="statistic", color="series")
+over_time(series, "checked_at", "statistic", "series", y_title="MMD²", container=right)
 
 st.header("One check")
-options = latest.assign(calm=latest["verdict"] != "drift").sort_values(["calm", "app", "target"])  # drifted first
+options = latest
 labels = [f"{r.app} · {r.target} · {r.checked_at:%Y-%m-%d %H:%M}" for r in options.itertuples()]
 chosen = options.iloc[st.selectbox("Latest check of", range(len(labels)), format_func=labels.__getitem__, key="check")]
 cols = st.columns(3)
@@ -65,8 +69,24 @@ points = pd.concat([
     pd.DataFrame(cur_xy, columns=["x", "y"]).assign(side="current", text=[t[:120] for t in texts]),
 ])
 st.subheader("Reference and current embeddings (PCA, sampled)")
-st.scatter_chart(points, x="x", y="y", color="side", size=12)
+st.altair_chart(alt.Chart(points).mark_circle(size=40, opacity=0.6).encode(
+    x=alt.X("x:Q", title=None), y=alt.Y("y:Q", title=None),
+    color=alt.Color("side:N", title=None, scale=alt.Scale(domain=["reference", "current"], range=["#9aa5b1", "#e4572e"]),
+                    legend=alt.Legend(orient="bottom")),
+    tooltip=["side:N", "text:N"],
+).properties(height=380), width="stretch")
+
 st.subheader("Current inputs least like the reference")
-far = moved_most(reference, current, 10)
-st.dataframe(pd.DataFrame([{"distance to nearest reference": round(d, 3), chosen["target"]: texts[i]} for i, d in far]),
-             hide_index=True, width="stretch")
+far, seen = [], set()
+for i, distance in moved_most(reference, current, 200):
+    if distance < 0.05:  # a near twin is in the reference: nothing new about it
+        break
+    if texts[i] not in seen:
+        seen.add(texts[i])
+        far.append({"distance to nearest reference": round(distance, 3), chosen["target"]: texts[i]})
+    if len(far) == 10:
+        break
+if far:
+    st.dataframe(pd.DataFrame(far), hide_index=True, width="stretch")
+else:
+    st.caption("Every sampled current text has a near twin (cosine distance < 0.05) in the reference.")

@@ -1,10 +1,10 @@
 """Overview: traffic, errors, latency, tokens and cost over time; the share of toxic, unsupported
 and anomalous events; open incidents; a row per app and release."""
 
-import pandas as pd
 import streamlit as st
 
 from dashboards import console as c
+from dashboards.charts import over_time
 from dashboards import queries as q
 
 db = c.settings().database
@@ -19,9 +19,9 @@ events = int(totals["events"] or 0)
 row = st.columns(8)
 row[0].metric("Events", f"{events:,}")
 row[1].metric("Error rate", c.percent(totals["errors"] or 0, events))
-row[2].metric("Latency p95", f"{totals['p95']:,.0f} ms" if events and pd.notna(totals["p95"]) else "–")
-row[3].metric("Tokens", f"{int(totals['tokens'] or 0):,}")
-row[4].metric("Cost", f"${totals['cost_usd'] or 0:,.2f}")
+row[2].metric("Latency p95", c.duration_ms(totals["p95"]) if events else "–")
+row[3].metric("Tokens", c.compact(totals["tokens"] or 0))
+row[4].metric("Cost", c.dollars(totals['cost_usd'] or 0))
 for column, name in zip(row[5:], q.LABELS):
     column.metric(name.capitalize(), c.percent(labels[name] or 0, labels[f"{name}_of"] or 0),
                   help=f"share of scored events labelled {name}")
@@ -41,26 +41,27 @@ if not events:
 series = c.query(q.traffic_series(scope, db, by="app"))
 series["error_rate"] = series["errors"] / series["events"]
 left, right = st.columns(2)
-left.subheader(f"Events per {scope.bucket_s // 60} min" if scope.bucket_s >= 60 else f"Events per {scope.bucket_s} s")
-left.area_chart(series, x="t", y="events", color="app")
+step = q.traffic_step(scope)
+left.subheader(f"Events per {step // 3600} h" if step >= 3600 else f"Events per {step // 60} min")
+over_time(series, "t", "events", "app", kind="area", container=left)
 right.subheader("Latency (ms)")
 overall = c.query(q.traffic_series(scope, db, by="'all'"))
 latency = overall.melt(id_vars="t", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms")
-right.line_chart(latency, x="t", y="ms", color="percentile")
+over_time(latency, "t", "ms", "percentile", container=right)
 
 left, right = st.columns(2)
 left.subheader("Error rate")
-left.line_chart(series, x="t", y="error_rate", color="app")
-right.subheader("Cost (USD) and tokens")
-right.bar_chart(series, x="t", y="cost_usd", color="app")
+over_time(series, "t", "error_rate", "app", percent=True, y_title="errors", container=left)
+right.subheader("Cost")
+over_time(series, "t", "cost_usd", "app", kind="area", y_title="USD", container=right)
 
 shares = c.query(q.label_series(scope, db))
 if not shares.empty:
     for name in q.LABELS:
         shares[name] = shares[name] / shares[f"{name}_of"].where(shares[f"{name}_of"] > 0)
     st.subheader("Share of flagged events")
-    st.line_chart(shares.melt(id_vars="t", value_vars=list(q.LABELS), var_name="label", value_name="share"),
-                  x="t", y="share", color="label")
+    over_time(shares.melt(id_vars="t", value_vars=list(q.LABELS), var_name="label", value_name="share"),
+              "t", "share", "label", percent=True)
 
 st.subheader("Per app and release")
 by_release = c.query(q.traffic_by_release(scope, db))

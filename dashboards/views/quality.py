@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import console as c
+from dashboards.charts import over_time
 from dashboards import queries as q
 from dashboards.stats import rate_difference, wilson
 
@@ -20,7 +21,7 @@ left, right = st.columns(2)
 for column, name, title in ((left, "toxic", "Toxic outputs"), (right, "unsupported", "Unsupported answers")):
     frame = series[series[f"{name}_of"] > 0].assign(rate=lambda f, n=name: f[n] / f[f"{n}_of"])
     column.subheader(title)
-    column.line_chart(frame, x="t", y="rate", color="release")
+    over_time(frame, "t", "rate", "release", percent=True, container=column)
 
 st.header("Compare two releases")
 st.caption("Same app, same period (the time range on the left). Is the candidate worse than the baseline?")

@@ -85,7 +85,8 @@ def test_overview_shows_traffic_flags_and_the_open_incident(open_console, consol
     assert shown["Anomalous"] == f"{100 / seeded.events:.2f}%"
     # p95 from the rollup's latency histogram: within its 2.5 % bucket error of the exact value.
     exact = float(np.percentile(seeded.latencies, 95))
-    assert float(shown["Latency p95"].removesuffix(" ms").replace(",", "")) == pytest.approx(exact, rel=0.03)
+    assert float(shown["Latency p95"].removesuffix(" ms")) == pytest.approx(exact, rel=0.03)
+    assert shown["Tokens"] == f"{60 * seeded.events / 1000:.3g}k"
     assert "1 firing" in texts(at.warning) and "toxic-outputs" in texts(at.warning)
     table = at.dataframe[0].value
     assert set(table["release"]) == {STABLE.release, CANARY.release, "rag:4@llama-3-8b"}
