@@ -4,6 +4,7 @@ the time range and filters kept in the URL. The Streamlit edge of the console.""
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from datetime import datetime, timezone
 from functools import cache
@@ -13,13 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import queries
-from dashboards.auth import User, allowed, oidc_role, verify
+from dashboards.auth import User, allowed, hash_password, oidc_role, verify
 from dashboards.console_server import is_loopback
 from dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore, connect
 
-__all__ = ["can", "query", "scalar", "scope_picker", "settings", "sign_in", "store", "user"]
+__all__ = ["can", "fresh", "query", "scope_picker", "settings", "sign_in", "sql_store", "store", "user"]
 
 
 @st.cache_resource
@@ -62,11 +63,6 @@ def fresh(built: tuple[str, dict[str, Any]]) -> pd.DataFrame:
     return store().query_df(sql, params)
 
 
-def scalar(built: tuple[str, dict[str, Any]]) -> Any:
-    frame = query(built)
-    return None if frame.empty else frame.iat[0, 0]
-
-
 # --- who is signed in -------------------------------------------------------------------------
 
 def _oidc_configured() -> bool:
@@ -74,6 +70,11 @@ def _oidc_configured() -> bool:
         return "auth" in st.secrets
     except Exception:  # no secrets.toml at all
         return False
+
+
+@cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
 
 
 def sign_in() -> User | None:
@@ -107,7 +108,8 @@ def sign_in() -> User | None:
             submitted = st.form_submit_button("Log in", type="primary")
         if submitted:
             account = accounts.get(name)
-            if account is not None and verify(password, account.password_hash):
+            # An unknown user costs the same scrypt as a known one: timing does not tell them apart.
+            if verify(password, account.password_hash if account else _decoy_hash()) and account is not None:
                 st.session_state["user"] = account
                 st.rerun()
             time.sleep(1.0)  # slows guessing; the same answer for a wrong user and a wrong password

@@ -45,7 +45,6 @@ class Window:
             {"w_start": self.start, "w_end": self.end},
         )
 
-
     @classmethod
     def from_label(cls, label: str) -> tuple[Window, str | None]:
         """The window a drift row's reference/current label names (to minute precision), and

@@ -232,7 +232,10 @@ class Settings:
         except ValueError as exc:
             problems.append(str(exc))
         try:
+            from dashboards.auth import oidc_role
+
             self.console_accounts
+            oidc_role("check@example.com", self.console_oidc_roles)
         except ConfigError as exc:
             problems.append(str(exc))
         if problems:

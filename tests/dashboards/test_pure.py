@@ -110,3 +110,12 @@ def test_chart_buckets_keep_about_120_points() -> None:
     assert bucket_seconds(900) == 10
     assert bucket_seconds(86400) == 900
     assert bucket_seconds(30 * 86400) == 6 * 3600
+
+
+def test_bad_console_settings_are_reported_at_start() -> None:
+    from llmwatch.settings import Settings
+
+    with pytest.raises(ConfigError, match="OIDC role entry 'a@b.c:boss'"):
+        Settings.from_env({"LLMWATCH_CONSOLE_OIDC_ROLES": "a@b.c:boss"})
+    with pytest.raises(ConfigError, match="role 'boss'"):
+        Settings.from_env({"LLMWATCH_CONSOLE_USERS": f"bob:boss:{hash_password('pw')}"})
