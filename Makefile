@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/detectors.py
 	$(PY) bench/alerts.py
 	$(PY) bench/ingest_http.py
+	$(PY) bench/console.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results
