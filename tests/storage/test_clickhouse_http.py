@@ -121,3 +121,22 @@ def test_sort_keys_lead_with_app_and_coarse_time() -> None:
 def test_an_empty_dataframe_keeps_its_columns(store: ClickHouseStore) -> None:
     frame = store.query_df(f"SELECT at, actor FROM {store.database}.audit_log WHERE actor = {{a:String}}", {"a": "nobody"})
     assert frame.empty and list(frame.columns) == ["at", "actor"]
+
+
+def test_rollups_follow_inserts_and_a_new_rollup_is_backfilled(store: ClickHouseStore) -> None:
+    db = store.database
+    rows = [{"event_id": str(uuid.uuid4()), "trace_id": "t", "timestamp": datetime(2026, 11, 20, 10, 0, s, tzinfo=timezone.utc),
+             "app": "bot", "prompt_id": "answer", "prompt_version": "7", "model": "m", "latency_ms": float(100 * (s + 1)),
+             "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01, "error": "boom" if s == 0 else ""}
+            for s in range(10)]
+    store.insert("traces", rows)
+    totals = f"SELECT release, sum(events), sum(errors), sum(input_tokens) + sum(output_tokens) FROM {db}.trace_stats GROUP BY release"
+    assert store.query(totals) == [("answer:7@m", 10, 1, 150)]
+    # A database that predates the rollup: migrate creates it and counts what is already stored, once.
+    store.command(f"DROP TABLE {db}.trace_stats_mv")
+    store.command(f"DROP TABLE {db}.trace_stats")
+    migrate(store, retention_days=90)
+    migrate(store, retention_days=90)
+    assert store.query(totals) == [("answer:7@m", 10, 1, 150)]
+    (histogram,) = store.query(f"SELECT sumMap(latency_hist) FROM {db}.trace_stats")[0]
+    assert sum(histogram.values()) == 10 and max(1.05 ** k - 1 for k in histogram) == pytest.approx(1000, rel=0.05)
