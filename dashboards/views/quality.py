@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboards import console as c
 from dashboards.charts import over_time
+from dashboards.scope import Scope
 from dashboards import queries as q
 from dashboards.stats import rate_difference, wilson
 
@@ -37,12 +38,21 @@ if len(releases) < 2:
 left, right = st.columns(2)
 baseline = left.selectbox("Baseline", releases, index=1, key="baseline")
 candidate = right.selectbox("Candidate", releases, index=0, key="candidate")
-counts = c.query(q.release_counts(scope, db, app, [baseline, candidate])).set_index("release")
+if baseline == candidate:
+    st.info("Pick two different releases.")
+    st.stop()
+pair = [baseline, candidate]
+labels = c.query(q.release_counts(scope, db, app, pair)).set_index("release").reindex(pair).fillna(0)
+traffic = c.query(q.traffic_by_release(
+    Scope(scope.start, scope.end, scope.range_name, {"app": (app,), "release": tuple(pair)}), db,
+)).set_index("release").reindex(pair).fillna(0)
+# (bad, judged) per release for each rate the canary is judged on.
+rates = {name: {r: (int(labels.at[r, name]), int(labels.at[r, f"{name}_of"])) for r in pair} for name in q.LABELS}
+rates["error"] = {r: (int(traffic.at[r, "errors"]), int(traffic.at[r, "events"])) for r in pair}
 
 rows = []
-for name in q.LABELS:
-    k1, n1 = int(counts.at[candidate, name]), int(counts.at[candidate, f"{name}_of"])
-    k0, n0 = int(counts.at[baseline, name]), int(counts.at[baseline, f"{name}_of"])
+for name, by_release in rates.items():
+    (k0, n0), (k1, n1) = by_release[baseline], by_release[candidate]
     if not (n0 and n1):
         continue
     d, low, high = rate_difference(k1, n1, k0, n0)
@@ -56,7 +66,7 @@ for name in q.LABELS:
         "_d": d, "_low": low, "_high": high,
     })
 if not rows:
-    st.info("The two releases have no scores in common in this range.")
+    st.info("The two releases have no events in common in this range.")
     st.stop()
 table = pd.DataFrame(rows)
 worse = table[table["verdict"] == "worse"]["label"].tolist()
@@ -65,6 +75,10 @@ if worse:
 else:
     st.success(f"No evidence that {candidate} is worse than {baseline}.")
 st.dataframe(table.drop(columns=["_d", "_low", "_high"]), hide_index=True, width="stretch")
+latency = traffic[["p50", "p95", "p99"]].round(0)
+st.caption("Latency (ms) of each release over the same period: " + "; ".join(
+    f"{r}: p50 {latency.at[r, 'p50']:.0f}, p95 {latency.at[r, 'p95']:.0f}, p99 {latency.at[r, 'p99']:.0f}"
+    for r in pair if traffic.at[r, "events"]))
 chart = table.assign(difference=100 * table["_d"], low=100 * table["_low"], high=100 * table["_high"])
 st.vega_lite_chart(chart, {
     "layer": [

@@ -138,6 +138,8 @@ def test_quality_says_the_canary_is_worse(open_console) -> None:  # noqa: ANN001
     table = at.dataframe[0].value.set_index("label")
     assert table.at["toxic", "verdict"] == "worse"
     assert table.at["toxic", "baseline"].startswith("0.00%")
+    assert table.at["error", "verdict"] == "no clear difference"  # errors are spread evenly in the seed
+    assert "Latency (ms) of each release" in texts(at.caption)
 
 
 def test_drift_page_shows_the_verdicts_terms_and_the_inputs_that_moved(open_console) -> None:  # noqa: ANN001
