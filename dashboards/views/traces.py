@@ -4,6 +4,7 @@ with every score, the unsupported claims marked in the answer, redactions and fe
 import html
 import json
 import re
+import uuid
 
 import streamlit as st
 
@@ -29,25 +30,31 @@ with st.container(border=True):
 
 found = c.query(q.trace_search(scope, db, text=text.strip(), user_id=user_id.strip(), scores=ranges, limit=limit))
 st.caption(f"{len(found)} newest matching trace(s)" + (" (limit reached: narrow the search)" if len(found) == limit else ""))
+rows: list[int] = []
 if found.empty:
     st.info("No traces match.")
-    st.stop()
-
-scores = c.query(q.trace_scores(db, [str(e) for e in found["event_id"]]))
-if not scores.empty:
-    scores["column"] = scores["detector"] + scores["target"].map(lambda t: "" if t in ("", "output") else f" ({t})")
-    wide = scores.pivot_table(index="event_id", columns="column", values="score", aggfunc="max")
-    found = found.merge(wide, left_on="event_id", right_index=True, how="left")
-found["event_id"] = found["event_id"].astype(str)
-first = ["timestamp", "app", "release", *sorted(set(found.columns) - set(q.TRACE_COLUMNS)), "input", "output"]
-found = found[first + [name for name in found.columns if name not in first]]
-
-picked = st.dataframe(found, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                      key="found", column_config={"timestamp": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
-rows = picked.selection.rows if picked else []
-event_id = st.query_params.get("event") if not rows else found.iloc[rows[0]]["event_id"]
+else:
+    scores = c.query(q.trace_scores(db, [str(e) for e in found["event_id"]]))
+    if not scores.empty:
+        scores["column"] = scores["detector"] + scores["target"].map(lambda t: "" if t in ("", "output") else f" ({t})")
+        wide = scores.pivot_table(index="event_id", columns="column", values="score", aggfunc="max")
+        found = found.merge(wide, left_on="event_id", right_index=True, how="left")
+    found["event_id"] = found["event_id"].astype(str)
+    first = ["timestamp", "app", "release", *sorted(set(found.columns) - set(q.TRACE_COLUMNS)), "input", "output"]
+    found = found[first + [name for name in found.columns if name not in first]]
+    picked = st.dataframe(found, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                          key="found",
+                          column_config={"timestamp": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+    rows = picked.selection.rows if picked else []
+# A selected row, or the trace a shared link names (it may lie outside the current search).
+event_id = found.iloc[rows[0]]["event_id"] if rows else st.query_params.get("event")
 if not event_id:
     st.caption("Select a row to see the whole trace.")
+    st.stop()
+try:
+    event_id = str(uuid.UUID(str(event_id)))
+except ValueError:
+    st.warning(f"{event_id!r} in the link is not an event id.")
     st.stop()
 st.query_params["event"] = event_id
 

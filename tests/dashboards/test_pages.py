@@ -121,6 +121,14 @@ def test_traces_search_and_a_trace_with_claims_redactions_and_feedback(open_cons
     assert "<code>[EMAIL]</code>" in texts(at.markdown)
 
 
+def test_a_mangled_link_opens_with_warnings_not_errors(open_console) -> None:  # noqa: ANN001
+    at = open_console(url={"range": "3 weeks"})
+    assert "unknown time range '3 weeks'; showing 24h" in texts(at.sidebar.warning)
+    assert metrics(at)["Events"] == "600"
+    at = visit(open_console(url={"event": "not-a-uuid"}), "traces")
+    assert "'not-a-uuid' in the link is not an event id." in texts(at.warning)
+
+
 def test_traces_score_range_filter(open_console) -> None:  # noqa: ANN001
     at = visit(open_console(), "traces")
     at.slider(key="score_toxicity").set_value((0.9, 1.0))
