@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -130,3 +131,31 @@ def test_single_sign_on_through_an_oidc_provider_maps_addresses_to_roles(console
                 page.context.close()
     finally:
         provider.close()
+
+
+def test_review_decisions_from_the_keyboard(console_url: str, console_env) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    _, store, seeded = console_env
+    decided = f"SELECT event_id, decision FROM {store.database}.reviews FINAL WHERE reviewer = 'rui' ORDER BY decided_at"
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(console_url)
+        page.get_by_role("textbox", name="User").fill("rui")
+        page.get_by_role("textbox", name="Password").fill(PASSWORDS["rui"])
+        page.get_by_role("button", name="Log in").click()
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Review queue", exact=True).click()
+        expect(page.get_by_text("5 event(s) still need decisions")).to_be_visible()
+        expect(page.get_by_text("queued by toxic-outputs")).to_be_visible()
+        first = next(e for e in seeded.review_event_ids if page.get_by_text(e).count())
+
+        # Typing a note that contains the shortcut letters decides nothing.
+        page.get_by_role("textbox", name="Note (needed for other)").fill("too formal, hallucinated")
+        page.wait_for_timeout(1000)
+        assert store.query(decided) == []
+
+        page.evaluate("document.activeElement.blur()")  # leave the text box
+        page.keyboard.press("t")
+        wait_until(lambda: store.query(decided) == [(uuid.UUID(first), "toxic")], 20, "the decision")
+        expect(page.get_by_text(first)).to_have_count(0)  # the next item is shown
