@@ -77,6 +77,24 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def signed_in(browser: Any, url: str, user: str) -> Any:
+    """A new page of the console, signed in with `user`'s password."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.get_by_role("textbox", name="User").fill(user)
+    page.get_by_role("textbox", name="Password").fill(PASSWORDS[user])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+    return page
+
+
+def open_page(page: Any, link: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
+
+
 @pytest.fixture
 def console_url(console_env, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
     with running_console(console_env[0], tmp_path, free_port()) as url:
@@ -89,16 +107,9 @@ def test_every_page_renders_in_chromium_without_an_error(console_url: str, tmp_p
     shots = Path(os.environ.get("LLMWATCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(console_url)
-        page.get_by_role("textbox", name="User").fill("ada")
-        page.get_by_role("textbox", name="Password").fill(PASSWORDS["ada"])
-        page.get_by_role("button", name="Log in").click()
-        expect(page.get_by_text("Signed in as")).to_be_visible()
-
+        page = signed_in(browser, console_url, "ada")
         for link, marker in PAGES.items():
-            page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
+            open_page(page, link)
             expect(page.get_by_text(marker).first).to_be_visible()
             # Streamlit shows its status widget while the script runs; wait for it to finish.
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
@@ -139,13 +150,8 @@ def test_review_decisions_from_the_keyboard(console_url: str, console_env) -> No
     _, store, seeded = console_env
     decided = f"SELECT event_id, decision FROM {store.database}.reviews FINAL WHERE reviewer = 'rui' ORDER BY decided_at"
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(console_url)
-        page.get_by_role("textbox", name="User").fill("rui")
-        page.get_by_role("textbox", name="Password").fill(PASSWORDS["rui"])
-        page.get_by_role("button", name="Log in").click()
-        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Review queue", exact=True).click()
+        page = signed_in(browser, console_url, "rui")
+        open_page(page, "Review queue")
         expect(page.get_by_text("5 event(s) still need decisions")).to_be_visible()
         expect(page.get_by_text("queued by toxic-outputs")).to_be_visible()
         first = next(e for e in seeded.review_event_ids if page.get_by_text(e).count())
