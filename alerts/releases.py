@@ -23,7 +23,7 @@ from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegistrationFollower", "ReleaseRecord", "Registry", "control_event"]
+__all__ = ["RegistrationFollower", "ReleaseRecord", "Registry", "active_release", "control_event", "rollback_target"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,14 @@ class ReleaseRecord:
                 "provider": self.provider}
 
 
-def _active(records: list[ReleaseRecord]) -> ReleaseRecord | None:
+def active_release(records: list[ReleaseRecord]) -> ReleaseRecord | None:
+    """The release served now, among an app's records."""
     return next((r for r in records if r.status == "active"), None)
+
+
+def rollback_target(records: list[ReleaseRecord], release: str) -> ReleaseRecord | None:
+    """The release a rollback of `release` returns to: the most recent stable other one."""
+    return next((r for r in records if r.status == "stable" and r.release != release), None)
 
 
 def _find(records: list[ReleaseRecord], app: str, release: str) -> ReleaseRecord:
@@ -81,7 +87,7 @@ class Registry:
         return [ReleaseRecord(*row) for row in rows]
 
     def active(self, app: str) -> ReleaseRecord | None:
-        return _active(self.releases(app))
+        return active_release(self.releases(app))
 
     def register(self, record: ReleaseRecord, actor: str) -> ReleaseRecord:
         return self._write(record, "candidate", "registered", actor, record.reason)
@@ -90,7 +96,7 @@ class Registry:
         """Serve `release` from now on; the previously active release becomes stable."""
         records = self.releases(app)
         target = _find(records, app, release)
-        current = _active(records)
+        current = active_release(records)
         if current is not None and current.release != release:
             self._write(current, "stable", "superseded", actor, f"superseded by {release}", publish=False)
         return self._write(target, "active", "promoted", actor, reason)
@@ -102,8 +108,8 @@ class Registry:
         records = self.releases(app)
         bad = _find(records, app, release)
         if bad.status == "rolled_back":
-            return _active(records)
-        fallback = next((r for r in records if r.status == "stable" and r.release != release), None)
+            return active_release(records)
+        fallback = rollback_target(records, release)
         if fallback is None:
             log.warning("rollback of %s/%s: no stable release to return to", app, release)
             return None

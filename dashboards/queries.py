@@ -286,12 +286,14 @@ def reviews(db: str) -> Query:
     )
 
 
-def audit_log(db: str, actions: tuple[str, ...] = (), limit: int = 200) -> Query:
-    condition = "WHERE action IN {actions:Array(String)}" if actions else ""
+def audit_log(db: str, actions: tuple[str, ...] = (), app: str = "", limit: int = 200) -> Query:
+    """The newest audit rows, of these actions (all without) and this app (any without)."""
+    conditions = (["action IN {actions:Array(String)}"] if actions else []) + (["app = {app:String}"] if app else [])
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     return (
-        f"SELECT at, actor, action, app, release, details FROM {db}.audit_log {condition} "
+        f"SELECT at, actor, action, app, release, details FROM {db}.audit_log {where}"
         f"ORDER BY at DESC LIMIT {{limit:UInt32}}",
-        {"actions": list(actions), "limit": limit},
+        {"actions": list(actions), "app": app, "limit": limit},
     )
 
 

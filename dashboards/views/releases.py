@@ -3,7 +3,7 @@ promote / rollback (admins, after confirming), through the same registry the ale
 
 import streamlit as st
 
-from alerts.releases import Registry
+from alerts.releases import Registry, active_release, rollback_target
 from dashboards import console as c
 from dashboards import queries as q
 from llmwatch.errors import ConfigError
@@ -32,14 +32,14 @@ st.query_params["app"] = app
 
 registry = Registry(c.store(), settings)
 records = registry.releases(app)
-active = next((r for r in records if r.status == "active"), None)
+active = active_release(records)
 st.metric("Serving now", active.release if active else "nothing active")
 st.dataframe([{"release": r.release, "status": r.status, "since": r.updated_at, "by": r.actor, "why": r.reason}
               for r in records], hide_index=True, width="stretch")
 
 st.subheader("Rollbacks and promotions")
-audit = c.fresh(q.audit_log(db, actions=("rolled_back", "restored", "promoted", "superseded", "registered"), limit=500))
-audit = audit[audit["app"] == app]
+audit = c.fresh(q.audit_log(db, actions=("rolled_back", "restored", "promoted", "superseded", "registered"),
+                             app=app, limit=500))
 st.dataframe(audit, hide_index=True, width="stretch")
 
 st.subheader("Change what is served")
@@ -53,9 +53,9 @@ if not choices:
     st.stop()
 release = st.selectbox("Release", choices, key="release_target")
 reason = st.text_input("Reason (goes to the audit log)", key="release_reason")
-fallback = next((r.release for r in records if r.status == "stable" and r.release != release), None)
+fallback = rollback_target(records, release)
 consequence = (f"{app} will serve {release}" if action == "promote"
-               else f"{app} will go back from {release} to {fallback}" if fallback else None)
+               else f"{app} will go back from {release} to {fallback.release}" if fallback else None)
 if consequence is None:
     st.warning(f"{app} has no stable release to return to; a rollback would change nothing.")
     st.stop()
