@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from alerts.audit import audit
 from ingest.events import release_name
 from llmwatch.errors import ConfigError
 from llmwatch.settings import Settings
@@ -128,10 +129,7 @@ class Registry:
             "model": new.model, "provider": new.provider, "status": status, "reason": reason, "actor": actor,
             "updated_at": now,
         }])
-        self.store.insert("audit_log", [{
-            "at": now, "actor": actor, "action": action, "app": new.app, "release": new.release,
-            "details": json.dumps({"status": status, "reason": reason}),
-        }])
+        audit(self.store, actor, action, app=new.app, release=new.release, at=now, status=status, reason=reason)
         if publish and status == "active" and self.producer is not None:
             self.producer.produce(self.settings.control_topic, key=new.app.encode(), value=control_event(new, action, now))
             remaining = self.producer.flush(10)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from alerts.audit import audit
+
 __all__ = ["Mutes", "acknowledge", "load_mutes", "silence", "unsilence"]
 
 ALL_GROUPS = ""
@@ -64,10 +66,8 @@ def _record(store: Any, rule: str, group_key: str, action: str, actor: str, note
     store.insert("alert_actions", [{"at": now, "rule": rule, "group_key": group_key, "action": action,
                                     "until": until, "actor": actor, "note": note}])
     labels = json.loads(group_key) if group_key else {}
-    store.insert("audit_log", [{"at": now, "actor": actor, "action": action, "app": labels.get("app", ""),
-                                "release": labels.get("release", ""),
-                                "details": json.dumps({"rule": rule, "group": group_key, "until":
-                                                       until.isoformat() if until else None, "note": note})}])
+    audit(store, actor, action, app=labels.get("app", ""), release=labels.get("release", ""), at=now, rule=rule,
+          group=group_key, until=until.isoformat() if until else None, note=note)
 
 
 def silence(store: Any, rule: str, group_key: str, until: datetime, actor: str, note: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from alerts.audit import audit
 from dashboards.stats import cohen_kappa, fleiss_kappa
 
 __all__ = ["DECISIONS", "agreement", "dataset", "record", "to_jsonl", "to_parquet"]
@@ -28,8 +29,7 @@ def record(store: Any, event_id: str, reviewer: str, app: str, release: str, dec
     now = datetime.now(timezone.utc)
     store.insert("reviews", [{"event_id": event_id, "reviewer": reviewer, "app": app, "release": release,
                               "decision": decision, "note": note.strip(), "decided_at": now}])
-    store.insert("audit_log", [{"at": now, "actor": reviewer, "action": "review", "app": app, "release": release,
-                                "details": json.dumps({"event_id": str(event_id), "decision": decision})}])
+    audit(store, reviewer, "review", app=app, release=release, at=now, event_id=str(event_id), decision=decision)
 
 
 def agreement(decisions: pd.DataFrame) -> dict[str, Any]:
