@@ -95,14 +95,13 @@ def seed(store: ClickHouseStore, events: int, now: datetime) -> float:
         FROM ({base}) WHERE n % {stride} = 0""",
         {"t0": t0},
     )
-    hour = lambda t: t.strftime("%Y-%m-%d %H:%M")  # noqa: E731
     drift = []
     for k in range(DAYS * 24 * 12):  # every 5 minutes for a week
         at = now - timedelta(minutes=5 * k)
         for app in ("support-bot", "docs-rag", "agent"):
             drift.append({"checked_at": at, "app": app, "target": "input", "method": "mmd",
-                          "reference": f"{hour(at - timedelta(hours=25))}/{hour(at - timedelta(hours=1))}",
-                          "current": f"{hour(at - timedelta(hours=1))}/{hour(at)}", "reference_size": 2000,
+                          "reference": Window.between(at - timedelta(hours=25), at - timedelta(hours=1)).label,
+                          "current": Window.between(at - timedelta(hours=1), at).label, "reference_size": 2000,
                           "current_size": 2000, "statistic": 0.01, "p_value": 0.5, "threshold": 0.01, "drifted": 0,
                           "verdict": "no_drift", "terms_up": [], "terms_down": []})
     store.insert("drift", drift)

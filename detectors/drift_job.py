@@ -46,6 +46,11 @@ class Window:
         )
 
     @classmethod
+    def between(cls, start: datetime, end: datetime) -> Window:
+        """The time window [start, end), labelled to the minute as the drift table shows it."""
+        return cls(f"{start:%Y-%m-%d %H:%M}/{end:%Y-%m-%d %H:%M}", start, end)
+
+    @classmethod
     def from_label(cls, label: str) -> tuple[Window, str | None]:
         """The window a drift row's reference/current label names (to minute precision), and
         the release it was restricted to, if any. ValueError for a label it did not write."""
@@ -54,10 +59,6 @@ class Window:
         span, _, release = label.partition(" release ")
         start, end = (datetime.strptime(part, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc) for part in span.split("/"))
         return cls(label, start, end + timedelta(minutes=1)), release or None
-
-
-def _time_window(start: datetime, end: datetime) -> Window:
-    return Window(f"{start:%Y-%m-%d %H:%M}/{end:%Y-%m-%d %H:%M}", start, end)
 
 
 def sample_window(store: Store, app: str, target: str, window: Window, limit: int, release: str | None = None) -> tuple[np.ndarray, list[str]]:
@@ -115,11 +116,11 @@ def run_drift_checks(store: Store, settings: Settings, now: datetime | None = No
     now = now or datetime.now(timezone.utc)
     rng = rng or np.random.default_rng(settings.drift_seed)
     window = timedelta(seconds=settings.drift_window_s)
-    current = _time_window(now - window, now)
+    current = Window.between(now - window, now)
     if settings.drift_reference_release:
         reference = Window(f"release {settings.drift_reference_release}", release=settings.drift_reference_release)
     else:
-        reference = _time_window(now - window - timedelta(seconds=settings.drift_reference_s), now - window)
+        reference = Window.between(now - window - timedelta(seconds=settings.drift_reference_s), now - window)
     where, params = current.where()
     groups = store.query(
         f"SELECT app, target, groupUniqArray(release) FROM {store.database}.embeddings WHERE {where} "

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from alerts.releases import Registry, ReleaseRecord
+from detectors.drift_job import Window
 from detectors.embedding import quantise
 from llmwatch.settings import Settings
 
@@ -99,12 +100,12 @@ def seed(store: Any, settings: Settings) -> Seeded:
     store.insert("feedback", [{"event_id": str(uuid.uuid4()), "trace_id": "trace-300", "app": "docs-rag", "timestamp": now,
                                "score": 0.0, "comment": "that 90 days is wrong", "user_id": "user-11", "received_at": now}])
 
-    minute = lambda t: t.strftime("%Y-%m-%d %H:%M")  # noqa: E731 - the drift job's window labels
     middle = now - timedelta(hours=1)
     for app, drifted in (("support-bot", True), ("docs-rag", False)):
         store.insert("drift", [{
             "checked_at": now - timedelta(minutes=m), "app": app, "target": "input", "method": "mmd",
-            "reference": f"{minute(now - timedelta(hours=2))}/{minute(middle)}", "current": f"{minute(middle)}/{minute(now)}",
+            "reference": Window.between(now - timedelta(hours=2), middle).label,
+            "current": Window.between(middle, now).label,
             "reference_size": 200, "current_size": 200, "statistic": 0.4 if drifted else 0.001,
             "p_value": 0.001 if drifted else 0.6, "threshold": 0.01, "drifted": int(drifted),
             "verdict": "drift" if drifted else "no_drift", "terms_up": ["invoice"] if drifted else [],
