@@ -182,15 +182,15 @@ def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
 
     store = connect(settings)
     decided = store.query_df(*reviews_query(settings.database))
-    records = reviews.dataset(decided) if not decided.empty else []
+    records = reviews.dataset(decided)
     data = reviews.to_parquet(records) if args.format == "parquet" else reviews.to_jsonl(records)
     temporary = args.output.with_name(args.output.name + ".partial")
     temporary.write_bytes(data)
     temporary.replace(args.output)
-    measured = reviews.agreement(decided) if not decided.empty else {"items": 0, "fleiss_kappa": None}
+    measured = reviews.agreement(decided)
     kappa = measured["fleiss_kappa"]
     print(f"{len(records)} reviewed event(s) written to {args.output}; Fleiss' kappa "
-          f"{'n/a' if kappa is None else f'{kappa:.3f}'} over {measured.get('items_with_2_plus', 0)} item(s) with 2+ reviewers")
+          f"{'n/a' if kappa is None else f'{kappa:.3f}'} over {measured['items_with_2_plus']} item(s) with 2+ reviewers")
     return 0
 
 

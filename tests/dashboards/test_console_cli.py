@@ -48,3 +48,16 @@ def test_reviews_export_writes_the_labelled_dataset(console_env, tmp_path: Path)
         assert len(rows) == 1
         assert rows[0]["label"] == "toxic" and not rows[0]["agreed"] and len(rows[0]["decisions"]) == 3
         assert not list(tmp_path.glob("*.partial"))
+
+
+def test_reviews_export_with_no_decisions_writes_an_empty_dataset(console_env, tmp_path: Path) -> None:  # noqa: ANN001
+    env, store, _ = console_env
+    empty = {**env, "LLMWATCH_DATABASE": f"{store.database}_empty"}
+    assert llmwatch("migrate", env=empty).returncode == 0
+    try:
+        result = llmwatch("reviews", "export", "--output", str(tmp_path / "none.jsonl"), env=empty)
+        assert result.returncode == 0, result.stderr
+        assert "0 reviewed event(s)" in result.stdout and "kappa n/a over 0 item(s)" in result.stdout
+        assert (tmp_path / "none.jsonl").read_bytes() == b""
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS {store.database}_empty")
