@@ -4,13 +4,16 @@
 or a `Rejection` that carries a stable reason code, a specific detail and the raw bytes.
 
 Reason codes (the `reason` column of llmwatch.rejected and the DLQ header):
-    too_large, invalid_utf8, not_json, not_object, too_deep, schema, bad_timestamp,
+    too_large, invalid_utf8, not_json, not_object, too_deep, duplicate_key, schema, bad_timestamp,
     timestamp_in_future, timestamp_too_old
+and, from the worker, `internal`: the event broke llmwatch itself (a bug or a store refusal),
+with the exception type in the detail; it is isolated so the rest of its batch goes on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,6 +28,7 @@ from schemas import trace_event_schema
 __all__ = [
     "Feedback",
     "Limits",
+    "has_duplicate_keys",
     "Rejection",
     "TraceEvent",
     "parse",
@@ -37,6 +41,9 @@ _RELEASE_FIELDS = ("prompt_id", "prompt_version", "model", "provider")
 _USAGE_FIELDS = ("input_tokens", "output_tokens")
 # A namespace for event ids derived from content (feedback without an event_id).
 _FEEDBACK_NS = uuid.UUID("6d1c4f0e-8a53-4f4e-9d59-1b2f1f6f0a11")
+# The end of an object key: a quote that no backslash escapes, then a colon. Inside a valid JSON
+# string every quote is escaped, so this counts keys exactly (and in linear time).
+_KEY_END = re.compile(rb'(?<!\\)(?:\\\\)*"\s*:')
 
 
 def release_name(prompt_id: str, prompt_version: str, model: str) -> str:
@@ -188,8 +195,11 @@ _TRACE_VALIDATOR = _Validator("trace")
 _FEEDBACK_VALIDATOR = _Validator("feedback")
 
 
-def parse(raw: bytes, limits: Limits, now: datetime) -> Parsed:
-    """Parse one message; never raises for bad input, returns a Rejection instead."""
+def parse(raw: bytes, limits: Limits, now: datetime, *, arrived: datetime | None = None) -> Parsed:
+    """Parse one message; never raises for bad input, returns a Rejection instead.
+
+    `arrived` is when the message entered Kafka (its record timestamp): the time of feedback
+    that carries none, so that a replay derives the same event again. Defaults to `now`."""
     if len(raw) > limits.max_bytes:
         return Rejection("too_large", f"{len(raw)} bytes, limit {limits.max_bytes}", raw)
     try:
@@ -198,9 +208,12 @@ def parse(raw: bytes, limits: Limits, now: datetime) -> Parsed:
         return _diagnose(raw, exc)
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {type(doc).__name__}", raw)
-    depth = _depth(doc, limits.max_depth)
+    depth, keys = _shape(doc, limits.max_depth)
     if depth > limits.max_depth:
         return Rejection("too_deep", f"nesting deeper than {limits.max_depth} levels", raw)
+    if keys != len(_KEY_END.findall(raw)):
+        # JSON parsers keep the last of two equal keys; which value is meant is anyone's guess.
+        return Rejection("duplicate_key", "an object repeats a key", raw)
 
     is_feedback = doc.get("kind") == "feedback"
     validator = _FEEDBACK_VALIDATOR if is_feedback else _TRACE_VALIDATOR
@@ -209,7 +222,7 @@ def parse(raw: bytes, limits: Limits, now: datetime) -> Parsed:
         return Rejection("schema", error, raw)
 
     try:
-        timestamp = _timestamp(doc.get("timestamp"), now)
+        timestamp = _timestamp(doc.get("timestamp"), arrived or now)
     except ValueError as exc:
         return Rejection("bad_timestamp", str(exc), raw)
     if timestamp - now > limits.max_future_skew:
@@ -263,8 +276,8 @@ def _trace(doc: dict[str, Any], timestamp: datetime) -> TraceEvent:
         model=release.get("model", ""),
         provider=release.get("provider", ""),
         latency_ms=_float_or_none(doc.get("latency_ms")),
-        input_tokens=usage.get("input_tokens"),
-        output_tokens=usage.get("output_tokens"),
+        input_tokens=_int_or_none(usage.get("input_tokens")),
+        output_tokens=_int_or_none(usage.get("output_tokens")),
         cost_usd=_float_or_none(doc.get("cost_usd")),
         user_id=doc.get("user_id", ""),
         session_id=doc.get("session_id", ""),
@@ -304,11 +317,12 @@ def _text_and_messages(
     return "\n".join(content for _, content in messages), messages
 
 
-def _timestamp(value: Any, now: datetime) -> datetime:
+def _timestamp(value: Any, arrived: datetime) -> datetime:
+    """The event's time in UTC; ValueError for anything that is not a representable instant."""
     if value is None:
-        # Feedback may omit it: it happened when we received it.
-        return now
-    if isinstance(value, int):
+        # Feedback may omit it: it happened when it reached Kafka.
+        return arrived
+    if isinstance(value, (int, float)):  # JSON 1e12 parses as a float
         try:
             return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
         except (OverflowError, OSError, ValueError) as exc:
@@ -316,30 +330,38 @@ def _timestamp(value: Any, now: datetime) -> datetime:
             raise ValueError(msg) from exc
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        msg = f"{value!r} is not an RFC 3339 date-time"
+        if parsed.tzinfo is None:
+            # RFC 3339 requires an offset; naive times from utcnow() are common: read them as UTC.
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        # Year 1 at +01:00 is before datetime.min in UTC: OverflowError.
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        msg = f"{value!r} is not an RFC 3339 date-time in range"
         raise ValueError(msg) from exc
-    if parsed.tzinfo is None:
-        # RFC 3339 requires an offset; naive times from utcnow() are common, so read them as UTC.
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
-def _depth(doc: Any, limit: int) -> int:
-    """Nesting depth of a parsed document, giving up just past `limit` (iterative: no recursion)."""
-    deepest = 0
+def _shape(doc: Any, limit: int) -> tuple[int, int]:
+    """(nesting depth, number of object keys) of a parsed document, giving up on the depth just
+    past `limit`. Iterative: no recursion."""
+    deepest = keys = 0
     stack = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > deepest:
             deepest = depth
             if deepest > limit:
-                return deepest
+                return deepest, keys
         if isinstance(node, dict):
+            keys += len(node)
             stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
-    return deepest
+    return deepest, keys
+
+
+def has_duplicate_keys(raw: bytes, doc: Any) -> bool:
+    """Whether the JSON text `raw`, which parsed to `doc`, repeats a key in some object."""
+    return _shape(doc, 1 << 30)[1] != len(_KEY_END.findall(raw))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -362,3 +384,7 @@ def _diagnose(raw: bytes, exc: orjson.JSONDecodeError) -> Rejection:
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)  # the schema allows 5.0 for an integer

@@ -1,8 +1,13 @@
 """The stream processor: a faust app that scores llm.traces in batches and stores the results.
 
 Per batch (size N, or whatever arrived within T seconds):
-parse and validate → reject to llm.traces.dlq and llmwatch.rejected → score with every detector →
-insert (idempotently, ingest/sink.py) → produce DLQ records and wait for them → only then ack.
+parse and validate → score with every detector → insert (idempotently, ingest/sink.py) → produce
+the rejections' DLQ records and wait for them → insert their llmwatch.rejected rows → only then ack.
+
+No single event can stop the pipeline: an exception while parsing, redacting, scoring or encoding
+one event rejects that event alone (reason `internal`, the exception type in the detail), and a
+store error that blames the data (StoreDataError) is narrowed down to the rows at fault by
+bisecting the batch. Only an unreachable store or broker holds a batch back.
 
 Faust's `take()` acks in a `finally` even when processing raises, which would skip events. This
 agent uses `noack_take()` and acks explicitly after the batch is stored. A store outage is
@@ -27,9 +32,9 @@ from typing import Any, Callable, Sequence
 
 from detectors.base import Detector, ScoreRow
 from detectors.pii import redact_bytes, redact_event, redact_text
-from ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
-from ingest.sink import RawMessage, StoredBatch, store_batch
-from llmwatch.errors import StoreError
+from ingest.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
+from ingest.sink import RawMessage, StoredBatch, new_rejections, store_events, store_rejections
+from llmwatch.errors import StoreDataError, StoreError
 from llmwatch.settings import Settings
 from storage.clickhouse import Store
 
@@ -41,6 +46,9 @@ __all__ = ["BatchHandler", "build_app", "run_worker"]
 EXIT_STORE_DOWN = 75
 DLQ_TEXT_LIMIT = 1000
 HEARTBEAT_INTERVAL_S = 5.0
+# Retry waits grow 0.5, 1, 2, 4 s and stop growing here, so a store that comes back is used
+# again within this many seconds.
+STORE_RETRY_CAP_S = 4.0
 
 
 class BatchHandler:
@@ -78,7 +86,7 @@ class BatchHandler:
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         return [row for detector in self.detectors for row in _score_isolated(detector, events)]
 
-    def _redacted(self, message: RawMessage, parsed: TraceEvent | Feedback | Rejection) -> Any:
+    def _redacted(self, message: RawMessage, parsed: Parsed) -> tuple[RawMessage, Parsed]:
         """The message with PII handled per policy, before anything is stored or logged."""
         policy = self.pii
         if isinstance(parsed, TraceEvent):
@@ -91,55 +99,110 @@ class BatchHandler:
         detail = redact_text(parsed.detail, strictest, policy.key)[0]
         return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 
+    def _parsed(self, message: RawMessage, now: datetime) -> tuple[RawMessage, Parsed]:
+        """Parse and redact one message. Never raises: whatever goes wrong rejects this message."""
+        try:
+            parsed = parse(message.value, self.limits, now, arrived=message.arrived)
+            return self._redacted(message, parsed)
+        except Exception as exc:
+            log.exception("parsing message %s/%d/%d failed", *_position(message))
+            return self._internal(message, exc, "parsing")
+
+    def _internal(self, message: RawMessage, exc: Exception, stage: str) -> tuple[RawMessage, Rejection]:
+        """A rejection with reason `internal`: the message broke llmwatch at `stage`."""
+        detail = f"{stage} failed: {type(exc).__name__}: {str(exc)[:DLQ_TEXT_LIMIT]}"
+        try:
+            redacted, rejection = self._redacted(message, Rejection("internal", detail, message.value))
+        except Exception:  # redaction itself failed: keep none of the bytes rather than leak PII
+            log.exception("redacting message %s/%d/%d failed", *_position(message))
+            return replace(message, value=b""), Rejection("internal", f"{stage} failed: {type(exc).__name__}", b"")
+        assert isinstance(rejection, Rejection)
+        return redacted, rejection
+
     def handle(self, messages: Sequence[RawMessage]) -> StoredBatch:
         """Process one batch to completion. Returns when everything is stored and every DLQ
-        record is acknowledged by the broker; raises StoreError when the store stays down."""
+        record is acknowledged by the broker; raises StoreError when the store (or the broker,
+        for DLQ records) stays down."""
         now = self.clock()
-        traces: list[TraceEvent] = []
-        feedback: list[Feedback] = []
+        events: list[tuple[RawMessage, TraceEvent | Feedback]] = []
         rejections: list[tuple[RawMessage, Rejection]] = []
         for raw_message in messages:
-            message, parsed = self._redacted(raw_message, parse(raw_message.value, self.limits, now))
-            if isinstance(parsed, TraceEvent):
-                traces.append(parsed)
-            elif isinstance(parsed, Feedback):
-                feedback.append(parsed)
-            else:
+            message, parsed = self._parsed(raw_message, now)
+            if isinstance(parsed, Rejection):
                 rejections.append((message, parsed))
+            else:
+                events.append((message, parsed))
 
-        stored = self._store_with_retry(traces, feedback, rejections, now)
-        if stored.fresh_rejections:
-            self._send_to_dlq(stored.fresh_rejections)
+        stored = self._with_retry(lambda: self._store_isolated(events, now))
+        rejections += stored.refused
+        stored = replace(stored, rejected=self._with_retry(lambda: self._reject(rejections, now)))
         if self.embeddings is not None:
-            self.embeddings.submit(traces)
+            self.embeddings.submit([e for _, e in events if isinstance(e, TraceEvent)])
         for key in self.totals:
             self.totals[key] += getattr(stored, key)
         return stored
 
-    def _store_with_retry(
-        self,
-        traces: list[TraceEvent],
-        feedback: list[Feedback],
-        rejections: list[tuple[RawMessage, Rejection]],
-        now: datetime,
-    ) -> StoredBatch:
+    def _store_isolated(self, events: list[tuple[RawMessage, TraceEvent | Feedback]], now: datetime) -> StoredBatch:
+        """Store these events. When the store refuses the data, or encoding it fails, split the
+        batch in halves until the events at fault stand alone, and return those as refused."""
+        if not events:
+            return StoredBatch()
+        try:
+            return store_events(
+                self.store,
+                traces=[e for _, e in events if isinstance(e, TraceEvent)],
+                feedback=[e for _, e in events if isinstance(e, Feedback)],
+                score=self.score,
+                now=now,
+            )
+        except StoreError as exc:
+            if not isinstance(exc, StoreDataError):
+                raise  # the store's trouble, not the data's: retried as an outage
+            error: Exception = exc
+        except Exception as exc:  # encoding a row failed: a bug, but one event's
+            error = exc
+        if len(events) == 1:
+            message, event = events[0]
+            log.error("event %s refused: %s: %s", event.event_id, type(error).__name__, error)
+            return StoredBatch(refused=[self._internal(message, error, "storing")])
+        middle = len(events) // 2
+        return self._store_isolated(events[:middle], now) + self._store_isolated(events[middle:], now)
+
+    def _reject(self, rejections: list[tuple[RawMessage, Rejection]], now: datetime) -> int:
+        """DLQ records first, then `rejected` rows: a crash in between replays both, so a
+        rejection is never recorded without its DLQ record. Returns the rows written."""
+        if not rejections:
+            return 0
+        fresh = new_rejections(self.store, rejections)
+        if fresh:
+            self._send_to_dlq([(m, r) for _, m, r in fresh])
+            self._store_rejections_isolated(fresh, now)
+        return len(fresh)
+
+    def _store_rejections_isolated(self, fresh: list[tuple[bytes, RawMessage, Rejection]], now: datetime) -> None:
+        try:
+            store_rejections(self.store, fresh, now)
+        except StoreDataError as exc:
+            if len(fresh) == 1:  # its DLQ record is the copy that remains
+                log.error("rejection of %s/%d/%d not stored: %s", *_position(fresh[0][1]), exc)
+                return
+            middle = len(fresh) // 2
+            self._store_rejections_isolated(fresh[:middle], now)
+            self._store_rejections_isolated(fresh[middle:], now)
+
+    def _with_retry(self, write: Callable[[], Any]) -> Any:
+        """Run `write` until it succeeds, backing off while the store is unreachable; give up
+        (re-raise) after store_retry_max_s."""
         started = self.monotonic()
         attempt = 0
         while True:
             try:
-                return store_batch(
-                    self.store,
-                    traces=traces,
-                    feedback=feedback,
-                    rejections=rejections,
-                    score=self.score,
-                    now=now,
-                )
+                return write()
             except StoreError as exc:
                 waited = self.monotonic() - started
                 if waited >= self.settings.store_retry_max_s:
                     raise
-                delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.8, 1.2)
+                delay = min(STORE_RETRY_CAP_S, 0.5 * 2**attempt) * random.uniform(0.8, 1.0)
                 attempt += 1
                 log.warning(
                     "store write failed (attempt %d, down %.0fs), retrying in %.1fs: %s",
@@ -164,7 +227,7 @@ class BatchHandler:
                 headers=[
                     ("llmwatch.reason", rejection.reason.encode()),
                     ("llmwatch.detail", rejection.detail[:DLQ_TEXT_LIMIT].encode()),
-                    ("llmwatch.source", f"{message.topic}/{message.partition}/{message.offset}".encode()),
+                    ("llmwatch.source", "{}/{}/{}".format(*_position(message)).encode()),
                 ],
                 on_delivery=on_delivery,
             )
@@ -173,6 +236,10 @@ class BatchHandler:
         if remaining or failures:
             msg = f"DLQ delivery failed ({remaining} pending): {failures[:3]}"
             raise StoreError(msg)
+
+
+def _position(message: RawMessage) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
 
 
 class EmbeddingWriter:
@@ -253,6 +320,13 @@ def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[Sc
     return rows
 
 
+def _record_time(seconds: float | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
+    except (OverflowError, OSError, ValueError):  # a producer may set any timestamp
+        return None
+
+
 def build_app(settings: Settings, handler: BatchHandler) -> Any:
     """The faust app with one agent that runs `handler` on batches."""
     import faust
@@ -282,7 +356,8 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
     async def score_traces(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
             messages = [
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                           _record_time(e.message.timestamp))
                 for e in events
             ]
             try:

@@ -9,7 +9,13 @@ every write idempotent by key before it commits offsets.
 3. New events' trace rows are inserted first, then their score rows. An event whose trace row
    exists but whose score rows are missing (a crash between the two inserts) gets only the
    missing (detector, target) rows on replay.
-4. Rejections are keyed by rejection_id (Kafka position + bytes), feedback by event_id, the same way.
+4. Feedback is keyed by event_id the same way. Rejections are keyed by rejection_id (Kafka
+   position + bytes); the worker produces a rejection's DLQ record before its `rejected` row, so a
+   crash between the two is repaired by the replay (which finds no row and sends both again).
+
+The lookups reach back `RETRY_WINDOW` before a batch's earliest event: ids that HTTP ingest
+derives from content, or feedback timed by its arrival, arrive again with a later time when the
+client retries, and must still find the first copy.
 
 Rows are only ever inserted for keys the store does not have, so a plain count() is exact.
 Two workers writing the same partition at once (a zombie after a rebalance) could still race;
@@ -21,15 +27,26 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from detectors.base import ScoreRow
 from ingest.events import Feedback, Rejection, TraceEvent
 from storage.clickhouse import Store
 
-__all__ = ["RawMessage", "StoredBatch", "existing_event_ids", "rejection_id", "store_batch"]
+__all__ = [
+    "RETRY_WINDOW",
+    "RawMessage",
+    "StoredBatch",
+    "existing_event_ids",
+    "new_rejections",
+    "rejection_id",
+    "store_events",
+    "store_rejections",
+]
+
+RETRY_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +57,30 @@ class RawMessage:
     partition: int
     offset: int
     value: bytes
+    arrived: datetime | None = None  # the record's timestamp: stable across replays
 
 
 @dataclass(frozen=True)
 class StoredBatch:
-    traces: int
-    scores: int
-    feedback: int
-    rejected: int
-    duplicates: int
-    fresh_rejections: list[tuple[RawMessage, Rejection]]
+    """What one batch (or part of one) wrote."""
+
+    traces: int = 0
+    scores: int = 0
+    feedback: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    # Events the store refused (a row its column types cannot hold): rejected, reason `internal`.
+    refused: list[tuple[RawMessage, Rejection]] = field(default_factory=list)
+
+    def __add__(self, other: StoredBatch) -> StoredBatch:
+        return StoredBatch(
+            self.traces + other.traces,
+            self.scores + other.scores,
+            self.feedback + other.feedback,
+            self.rejected + other.rejected,
+            self.duplicates + other.duplicates,
+            self.refused + other.refused,
+        )
 
 
 def rejection_id(message: RawMessage) -> bytes:
@@ -71,7 +102,7 @@ _BY_KEY = (
 def _key_params(events: Sequence[TraceEvent | Feedback]) -> dict[str, Any]:
     return {
         "apps": sorted({e.app for e in events}),
-        "lo": min(e.timestamp for e in events),
+        "lo": min(e.timestamp for e in events) - RETRY_WINDOW,
         "hi": max(e.timestamp for e in events),
         "ids": [e.event_id for e in events],
     }
@@ -105,18 +136,18 @@ def _existing_rejections(store: Store, ids: list[bytes]) -> set[bytes]:
     return {bytes.fromhex(row[0]) for row in rows}
 
 
-def store_batch(
+def store_events(
     store: Store,
     *,
     traces: Sequence[TraceEvent],
     feedback: Sequence[Feedback],
-    rejections: Sequence[tuple[RawMessage, Rejection]],
     score: Any,
     now: datetime,
 ) -> StoredBatch:
-    """Write one parsed batch idempotently. `score(events) -> list[ScoreRow]` runs only on events
-    that still need scores.
-    Raises StoreError/StoreUnavailable; safe to call again on failure."""
+    """Write one parsed batch's events idempotently. `score(events) -> list[ScoreRow]` runs only on
+    events that still need scores.
+    Raises StoreError/StoreUnavailable (StoreDataError when a row's data is at fault); safe to
+    call again on failure."""
     unique_traces = list({e.event_id: e for e in traces}.values())
     unique_feedback = list({f.event_id: f for f in feedback}.values())
     duplicates = len(traces) - len(unique_traces) + len(feedback) - len(unique_feedback)
@@ -144,19 +175,22 @@ def store_batch(
     duplicates += len(unique_feedback) - len(new_feedback)
     store.insert("feedback", [f.row(now) for f in new_feedback])
 
-    keyed = {rejection_id(m): (m, r) for m, r in rejections}
-    seen_rejections = _existing_rejections(store, list(keyed))
-    fresh = [(key, pair) for key, pair in keyed.items() if key not in seen_rejections]
-    store.insert("rejected", [_rejected_row(key, m, r, now) for key, (m, r) in fresh])
-
     return StoredBatch(
-        traces=len(new_traces),
-        scores=len(scores),
-        feedback=len(new_feedback),
-        rejected=len(fresh),
-        duplicates=duplicates,
-        fresh_rejections=[pair for _, pair in fresh],
+        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates
     )
+
+
+def new_rejections(
+    store: Store, rejections: Sequence[tuple[RawMessage, Rejection]]
+) -> list[tuple[bytes, RawMessage, Rejection]]:
+    """The rejections the store has no row for yet, with their keys, each once."""
+    keyed = {rejection_id(m): (m, r) for m, r in rejections}
+    seen = _existing_rejections(store, list(keyed))
+    return [(key, m, r) for key, (m, r) in keyed.items() if key not in seen]
+
+
+def store_rejections(store: Store, rejections: Sequence[tuple[bytes, RawMessage, Rejection]], now: datetime) -> None:
+    store.insert("rejected", [_rejected_row(key, m, r, now) for key, m, r in rejections])
 
 
 def _score_row(row: ScoreRow, event: TraceEvent, now: datetime) -> dict[str, Any]:

@@ -5,6 +5,8 @@
   + SchemaError          a schema or DDL file cannot be loaded
   + StoreError           ClickHouse answered with an error
     - StoreUnavailable   ClickHouse could not be reached (retry later)
+    - StoreDataError     the data sent cannot be stored (a value out of its column's range):
+                         retrying cannot help; find the rows at fault
   + DetectorLoadError    a detector's model or package is missing
   + PortInUse            a port the embedded stack needs is taken
 """
@@ -29,6 +31,10 @@ class StoreError(LlmwatchError):
 
 
 class StoreUnavailable(StoreError):
+    pass
+
+
+class StoreDataError(StoreError):
     pass
 
 

@@ -3,16 +3,57 @@ embedded store alike)."""
 
 from __future__ import annotations
 
+import re
+import struct
 import threading
 from typing import Any, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import clickhouse_connect
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from llmwatch.errors import StoreError, StoreUnavailable
+from llmwatch.errors import StoreDataError, StoreError, StoreUnavailable
 
 __all__ = ["ClickHouseStore", "Store", "connect"]
+
+
+# ClickHouse error codes that blame the data sent, not the server: parse, type and range errors.
+# Anything else ClickHouse answers (too many parts, memory, read-only, auth...) is the server's
+# trouble, retried like an outage rather than blamed on rows.
+DATA_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        128,  # TOO_LARGE_ARRAY_SIZE
+        130,  # CANNOT_READ_ARRAY_FROM_TEXT
+        131,  # TOO_LARGE_STRING_SIZE
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        407,  # DECIMAL_OVERFLOW
+    }
+)
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _store_error(exc: DatabaseError) -> StoreError:
+    """StoreDataError when the data is to blame, StoreError otherwise."""
+    if isinstance(exc, DataError):  # clickhouse-connect could not encode a value for its column
+        return StoreDataError(str(exc))
+    match = _CODE.search(str(exc))
+    if match is not None and int(match.group(1)) in DATA_ERROR_CODES:
+        return StoreDataError(str(exc))
+    return StoreError(str(exc))
 
 
 class Store(Protocol):
@@ -91,7 +132,7 @@ class ClickHouseStore:
             msg = f"ClickHouse at {self.url} is unreachable: {exc}"
             raise StoreUnavailable(msg) from exc
         except DatabaseError as exc:
-            raise StoreError(str(exc)) from exc
+            raise _store_error(exc) from exc
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self._call("query", sql, parameters=params).result_rows
@@ -127,6 +168,11 @@ class ClickHouseStore:
             context.data = data
             try:
                 self._call("insert", context=context)
+            except (ValueError, TypeError, OverflowError, struct.error) as exc:
+                # Raised while encoding a value (a datetime before year 1, a str for a number):
+                # the connection is fine, the rows are not.
+                self._insert_contexts.pop(key, None)
+                raise StoreDataError(f"cannot encode rows for {table}: {type(exc).__name__}: {exc}") from exc
             except StoreError:
                 self._insert_contexts.pop(key, None)
                 raise

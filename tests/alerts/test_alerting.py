@@ -18,7 +18,7 @@ from alerts.scheduler import check_rules
 from alerts.silences import ALL_GROUPS, Mutes, silence, unsilence
 from detectors.toxicity import ProfanityCheckToxicity
 from ingest.events import TraceEvent
-from ingest.sink import store_batch
+from ingest.sink import store_events
 from llmwatch.errors import StoreUnavailable
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
@@ -57,7 +57,7 @@ def traffic(store: ClickHouseStore, start: datetime, toxic_share: float, n: int 
         for i in range(n)
     ]
     detector = ProfanityCheckToxicity()
-    store_batch(store, traces=events, feedback=[], rejections=[], score=detector.score, now=start)
+    store_events(store, traces=events, feedback=[], score=detector.score, now=start)
 
 
 def evaluate(store: ClickHouseStore, at: datetime) -> list[str]:

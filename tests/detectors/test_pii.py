@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import random
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -9,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectors import pii
 from detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
 from ingest.events import TraceEvent
 
@@ -121,3 +125,53 @@ def test_no_email_survives_redaction(before: str, email: str, after: str) -> Non
     text = f"{before} {email} {after}"
     redacted, _ = redact_text(text, "redact")
     assert email not in redacted
+
+
+# Strings that make a backtracking pattern rescan the rest of the text from every position:
+# long runs of the characters a pattern starts in, with the terminator it looks for missing.
+_MB = 1 << 20
+_ADVERSARIAL = {
+    "local-part run": "a" * _MB,
+    "dotted run": "a." * (_MB // 2),
+    "dashes": "a-" * (_MB // 2),
+    "at signs": "a@" * (_MB // 2),
+    "domain without TLD": "x@" + "a." * (_MB // 2),
+    "digits": "1" * _MB,
+    "spaced digits": "1 " * (_MB // 2),
+    "dashed digits": "12-" * (_MB // 3),
+    "plus digits": "+1" * (_MB // 2),
+    "dotted digits": "1." * (_MB // 2),
+    "colons": "a:" * (_MB // 2),
+    "base64": (base64.b64encode(random.Random(0).randbytes(3 * _MB // 4))).decode(),
+    "BEGIN without END": "-----BEGIN PRIVATE KEY-----" * (_MB // 27),
+    "JWT prefixes": "eyJ-" * (_MB // 4),
+    "key prefixes": "sk-" * (_MB // 3),
+    "assignments": "token=" * (_MB // 6),
+    "bearer": "bearer " * (_MB // 7),
+    "IBAN-like": "DE00 " * (_MB // 5),
+}
+
+
+@pytest.mark.parametrize("name", list(_ADVERSARIAL))
+def test_every_pattern_is_linear_on_adversarial_megabytes(name: str) -> None:
+    """Each pattern handles 1 MB of adversarial text in under 100 ms (a quadratic one takes
+    minutes to hours). CPU time, best of two, so a busy machine does not fail it."""
+    text = _ADVERSARIAL[name]
+    for pattern in pii._PATTERNS:
+        best = float("inf")
+        for _ in range(2):
+            started = time.process_time()
+            for _span in pattern.spans(text):
+                pass
+            best = min(best, time.process_time() - started)
+        assert best < 0.1, f"{pattern.kind} pattern {pattern.regex.pattern[:40]!r} took {best:.3f}s"
+
+
+def test_redacting_a_megabyte_of_emails_is_fast() -> None:
+    """Many matches: the overlap check between patterns is linear too."""
+    text = "mail a@b.cc or 4111 1111 1111 1111 now " * (_MB // 40)
+    started = time.process_time()
+    redacted, counts = redact_text(text, "redact")
+    assert time.process_time() - started < 5.0
+    assert counts["email"] == _MB // 40 and counts["card"] == _MB // 40
+    assert "@" not in redacted

@@ -17,7 +17,8 @@ from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
 from ingest.events import TraceEvent
 from ingest.kafka import producer
 from ingest.processor import BatchHandler
-from ingest.sink import RawMessage, store_batch
+from ingest import sink
+from ingest.sink import RawMessage
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
 
@@ -29,7 +30,7 @@ def event(app: str, text: str, at: datetime, **fields: object) -> TraceEvent:
 
 
 def store_events(store: ClickHouseStore, events: list[TraceEvent], embedder: EventEmbedder | None = None) -> None:
-    store_batch(store, traces=events, feedback=[], rejections=[], score=lambda e: [], now=NOW)
+    sink.store_events(store, traces=events, feedback=[], score=lambda e: [], now=NOW)
     if embedder is not None:
         store.insert("embeddings", embedder.embed(events))
 
