@@ -29,6 +29,7 @@ __all__ = [
     "Feedback",
     "Limits",
     "has_duplicate_keys",
+    "nesting_depth",
     "Rejection",
     "TraceEvent",
     "parse",
@@ -357,6 +358,11 @@ def _shape(doc: Any, limit: int) -> tuple[int, int]:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
     return deepest, keys
+
+
+def nesting_depth(doc: Any, limit: int) -> int:
+    """How deeply `doc` nests, counted up to just past `limit`."""
+    return _shape(doc, limit)[0]
 
 
 def has_duplicate_keys(raw: bytes, doc: Any) -> bool:

@@ -4,8 +4,14 @@
   (ingest/otlp.py); other spans are ignored and counted. The answer is an ExportTraceServiceResponse
   in the request's encoding, with `partial_success` naming spans that could not become events.
 * `POST /v1/events`: trace events (or feedback) as JSON, one object or an array, validated against
-  the schema; event_id, trace_id and timestamp are filled in when missing, as the SDK does.
+  the schema (the worker's own parser, so both agree). A missing event_id is derived from the
+  event's content, so a client that retries after a 503 stores the event once; a missing trace_id
+  comes from the same digest, a missing timestamp is the time of receipt. (Two identical events
+  without ids are therefore one event: send an event_id or a timestamp to keep them apart.)
   All or nothing: one invalid event rejects the request with 400 and the reasons.
+
+Bodies are read whole, up to `--ingest-max-body-bytes` before and after decompression; a bigger
+one is a 413, never a truncated parse.
 
 Both answer only after Kafka acknowledged every event (acks=all); a broker failure is 503 with
 Retry-After, which OTLP exporters retry. With `--ingest-api-key` set, requests need
@@ -16,16 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import uuid
 import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from ingest.events import Limits, Rejection, parse
+from ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
 from ingest.otlp import OtlpError, decode_request, span_events
 from llmwatch.settings import Settings
 
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 __all__ = ["build_app", "run_ingest"]
 
 PROTOBUF = "application/x-protobuf"
+# Ids of events that arrive without one: a digest of the content.
+_CONTENT_NS = uuid.UUID("9a4e1f0c-2b7d-4c55-8e3a-5f6d7c8b9a01")
 
 
 class Ingest:
@@ -58,9 +66,15 @@ class Ingest:
         limit = self.settings.ingest_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        # The whole body, however it is chunked on the wire (content.read(n) returns what is
+        # buffered so far, which cut big exporter batches short).
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         encoding = request.headers.get("Content-Encoding", "identity").lower()
         try:
             if encoding == "gzip":
@@ -101,7 +115,7 @@ class Ingest:
         now = datetime.now(timezone.utc)
         accepted, problems = [], list(result.errors)
         for event in result.events:
-            raw = json.dumps(event).encode()
+            raw = orjson.dumps(event)
             parsed = parse(raw, self.limits, now)
             if isinstance(parsed, Rejection):
                 problems.append(f"span {event.get('span_id')}: {parsed.reason}: {parsed.detail}")
@@ -118,18 +132,21 @@ class Ingest:
             raise web.HTTPUnauthorized(text="missing or wrong API key")
         body = await self._body(request)
         try:
-            document = json.loads(body)
-        except ValueError as exc:
+            document = orjson.loads(body)  # strict UTF-8, no NaN, at most 1024 levels deep
+        except orjson.JSONDecodeError as exc:
             raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
+        depth_limit = self.limits.max_depth + 1  # an array of events is one level more
+        if nesting_depth(document, depth_limit) > depth_limit:
+            raise web.HTTPBadRequest(text=f"nesting deeper than {self.limits.max_depth} levels")
+        if has_duplicate_keys(body, document):
+            raise web.HTTPBadRequest(text="an object repeats a key")
         items = document if isinstance(document, list) else [document]
         now = datetime.now(timezone.utc)
         values, errors = [], []
         for index, item in enumerate(items):
             if isinstance(item, dict) and item.get("kind") != "feedback":
-                item.setdefault("event_id", str(uuid.uuid4()))
-                item.setdefault("trace_id", uuid.uuid4().hex)
-                item.setdefault("timestamp", now.isoformat(timespec="milliseconds"))
-            raw = json.dumps(item).encode()
+                _fill_in(item, now)
+            raw = orjson.dumps(item)
             parsed = parse(raw, self.limits, now)
             if isinstance(parsed, Rejection):
                 errors.append({"index": index, "reason": parsed.reason, "detail": parsed.detail})
@@ -142,6 +159,16 @@ class Ingest:
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, **self.counts})
+
+
+def _fill_in(event: dict[str, Any], now: datetime) -> None:
+    """event_id and trace_id from a digest of the content as sent, timestamp from now."""
+    if "event_id" in event and "trace_id" in event and "timestamp" in event:
+        return
+    digest = uuid.uuid5(_CONTENT_NS, orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode())
+    event.setdefault("event_id", str(digest))
+    event.setdefault("trace_id", digest.hex)
+    event.setdefault("timestamp", now.isoformat(timespec="milliseconds"))
 
 
 def _bounded(decompressor: Any, body: bytes, limit: int) -> bytes:

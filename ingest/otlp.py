@@ -21,15 +21,21 @@ The event id is derived from the trace and span ids, so an exporter's retry is s
 from __future__ import annotations
 
 import base64
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
+from ingest.events import nesting_depth
+
 __all__ = ["OtlpError", "OtlpResult", "decode_request", "span_events"]
 
+# OTLP nests about ten levels, plus attribute values (kvlists in kvlists): 64 is room to spare,
+# and far from what makes a recursive parser fall over.
+MAX_JSON_DEPTH = 64
 _EVENT_NS = uuid.UUID("3b8f3c8e-5d0e-4f57-9a53-6c8b1b7d2e41")
 _INDEXED = re.compile(r"^(gen_ai\.(?:prompt|completion)|llm\.(?:input|output)_messages|retrieval\.documents)\.(\d+)\.(.+)$")
 STATUS_ERROR = 2
@@ -56,10 +62,12 @@ def decode_request(body: bytes, content_type: str) -> Any:
     request = ExportTraceServiceRequest()
     if content_type.startswith("application/json"):
         try:
-            document = json.loads(body)
+            document = orjson.loads(body)  # refuses nesting past 1024 levels instead of recursing
+            if nesting_depth(document, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise OtlpError(f"not OTLP JSON: nesting deeper than {MAX_JSON_DEPTH} levels")
             _hex_ids_to_base64(document)
             json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except (ValueError, TypeError, json_format.ParseError) as exc:
+        except (ValueError, TypeError, RecursionError, json_format.ParseError) as exc:
             raise OtlpError(f"not OTLP JSON: {exc}") from None
         return request
     try:
@@ -102,7 +110,7 @@ def _attributes(key_values: Any) -> dict[str, Any]:
 def _json(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
-            return json.loads(value)
+            return orjson.loads(value)
         except ValueError:
             return value
     return value

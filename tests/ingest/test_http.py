@@ -156,3 +156,24 @@ def test_json_events_bad_input_keys_and_sizes(ingest: tuple[Settings, str], embe
     wait_until(lambda: len(rows(embedded_store, "app = 'web'")) >= 21, 60, "rows")
     time.sleep(1)
     assert len(rows(embedded_store, "app = 'web'")) == 21  # nothing from the rejected requests
+
+
+def test_retries_of_events_without_ids_are_stored_once(ingest: tuple[Settings, str], embedded_store: ClickHouseStore) -> None:
+    """A client that retries (after a 503, a timeout) sends the same events again, later: ids
+    derived from the content make them the same events, for traces and for feedback."""
+    _, url = ingest
+    auth = {"X-Api-Key": KEY}
+    batch = [{"app": "retry", "input": f"q{i}", "output": f"answer {i}"} for i in range(5)]
+    feedback = {"kind": "feedback", "trace_id": "t-retry", "score": 0, "app": "retry"}
+    for _ in range(2):
+        assert httpx.post(f"{url}/v1/events", json=batch, headers=auth).json() == {"accepted": 5}
+        assert httpx.post(f"{url}/v1/events", json=feedback, headers=auth).json() == {"accepted": 1}
+        time.sleep(1.5)  # the retry gets a later timestamp from the server
+    db = embedded_store.database
+    wait_until(lambda: embedded_store.query(f"SELECT count() FROM {db}.feedback")[0][0] >= 1, 60, "feedback")
+    time.sleep(2)
+    assert len(rows(embedded_store, "app = 'retry'")) == 5
+    assert embedded_store.query(f"SELECT count() FROM {db}.feedback")[0][0] == 1
+    # Different content is a different event, even without ids.
+    httpx.post(f"{url}/v1/events", json={**batch[0], "output": "another answer"}, headers=auth)
+    wait_until(lambda: len(rows(embedded_store, "app = 'retry'")) == 6, 60, "the sixth event")
