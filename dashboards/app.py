@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import console
+from dashboards.markup import md
 
 st.set_page_config(page_title="llmwatch", page_icon=":material/monitoring:", layout="wide")
 
@@ -33,7 +34,7 @@ PAGES = {
 
 page = st.navigation(PAGES)
 with st.sidebar:
-    st.caption(f"Signed in as **{signed_in.name}** ({signed_in.role})")
+    st.caption(f"Signed in as **{md(signed_in.name)}** ({signed_in.role})")
     if signed_in.name != "local" and st.button("Log out", key="logout"):
         st.session_state.pop("user", None)
         if st.user.is_logged_in:

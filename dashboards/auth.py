@@ -12,11 +12,12 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 
 from llmwatch.errors import ConfigError
 
-__all__ = ["ROLES", "User", "allowed", "hash_password", "oidc_role", "parse_users", "verify"]
+__all__ = ["ROLES", "LoginThrottle", "User", "allowed", "hash_password", "oidc_role", "parse_users", "verify"]
 
 ROLES = ("viewer", "reviewer", "admin")
 
@@ -84,10 +85,12 @@ def parse_users(spec: str) -> dict[str, User]:
     return users
 
 
-def oidc_role(email: str | None, spec: str, default: str = "") -> str:
+def oidc_role(email: str | None, spec: str, default: str = "", *, verified: bool = True) -> str:
     """The role of an OIDC login from `email:role,...` (`*@example.com:viewer` matches a
-    domain); `default` (often empty: no access) when nothing matches."""
-    if not email:
+    domain); `default` (often empty: no access) when nothing matches. An address the provider
+    has not verified (`email_verified` not true) gets no role: anyone can type anyone's address
+    into an account at many providers."""
+    if not email or not verified:
         return default
     email = email.lower()
     best = default
@@ -101,6 +104,41 @@ def oidc_role(email: str | None, spec: str, default: str = "") -> str:
         if pattern.startswith("*@") and email.endswith(pattern[1:]):
             best = role
     return best
+
+
+class LoginThrottle:
+    """Failed password sign-ins per user name, across every browser session of the console
+    process: after `max_failures` within `window_s` the name is locked for `lockout_s`, whatever
+    session or address the next guess comes from. Names that do not exist are counted alike, so
+    the lockout does not tell them apart."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def locked_for(self, name: str, now: float) -> float:
+        """Seconds until `name` may try again (0: now)."""
+        with self._lock:
+            recent = [t for t in self._failures.get(name, []) if now - t < self.window_s]
+            self._failures[name] = recent
+            if len(recent) < self.max_failures:
+                return 0.0
+            return max(0.0, recent[-1] + self.lockout_s - now)
+
+    def failed(self, name: str, now: float) -> None:
+        with self._lock:
+            failures = self._failures.setdefault(name, [])
+            failures.append(now)
+            del failures[: -self.max_failures]
+            if len(self._failures) > 100_000:  # a spray of names: forget the oldest
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)
 
 
 def allowed(role: str, action: str) -> bool:

@@ -14,8 +14,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import queries
-from dashboards.auth import User, allowed, hash_password, oidc_role, verify
+from dashboards.auth import LoginThrottle, User, allowed, hash_password, oidc_role, verify
 from dashboards.console_server import is_loopback
+from dashboards.markup import md
 from dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore, connect
@@ -38,7 +39,7 @@ def sql_store() -> ClickHouseStore:
     """The SQL page's own client: its user may be a read-only ClickHouse user."""
     s = settings()
     return ClickHouseStore(s.store_url, s.database, user=s.console_sql_user or s.clickhouse_user,
-                           password=s.console_sql_password if s.console_sql_user else s.clickhouse_password,
+                           password=s.console_sql_password if s.console_sql_user else s.store_password,
                            query_timeout_s=s.console_sql_timeout_s + 5)
 
 
@@ -73,6 +74,12 @@ def _oidc_configured() -> bool:
 
 
 @cache
+def _throttle() -> LoginThrottle:
+    """One per console process: shared by every browser session, unlike st.session_state."""
+    return LoginThrottle()
+
+
+@cache
 def _decoy_hash() -> str:
     return hash_password(secrets.token_hex(16))
 
@@ -83,9 +90,12 @@ def sign_in() -> User | None:
     if "user" in st.session_state:
         return st.session_state["user"]
     if _oidc_configured() and st.user.is_logged_in:
-        role = oidc_role(st.user.get("email"), s.console_oidc_roles)
+        verified = st.user.get("email_verified") is True
+        role = oidc_role(st.user.get("email"), s.console_oidc_roles, verified=verified)
         if not role:
-            st.error(f"{st.user.get('email')} has no role in this console; ask an admin to add it to --console-oidc-roles.")
+            reason = ("has no role in this console; ask an admin to add it to --console-oidc-roles" if verified
+                      else "is not verified by the sign-in provider, so it cannot be given a role")
+            st.error(f"{md(st.user.get('email'))} {reason}.")
             st.button("Log out", on_click=st.logout)
             return None
         st.session_state["user"] = User(str(st.user.get("email")), role)
@@ -107,11 +117,17 @@ def sign_in() -> User | None:
             password = st.text_input("Password", type="password")
             submitted = st.form_submit_button("Log in", type="primary")
         if submitted:
+            waiting = _throttle().locked_for(name, time.monotonic())
+            if waiting:
+                st.error(f"Too many failed sign-ins for this user: try again in {waiting:.0f} s.")
+                return None
             account = accounts.get(name)
             # An unknown user costs the same scrypt as a known one: timing does not tell them apart.
             if verify(password, account.password_hash if account else _decoy_hash()) and account is not None:
+                _throttle().succeeded(name)
                 st.session_state["user"] = account
                 st.rerun()
+            _throttle().failed(name, time.monotonic())
             time.sleep(1.0)  # slows guessing; the same answer for a wrong user and a wrong password
             st.error("Wrong user or password.")
     return None

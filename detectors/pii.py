@@ -5,16 +5,17 @@ Kinds: email, phone, card (Luhn-checked), iban (mod-97-checked), ip (v4 and v6, 
 `password=` / `api_key:` style assignments).
 
 Each text field has a policy: `redact` replaces a match with `[EMAIL]`, `hash` with `[EMAIL:5f2c…]`
-(a keyed BLAKE2b digest, so equal values stay joinable without being readable), `keep` leaves it
-but still counts it. The counts per field and kind are stored with the event.
+(a 96-bit BLAKE2b digest keyed with --pii-hash-key, so equal values stay joinable without being
+readable; without a key anyone could hash a guess and compare, so `hash` requires one), `keep`
+leaves it but still counts it. The counts per field and kind are stored with the event.
 
 Examples:
     >>> redact_text("mail bob@example.com or call +44 20 7946 0958", "redact")
     ('mail [EMAIL] or call [PHONE]', {'email': 1, 'phone': 1})
     >>> redact_text("card 4111 1111 1111 1111, not 4111 1111 1111 1112", "redact")[0]
     'card [CARD], not 4111 1111 1111 1112'
-    >>> redact_text("key sk-proj-abcdefghijklmnopqrstuvwx", "hash", key=b"k")[0]
-    'key [SECRET:c6c5565834]'
+    >>> redact_text("key sk-proj-abcdefghijklmnopqrstuvwx", "hash", key=b"k")[0]  # doctest: +ELLIPSIS
+    'key [SECRET:...]'
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def find(text: str) -> list[Span]:
 
 
 def _digest(value: str, key: bytes) -> str:
-    return hashlib.blake2b(value.encode(), digest_size=5, key=key[:64]).hexdigest()
+    return hashlib.blake2b(value.encode(), digest_size=12, key=key[:64]).hexdigest()
 
 
 def redact_text(text: str, policy: str, key: bytes = b"") -> tuple[str, dict[str, int]]:
@@ -250,7 +251,7 @@ class PiiPolicy:
         default to redact). Raises ValueError naming what is wrong."""
         spec = spec.strip()
         if spec in POLICIES:
-            return cls(spec, spec, spec, key.encode())
+            return cls(spec, spec, spec, key.encode())._checked()
         fields: dict[str, str] = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, sep, value = part.partition("=")
@@ -262,7 +263,13 @@ class PiiPolicy:
                 )
                 raise ValueError(msg)
             fields[name] = value
-        return cls(**fields, key=key.encode())
+        return cls(**fields, key=key.encode())._checked()
+
+    def _checked(self) -> PiiPolicy:
+        if "hash" in (self.input, self.output, self.context) and len(self.key) < 16:
+            msg = "the PII policy `hash` needs a secret --pii-hash-key of 16 characters or more"
+            raise ValueError(msg)
+        return self
 
     @property
     def strictest(self) -> str:
@@ -297,8 +304,9 @@ def _redact_tree(value: Any, policy: str, key: bytes, field: str, counts: dict[s
 
 def redact_event(event, policy: PiiPolicy):  # type: ignore[no-untyped-def]
     """A copy of a TraceEvent with PII handled per field and counted in `event.pii`. Free-text
-    fields beyond input, output and context (error, tag values, extra) get the strictest policy;
-    user_id and session_id are the app's own identifiers and are kept."""
+    fields beyond input, output and context (error, tag keys and values, extra, environment,
+    the release's prompt_id) get the strictest policy; user_id and session_id are the app's own
+    identifiers and are kept."""
     counts: dict[str, int] = {}
     (new_input,) = _redact_all([event.input], policy.input, policy.key, "input", counts)
     message_texts = _redact_all((c for _, c in event.input_messages), policy.input, policy.key, "messages", counts)
@@ -306,12 +314,17 @@ def redact_event(event, policy: PiiPolicy):  # type: ignore[no-untyped-def]
     new_context = _redact_all(event.context, policy.context, policy.key, "context", counts)
     strictest = policy.strictest
     (new_error,) = _redact_all([event.error], strictest, policy.key, "error", counts)
-    new_tags = _redact_tree(event.tags, strictest, policy.key, "tags", counts)
+    tag_keys = _redact_all(event.tags, strictest, policy.key, "tags", counts)
+    new_tags = dict(zip(tag_keys, _redact_all(event.tags.values(), strictest, policy.key, "tags", counts)))
+    (new_environment, new_prompt_id) = _redact_all([event.environment, event.prompt_id], strictest, policy.key,
+                                                   "release", counts)
     new_extra = _redact_tree(event.extra, strictest, policy.key, "extra", counts)
     return replace(
         event,
         error=new_error,
         tags=new_tags,
+        environment=new_environment,
+        prompt_id=new_prompt_id,
         extra=new_extra,
         input=new_input,
         input_messages=tuple((role, text) for (role, _), text in zip(event.input_messages, message_texts)),

@@ -69,10 +69,12 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.supervisor import check_ports_free
-    from storage.embedded import serve
+    from storage.embedded import Limits, ensure_password, serve
 
     check_ports_free(settings.host, {"clickhouse_port": settings.clickhouse_port})
-    serve(settings.data_dir / "clickhouse", settings.host, settings.clickhouse_port)
+    password = ensure_password(settings.store_password_file, settings.clickhouse_password)
+    limits = Limits(settings.store_max_body_bytes, settings.store_query_max_memory_bytes, settings.store_query_timeout_s)
+    serve(settings.data_dir / "clickhouse", settings.host, settings.clickhouse_port, password=password, limits=limits)
     return 0
 
 

@@ -33,7 +33,9 @@ class Settings:
     clickhouse_port: int = setting(8123, "ClickHouse HTTP port (embedded store or server)")
     clickhouse_url: str = setting("", "ClickHouse HTTP URL; default http://HOST:CLICKHOUSE_PORT")
     clickhouse_user: str = setting("default", "ClickHouse user")
-    clickhouse_password: str = setting("", "ClickHouse password")
+    clickhouse_password: str = setting(
+        "", "ClickHouse password; empty: the embedded store's own, generated into DATA_DIR/clickhouse-password"
+    )
     database: str = setting("llmwatch", "ClickHouse database")
     console_port: int = setting(8501, "Streamlit console port")
     ingest_port: int = setting(4318, "HTTP ingest port: OTLP/HTTP at /v1/traces, JSON events at /v1/events")
@@ -109,7 +111,7 @@ class Settings:
     pagerduty_url: str = setting("https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint")
     pagerduty_routing_key: str = setting("", "PagerDuty integration (routing) key for the `pagerduty` action")
     webhook_url: str = setting("", "URL the `webhook` action POSTs signed JSON to")
-    webhook_secret: str = setting("", "HMAC-SHA256 secret of the webhook signature header")
+    webhook_secret: str = setting("", "HMAC-SHA256 secret of the webhook signature header (16+ characters; required with --webhook-url)")
     review_slack_webhook_url: str = setting("", "Slack webhook of the reviewers' channel (`escalate`); default: --slack-webhook-url")
     deploy_webhook_url: str = setting("", "called with JSON after a rollback, for deploy systems that must follow")
 
@@ -134,10 +136,13 @@ class Settings:
         "PII policy before anything is stored: redact, hash or keep, or per field, "
         "e.g. input=hash,output=redact,context=keep",
     )
-    pii_hash_key: str = setting("", "secret key for `hash` digests (set it, or hashes of short values can be guessed)")
+    pii_hash_key: str = setting("", "secret key for `hash` digests, 16+ characters (required by the `hash` policy: unkeyed hashes of short values can be guessed)")
 
     # Storage.
     retention_days: int = setting(90, "raw text (input, output, context) expires after this")
+    store_max_body_bytes: int = setting(512 * 1024 * 1024, "embedded store: largest request body, before and after decompression")
+    store_query_max_memory_bytes: int = setting(8 * 1024**3, "embedded store: memory one query may use (max_memory_usage)")
+    store_query_timeout_s: float = setting(600.0, "embedded store: seconds one query may run (max_execution_time)")
 
     # SDK emitter.
     emitter_queue_size: int = setting(100_000, "events buffered in the app before new ones drop")
@@ -155,6 +160,20 @@ class Settings:
     @property
     def store_url(self) -> str:
         return self.clickhouse_url or f"http://{self.host}:{self.clickhouse_port}"
+
+    @property
+    def store_password_file(self) -> Path:
+        return self.data_dir / "clickhouse-password"
+
+    @property
+    def store_password(self) -> str:
+        """--clickhouse-password, else (for the embedded store) the one it generated."""
+        if self.clickhouse_password or self.clickhouse_url:
+            return self.clickhouse_password
+        try:
+            return self.store_password_file.read_text().strip()
+        except OSError:
+            return ""
 
     @property
     def rules_path(self) -> Path:
@@ -231,6 +250,9 @@ class Settings:
             self.pii_policy
         except ValueError as exc:
             problems.append(str(exc))
+        if self.webhook_url and len(self.webhook_secret) < 16:
+            # An empty secret signs with a key everyone knows: receivers could not tell us from anyone.
+            problems.append("webhook_secret must be set, 16 characters or more, when webhook_url is")
         try:
             from dashboards.auth import oidc_role
 

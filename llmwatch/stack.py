@@ -116,7 +116,10 @@ def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float 
     lines = [
         "llmwatch is up:",
         f"  Kafka       {settings.bootstrap_servers}  (topics {settings.traces_topic}, {settings.dlq_topic}, {settings.control_topic})",
-        f"  ClickHouse  {settings.store_url}  (database {settings.database}; try: curl '{settings.store_url}/?query=SELECT+count()+FROM+{settings.database}.traces')",
+        f"  ClickHouse  {settings.store_url}  (database {settings.database}, user default, password in "
+        f"{settings.store_password_file if not settings.clickhouse_password else '--clickhouse-password'})",
+        f"              try: curl --user 'default:{settings.store_password}' "
+        f"'{settings.store_url}/?query=SELECT+count()+FROM+{settings.database}.traces'",
         f"  ingest      http://{settings.host}:{settings.ingest_port}  (OTLP/HTTP /v1/traces, JSON /v1/events)",
         f"  logs        {settings.data_dir / 'logs'}",
         (f"  console     http://{settings.host}:{settings.console_port}"

@@ -7,7 +7,7 @@ import re
 import struct
 import threading
 from typing import Any, Mapping, Protocol, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
@@ -92,13 +92,15 @@ class ClickHouseStore:
     ) -> None:
         parts = urlsplit(url)
         self.url = url
+        # Credentials in the URL (http://user:password@host:port) count, but never reach a log.
+        self.address = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         self.database = database
         self._options = {
             "host": parts.hostname or "127.0.0.1",
             "port": parts.port or (8443 if parts.scheme == "https" else 8123),
             "secure": parts.scheme == "https",
-            "username": user,
-            "password": password,
+            "username": unquote(parts.username) if parts.username else user,
+            "password": unquote(parts.password) if parts.password else password,
             # clickhouse-connect truncates timeouts to whole seconds.
             "connect_timeout": max(1, round(connect_timeout_s)),
             "send_receive_timeout": max(1, round(query_timeout_s)),
@@ -118,7 +120,7 @@ class ClickHouseStore:
                 try:
                     self._client = clickhouse_connect.get_client(**self._options)
                 except OperationalError as exc:
-                    msg = f"ClickHouse at {self.url} is unreachable: {exc}"
+                    msg = f"ClickHouse at {self.address} is unreachable: {exc}"
                     raise StoreUnavailable(msg) from exc
                 except DatabaseError as exc:
                     raise StoreError(str(exc)) from exc
@@ -129,7 +131,7 @@ class ClickHouseStore:
         try:
             return getattr(client, method)(*args, **kwargs)
         except OperationalError as exc:
-            msg = f"ClickHouse at {self.url} is unreachable: {exc}"
+            msg = f"ClickHouse at {self.address} is unreachable: {exc}"
             raise StoreUnavailable(msg) from exc
         except DatabaseError as exc:
             raise _store_error(exc) from exc
@@ -202,5 +204,5 @@ def connect(settings: Any) -> ClickHouseStore:
         settings.store_url,
         settings.database,
         user=settings.clickhouse_user,
-        password=settings.clickhouse_password,
+        password=settings.store_password,
     )

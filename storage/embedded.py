@@ -12,29 +12,50 @@ HTTP exactly as it would to a ClickHouse server. What is served, as ClickHouse d
 * request bodies compressed with gzip, deflate, zstd or lz4 (Content-Encoding)
 * errors as `Code: N. DB::Exception: …` with the X-ClickHouse-Exception-Code header
 
+chdb is clickhouse-local: no users, no grants, every file and URL in reach. Since this is still a
+server, it adds what a ClickHouse server would enforce:
+
+* a password for the `default` user (Basic auth, X-ClickHouse-User/Key headers, or the `user` and
+  `password` URL parameters); wrong or missing credentials get code 516 (AUTHENTICATION_FAILED);
+* GET is read-only (`readonly=2` unless the client asked for 1), as on ClickHouse;
+* statements are checked against allow-lists first (storage/guard.py): table functions, engines
+  and statements that reach files, processes or the network are refused with code 497, and so are
+  KILL and SYSTEM on read-only requests;
+* a request carrying a foreign `Origin` (a web page in the operator's browser) is refused;
+* bodies are capped before and after decompression, and every query runs under memory and time
+  limits (the client may lower them).
+
 Each request runs in its own chdb session (about 1 ms to open), so settings never leak between
 requests.
 """
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
-import gzip
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import re
+import secrets
 import threading
 import uuid
 import zlib
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from llmwatch.errors import ConfigError
+from storage.guard import refusal, setting_refusal, statement_kind
+
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedStore", "serve"]
+__all__ = ["EmbeddedStore", "Limits", "ensure_password", "serve"]
 
 # URL parameters that are protocol, not settings.
 _PROTOCOL_PARAMS = frozenset(
@@ -72,8 +93,42 @@ _HTTP_STATUS = {
     60: 404,  # UNKNOWN_TABLE
     81: 404,  # UNKNOWN_DATABASE
     164: 403,  # READONLY
+    497: 403,  # ACCESS_DENIED
     516: 401,  # AUTHENTICATION_FAILED
 }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost the store."""
+
+    max_body_bytes: int = 512 * 1024 * 1024  # worker batches of 500 events of up to 1 MB fit
+    max_memory_bytes: int = 8 * 1024**3
+    max_execution_s: float = 600.0
+
+
+class Refused(Exception):
+    """A statement the embedded store will not run (code 497, ACCESS_DENIED)."""
+
+
+def ensure_password(path: Path, explicit: str = "") -> str:
+    """The store's password: `explicit` when given, else the one in `path`, generated there
+    (mode 0600, created atomically) on first start."""
+    if explicit:
+        return explicit
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process got there first: use its password
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(password + "\n")
+    return password
 
 
 class EmbeddedStore:
@@ -97,16 +152,31 @@ class EmbeddedStore:
         output_format: str = "TabSeparated",
         settings: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        readonly: str = "",
+        limits: Limits = Limits(),
     ) -> tuple[bytes, dict[str, Any]]:
-        """Run one statement; returns (result bytes, summary). Raises chdb's error on failure."""
+        """Run one statement; returns (result bytes, summary). Raises Refused for a statement the
+        guard refuses, chdb's error on any other failure. `readonly` is ClickHouse's setting
+        ("1", "2" or empty), applied after the other settings."""
         session = self._session_cls(str(self.path))
         try:
             if database:
                 session.query(f"USE {_quote_identifier(database)}")
+            insert = _INSERT_WITH_FORMAT.match(payload[:65536])
+            streamed = insert is not None and insert.end() < len(payload)
+            statement = (
+                f"{insert.group(1).decode('utf-8')} FORMAT {insert.group(2).decode()}"
+                if streamed and insert is not None
+                else payload.decode("utf-8")
+            )
+            self._check(session, statement, params or None, readonly=bool(readonly and readonly != "0"))
+            session.query(f"SET max_memory_usage = {limits.max_memory_bytes}")
+            session.query(f"SET max_execution_time = {limits.max_execution_s:g}")
             for name, value in (settings or {}).items():
                 session.query(f"SET {name} = {_setting_literal(value)}")
-            insert = _INSERT_WITH_FORMAT.match(payload[:65536])
-            if insert is not None and insert.end() < len(payload):
+            if readonly:
+                session.query(f"SET readonly = {_setting_literal(readonly)}")
+            if streamed and insert is not None:
                 statement = insert.group(1).decode("utf-8")
                 inserter = session.send_insert(statement, insert.group(2).decode())
                 inserter.append(payload[insert.end() :])
@@ -123,6 +193,19 @@ class EmbeddedStore:
             return result.bytes(), summary
         finally:
             session.close()
+
+    @staticmethod
+    def _check(session: Any, statement: str, params: dict[str, str] | None, *, readonly: bool) -> None:
+        """Refuse what the guard refuses, judged on ClickHouse's own parse of the statement."""
+        ast = session.query(f"EXPLAIN AST {statement}", "TabSeparatedRaw", params=params).bytes().decode()
+        formatted = ""
+        if statement_kind(ast) == "CreateQuery":
+            formatted = session.query(
+                "SELECT formatQuerySingleLine({q:String})", "TabSeparatedRaw", params={"q": _escaped(statement)}
+            ).bytes().decode()
+        reason = refusal(ast, statement, readonly=readonly, formatted=formatted)
+        if reason is not None:
+            raise Refused(reason)
 
     def close(self) -> None:
         self._anchor.close()
@@ -142,27 +225,70 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(b"")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = self._read_chunked()
-        else:
-            body = self.rfile.read(length) if length else b""
+        limit = self.server.limits.max_body_bytes
         try:
-            body = _decompress(body, self.headers.get("Content-Encoding", ""))
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > limit:
+                raise _TooLarge(length)
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                body = self._read_chunked(limit)
+            else:
+                body = self.rfile.read(length) if length else b""
+        except _TooLarge as exc:
+            self.close_connection = True  # the rest of the body is not read
+            self._reply(413, f"Code: 307. DB::Exception: request body of {exc} bytes is over the limit of "
+                             f"{limit} bytes. (TOO_MANY_BYTES)\n".encode())
+            return
+        except ValueError:
+            self.close_connection = True
+            self._reply(400, b"Code: 27. DB::Exception: malformed Content-Length or chunked body\n")
+            return
+        try:
+            body = _decompress(body, self.headers.get("Content-Encoding", ""), limit)
+        except _TooLarge as exc:
+            self._reply(413, f"Code: 307. DB::Exception: decompressed body of {exc} bytes is over the limit of "
+                             f"{limit} bytes. (TOO_MANY_BYTES)\n".encode())
+            return
         except Exception as exc:  # a corrupt body is the client's error
             self._reply(400, f"Code: 432. DB::Exception: cannot decompress body: {exc}\n".encode())
             return
         self._handle(body)
 
-    def _read_chunked(self) -> bytes:
-        chunks = []
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks, total = [], 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                self.rfile.readline()
+                self.rfile.readline(64)
                 return b"".join(chunks)
+            total += size
+            if total > limit:
+                raise _TooLarge(f"at least {total}")
             chunks.append(self.rfile.read(size))
-            self.rfile.readline()
+            self.rfile.readline(64)
+
+    def _authenticated(self, query: dict[str, str]) -> bool:
+        """The `default` user with the store's password, however the client sends them."""
+        auth = self.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif "X-ClickHouse-User" in self.headers or "X-ClickHouse-Key" in self.headers:
+            user = self.headers.get("X-ClickHouse-User", "default")
+            password = self.headers.get("X-ClickHouse-Key", "")
+        else:
+            user, password = query.get("user", "default"), query.get("password", "")
+        expected = self.server.password
+        return user == "default" and hmac.compare_digest(password.encode(), expected.encode())
+
+    def _foreign_origin(self) -> bool:
+        """A browser page from another origin (any site open in the operator's browser)."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return False
+        return urlsplit(origin).netloc.lower() != (self.headers.get("Host") or "").lower()
 
     def _handle(self, body: bytes) -> None:
         url = urlsplit(self.path)
@@ -171,6 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if url.path not in ("/", ""):
             self._reply(404, b"Code: 0. DB::Exception: unknown handler\n")
+            return
+        if self._foreign_origin():
+            self._reply(403, b"Code: 497. DB::Exception: requests from web pages of other origins are not "
+                             b"allowed. (ACCESS_DENIED)\n", {"X-ClickHouse-Exception-Code": "497"})
             return
         query: dict[str, str] = dict(parse_qsl(url.query, keep_blank_values=True))
         content_type = self.headers.get("Content-Type", "")
@@ -189,6 +319,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not payload.strip():
             self._reply(200, b"Ok.\n")
             return
+        query_id = query.get("query_id") or str(uuid.uuid4())
+        if not self._authenticated(query):
+            self._reply(401, b"Code: 516. DB::Exception: default: Authentication failed: password is incorrect, "
+                             b"or there is no user with such name. (AUTHENTICATION_FAILED)\n",
+                        {"X-ClickHouse-Exception-Code": "516", "X-ClickHouse-Query-Id": query_id})
+            return
         output_format = query.get("default_format") or "TabSeparated"
         params = {k[len("param_") :]: v for k, v in query.items() if k.startswith("param_")}
         settings = {
@@ -196,15 +332,27 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in query.items()
             if k not in _PROTOCOL_PARAMS and not k.startswith("param_") and _SETTING_NAME.match(k)
         }
-        query_id = query.get("query_id") or str(uuid.uuid4())
+        readonly = settings.pop("readonly", "")
+        if self.command == "GET" and readonly in ("", "0"):
+            readonly = "2"  # as ClickHouse: no writes over GET, settings may still change
+        refused = next((r for r in (setting_refusal(k, v) for k, v in settings.items()) if r), None)
+        refused = refused or setting_refusal("default_format", output_format)
         try:
+            if refused:
+                raise Refused(refused)
             data, summary = self.server.store.execute(
                 payload,
                 database=query.get("database", ""),
                 output_format=output_format,
                 settings=settings,
                 params=params,
+                readonly=readonly,
+                limits=self.server.limits,
             )
+        except Refused as exc:
+            self._reply(403, f"Code: 497. DB::Exception: {exc}. (ACCESS_DENIED)\n".encode(),
+                        {"X-ClickHouse-Exception-Code": "497", "X-ClickHouse-Query-Id": query_id})
+            return
         except Exception as exc:  # chdb raises its own error type for any failed query
             message = str(exc).strip()
             match = _ERROR_CODE.search(message)
@@ -240,19 +388,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the default listen backlog of 5 refused connections under load
 
-    def __init__(self, address: tuple[str, int], store: EmbeddedStore) -> None:
+    def __init__(self, address: tuple[str, int], store: EmbeddedStore, password: str, limits: Limits) -> None:
         self.store = store
+        self.password = password
+        self.limits = limits
         super().__init__(address, _Handler)
 
 
-def serve(path: Path, host: str, port: int, ready: threading.Event | None = None) -> None:
+def serve(
+    path: Path,
+    host: str,
+    port: int,
+    *,
+    password: str,
+    limits: Limits = Limits(),
+    ready: threading.Event | None = None,
+) -> None:
     """Serve the store at path on host:port until interrupted."""
+    if not password:
+        raise ConfigError("the embedded store needs a password (see --clickhouse-password)")
+    if not _loopback(host):
+        log.warning("the embedded store listens on %s: reachable from other machines (password required)", host)
     store = EmbeddedStore(path)
-    server = _Server((host, port), store)
+    server = _Server((host, port), store, password, limits)
     log.info("embedded ClickHouse %s serving %s on http://%s:%d", store.version, path, host, port)
     if ready is not None:
         ready.set()
@@ -263,24 +430,40 @@ def serve(path: Path, host: str, port: int, ready: threading.Event | None = None
         store.close()
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body decompressed, refusing (_TooLarge) more than `limit` bytes of output: a small
+    body can unpack to gigabytes."""
     encoding = encoding.strip().lower()
     if not encoding or encoding == "identity" or not body:
         return body
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
+    if encoding in ("gzip", "deflate"):
+        decompressor: Any = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        out = decompressor.decompress(body, limit + 1)
+        if len(out) > limit or decompressor.unconsumed_tail:
+            raise _TooLarge(f"more than {limit}")
+        return out
     if encoding == "zstd":
-        from backports import zstd  # ships with the lock file; stdlib compression.zstd in 3.14
+        from backports.zstd import ZstdDecompressor  # in the lock file; compression.zstd in 3.14
 
-        return zstd.decompress(body)
-    if encoding == "lz4":
-        import lz4.frame
+        decompressor = ZstdDecompressor()
+    elif encoding == "lz4":
+        from lz4.frame import LZ4FrameDecompressor
 
-        return lz4.frame.decompress(body)
-    msg = f"unsupported Content-Encoding {encoding!r}"
-    raise ValueError(msg)
+        decompressor = LZ4FrameDecompressor()
+    else:
+        msg = f"unsupported Content-Encoding {encoding!r}"
+        raise ValueError(msg)
+    out = decompressor.decompress(body, max_length=limit + 1)
+    if len(out) > limit or not decompressor.eof:
+        raise _TooLarge(f"more than {limit}")
+    return out
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
@@ -296,6 +479,11 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
         if name:
             fields[name] = part.get_payload(decode=True).decode("utf-8")
     return fields
+
+
+def _escaped(value: str) -> str:
+    """A query parameter's value as ClickHouse reads it: escaped like TabSeparated."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def _quote_identifier(name: str) -> str:

@@ -50,10 +50,11 @@ def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 30, "embedded store")
-        yield url
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200, 30, "embedded store")
+        # The password the store generated on first start; clients read it from the URL.
+        password = (data_dir / "clickhouse-password").read_text().strip()
+        yield f"http://default:{password}@127.0.0.1:{port}"
     finally:
         stop_process(process)
 

@@ -9,8 +9,9 @@ import streamlit as st
 
 from alerts.silences import ALL_GROUPS, acknowledge, load_mutes, silence, unsilence
 from dashboards import console as c
-from dashboards.charts import over_time
 from dashboards import queries as q
+from dashboards.charts import over_time
+from dashboards.markup import md
 
 db = c.settings().database
 st.title("Alerts")
@@ -46,7 +47,7 @@ else:
 st.query_params["alert"] = json.dumps({"rule": incident["rule"], **dict(incident["labels"])}, separators=(",", ":"))
 
 rule, group_key = incident["rule"], incident["group_key"]
-st.header(f"{rule} · {incident['group']}")
+st.header(f"{md(rule)} · {md(incident['group'])}")
 history = c.fresh(q.alert_history(db, rule, group_key))
 chart = history.dropna(subset=["value"])
 if not chart.empty:

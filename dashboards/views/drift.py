@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import console as c
-from dashboards.charts import over_time
 from dashboards import queries as q
+from dashboards.charts import over_time
+from dashboards.markup import md
 from dashboards.stats import moved_most, project_2d
 from detectors.drift_job import Window, sample_window
 
@@ -46,8 +47,8 @@ options = latest
 labels = [f"{r.app} · {r.target} · {r.checked_at:%Y-%m-%d %H:%M}" for r in options.itertuples()]
 chosen = options.iloc[st.selectbox("Latest check of", range(len(labels)), format_func=labels.__getitem__, key="check")]
 cols = st.columns(3)
-cols[0].markdown("**Terms up**: " + (", ".join(chosen["terms_up"]) or "–"))
-cols[1].markdown("**Terms down**: " + (", ".join(chosen["terms_down"]) or "–"))
+cols[0].markdown("**Terms up**: " + (md(", ".join(chosen["terms_up"])) or "–"))
+cols[1].markdown("**Terms down**: " + (md(", ".join(chosen["terms_down"])) or "–"))
 cols[2].caption(f"reference {chosen['reference']} ({chosen['reference_size']}) vs current {chosen['current']} "
                 f"({chosen['current_size']})")
 

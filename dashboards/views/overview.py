@@ -4,8 +4,8 @@ and anomalous events; open incidents; a row per app and release."""
 import streamlit as st
 
 from dashboards import console as c
-from dashboards.charts import over_time
 from dashboards import queries as q
+from dashboards.charts import over_time
 
 db = c.settings().database
 scope = c.scope_picker()

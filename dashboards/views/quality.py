@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import console as c
-from dashboards.charts import over_time
-from dashboards.scope import Scope
 from dashboards import queries as q
+from dashboards.charts import over_time
+from dashboards.markup import md
+from dashboards.scope import Scope
 from dashboards.stats import rate_difference, wilson
 
 db = c.settings().database
@@ -33,7 +34,7 @@ app = st.selectbox("App", apps, key="compare_app")
 # Newest release first: the candidate; the one before it: the baseline.
 releases = c.query(q.releases_by_first_seen(scope, db, app))["release"].tolist()
 if len(releases) < 2:
-    st.info(f"{app} has one release in this time range; nothing to compare.")
+    st.info(f"{md(app)} has one release in this time range; nothing to compare.")
     st.stop()
 left, right = st.columns(2)
 baseline = left.selectbox("Baseline", releases, index=1, key="baseline")
@@ -71,9 +72,9 @@ if not rows:
 table = pd.DataFrame(rows)
 worse = table[table["verdict"] == "worse"]["label"].tolist()
 if worse:
-    st.warning(f"{candidate} is worse than {baseline} on: {', '.join(worse)} (95% interval of the difference above 0).")
+    st.warning(f"{md(candidate)} is worse than {md(baseline)} on: {', '.join(worse)} (95% interval of the difference above 0).")
 else:
-    st.success(f"No evidence that {candidate} is worse than {baseline}.")
+    st.success(f"No evidence that {md(candidate)} is worse than {md(baseline)}.")
 st.dataframe(table.drop(columns=["_d", "_low", "_high"]), hide_index=True, width="stretch")
 latency = traffic[["p50", "p95", "p99"]].round(0)
 st.caption("Latency (ms) of each release over the same period: " + "; ".join(

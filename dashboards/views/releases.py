@@ -6,6 +6,7 @@ import streamlit as st
 from alerts.releases import Registry, active_release, rollback_target
 from dashboards import console as c
 from dashboards import queries as q
+from dashboards.markup import md
 from llmwatch.errors import ConfigError
 
 settings = c.settings()
@@ -57,7 +58,7 @@ fallback = rollback_target(records, release)
 consequence = (f"{app} will serve {release}" if action == "promote"
                else f"{app} will go back from {release} to {fallback.release}" if fallback else None)
 if consequence is None:
-    st.warning(f"{app} has no stable release to return to; a rollback would change nothing.")
+    st.warning(f"{md(app)} has no stable release to return to; a rollback would change nothing.")
     st.stop()
 confirmed = st.checkbox(f"Yes: {consequence}. Apps following llm.control switch within seconds.", key="release_confirm")
 if st.button(action.capitalize(), type="primary", disabled=not (confirmed and reason.strip()), key="release_go"):
@@ -70,7 +71,7 @@ if st.button(action.capitalize(), type="primary", disabled=not (confirmed and re
     except ConfigError as exc:
         st.error(str(exc))
     else:
-        st.success(f"{app} now serves {done.release}." if done else "Nothing changed.")
+        st.success(f"{md(app)} now serves {md(done.release)}." if done else "Nothing changed.")
         for key in ("release_confirm", "release_reason"):
             st.session_state.pop(key, None)
         st.rerun()

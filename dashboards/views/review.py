@@ -8,6 +8,7 @@ import streamlit as st
 from dashboards import console as c
 from dashboards import queries as q
 from dashboards import reviews
+from dashboards.markup import md
 
 settings = c.settings()
 db = settings.database
@@ -27,8 +28,8 @@ else:
         event_id = str(queued["event_id"])
         detail = c.fresh(q.trace_detail(db, event_id))
         scores = c.fresh(q.score_details(db, event_id))
-        st.subheader(f"{queued['app']} · {queued['release'] or 'no release'}")
-        st.caption(f"queued by {queued['rule']} ({queued['reason']}) at {queued['queued_at']:%Y-%m-%d %H:%M:%S} · event {event_id}")
+        st.subheader(f"{md(queued['app'])} · {md(queued['release'] or 'no release')}")
+        st.caption(f"queued by {md(queued['rule'])} ({md(queued['reason'])}) at {queued['queued_at']:%Y-%m-%d %H:%M:%S} · event {event_id}")
         if detail.empty:
             st.warning("The event's text has expired or is not stored yet; decide on the scores, or skip with `other`.")
         else:
@@ -45,7 +46,7 @@ else:
                 for row in scores.itertuples():
                     if row.detector == "grounding" and row.details:
                         for claim in json.loads(row.details).get("unsupported", []):
-                            st.markdown(f"- unsupported: *{claim['claim']}* (missing: {', '.join(claim['missing'])})")
+                            st.markdown(f"- unsupported: *{md(claim['claim'])}* (missing: {md(', '.join(claim['missing']))})")
                 for i, passage in enumerate(list(t["context"] or [])):
                     with st.expander(f"context passage {i + 1}"):
                         st.text(passage)

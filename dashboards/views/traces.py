@@ -9,8 +9,9 @@ import uuid
 import streamlit as st
 
 from dashboards import console as c
-from detectors.pii import KINDS
 from dashboards import queries as q
+from dashboards.markup import html_block, md
+from detectors.pii import KINDS
 
 db = c.settings().database
 scope = c.scope_picker()
@@ -54,39 +55,40 @@ if not event_id:
 try:
     event_id = str(uuid.UUID(str(event_id)))
 except ValueError:
-    st.warning(f"{event_id!r} in the link is not an event id.")
+    st.warning(f"{md(repr(event_id))} in the link is not an event id.")
     st.stop()
 st.query_params["event"] = event_id
 
 detail = c.query(q.trace_detail(db, event_id))
 if detail.empty:
-    st.warning(f"Trace event {event_id} is not in the store.")
+    st.warning(f"Trace event {md(event_id)} is not in the store.")
     st.stop()
 t = detail.iloc[0]
 details = c.query(q.score_details(db, event_id))
 
 st.divider()
-st.subheader(f"{t['app']} · {t['release'] or 'no release'} · {t['timestamp']:%Y-%m-%d %H:%M:%S} UTC")
-st.caption(f"event {t['event_id']} · trace {t['trace_id']} · user {t['user_id'] or '–'} · "
+st.subheader(f"{md(t['app'])} · {md(t['release'] or 'no release')} · {t['timestamp']:%Y-%m-%d %H:%M:%S} UTC")
+st.caption(f"event {t['event_id']} · trace {md(t['trace_id'])} · user {md(t['user_id'] or '–')} · "
            f"{t['latency_ms'] or 0:.0f} ms · {int(t['input_tokens'] or 0)}+{int(t['output_tokens'] or 0)} tokens · "
            f"${t['cost_usd'] or 0:.4f}")
 if t["error"]:
-    st.warning(f"The call failed: {t['error']}", icon=":material/error:")
+    st.warning(f"The call failed: {md(t['error'])}", icon=":material/error:")
 pii = {k: v for k, v in dict(t["pii"] or {}).items() if v}
 if pii:
-    st.warning("Redacted before storage: " + ", ".join(f"{n} {kind}" for kind, n in pii.items())
+    st.warning("Redacted before storage: " + ", ".join(f"{n} {md(kind)}" for kind, n in pii.items())
                + ". Marks like [EMAIL] show where.")
 
 REDACTION = re.compile(r"\[(" + "|".join(k.upper() for k in KINDS) + r")(:[0-9a-f]+)?\]")
 
 
 def marked(text: str, claims: list[str]) -> str:
-    """HTML of `text` with unsupported claims highlighted and redaction marks tinted."""
+    """HTML of `text` with unsupported claims highlighted and redaction marks tinted, as one HTML
+    block: the LLM's Markdown (images that would fetch a URL) is shown, never rendered."""
     escaped = html.escape(text)
     for claim in sorted(set(claims), key=len, reverse=True):
         escaped = escaped.replace(html.escape(claim), f"<mark title='not supported by the context'>{html.escape(claim)}</mark>")
     escaped = REDACTION.sub(lambda m: f"<code>{m.group(0)}</code>", escaped)
-    return escaped.replace("\n", "<br>")
+    return html_block(escaped)
 
 
 unsupported = []
@@ -116,14 +118,14 @@ with right:
     context = list(t["context"] or [])
     st.markdown(f"**Retrieved context** ({len(context)} passage(s))")
     for i, passage in enumerate(context):
-        with st.expander(f"passage {i + 1}" + (f" · {t['context_ids'][i]}" if i < len(t["context_ids"]) and t["context_ids"][i] else "")):
+        with st.expander(f"passage {i + 1}" + (f" · {md(t['context_ids'][i])}" if i < len(t["context_ids"]) and t["context_ids"][i] else "")):
             st.markdown(marked(passage, []), unsafe_allow_html=True)
     feedback = c.query(q.feedback_for(db, t["trace_id"]))
     st.markdown("**User feedback**")
     if feedback.empty:
         st.caption("none")
     for f in feedback.itertuples():
-        st.write(f"{'👍' if f.score >= 0.5 else '👎'} {f.score:.2f} · {f.comment or ''} ({f.timestamp:%H:%M:%S})")
+        st.markdown(f"{'👍' if f.score >= 0.5 else '👎'} {f.score:.2f} · {md(f.comment or '')} ({f.timestamp:%H:%M:%S})")
     if dict(t["tags"] or {}):
         st.markdown("**Tags**")
         st.json(dict(t["tags"]))

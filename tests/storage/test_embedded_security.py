@@ -1,0 +1,154 @@
+"""The embedded store is a server, so it is attacked like one: every probe below was a working
+exploit through its port (files read and written, other local services reached, the database
+dropped from a web page). Each must be refused, and the store must stay usable."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from llmwatch.processes import free_port, stop_process, wait_until
+from storage.embedded import ensure_password
+
+
+def parts(url: str) -> tuple[str, str]:
+    """(base URL without credentials, password)."""
+    split = urlsplit(url)
+    return f"http://{split.hostname}:{split.port}", split.password or ""
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """A store of its own with small limits: 1 MB bodies, 200 MB of memory, 2 s per query."""
+    port, data_dir = free_port(), tmp_path_factory.mktemp("small-store")
+    with open(data_dir / "store.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port),
+             "--store-max-body-bytes", str(1 << 20), "--store-query-max-memory-bytes", str(200 << 20),
+             "--store-query-timeout-s", "2"],
+            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/ping").status_code == 200, 30, "store")
+        yield base, (data_dir / "clickhouse-password").read_text().strip(), data_dir
+    finally:
+        stop_process(process)
+
+
+def test_credentials_are_required(embedded_url: str) -> None:
+    base, password = parts(embedded_url)
+    assert httpx.get(f"{base}/ping").text == "Ok.\n"  # health checks need no password, as on ClickHouse
+    for auth in (None, ("default", "wrong"), ("admin", password)):
+        answer = httpx.get(f"{base}/?query=SELECT+1", auth=auth)
+        assert answer.status_code == 401 and answer.headers["X-ClickHouse-Exception-Code"] == "516"
+        assert "AUTHENTICATION_FAILED" in answer.text
+    assert httpx.get(f"{base}/?query=SELECT+1", auth=("default", password)).text == "1\n"
+    assert httpx.get(f"{base}/?query=SELECT+1&user=default&password={password}").text == "1\n"
+    headers = {"X-ClickHouse-User": "default", "X-ClickHouse-Key": password}
+    assert httpx.post(f"{base}/", content=b"SELECT 2", headers=headers).text == "2\n"
+
+
+def test_the_password_file_is_private_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "clickhouse-password"
+    first = ensure_password(path)
+    assert len(first) >= 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert ensure_password(path) == first  # a restart keeps it
+    assert ensure_password(path, "chosen") == "chosen"  # --clickhouse-password wins
+
+
+def test_get_is_read_only(embedded_url: str) -> None:
+    """As on ClickHouse, so an <img src="http://127.0.0.1:8123/?query=DROP..."> in any web page the
+    operator opens changes nothing (browsers send no Origin with such a GET)."""
+    base, password = parts(embedded_url)
+    auth = ("default", password)
+    # POST writes, as on ClickHouse.
+    assert httpx.post(f"{base}/", content=b"CREATE DATABASE victim", auth=auth).status_code == 200
+    for params in ({"query": "CREATE TABLE default.from_get (a Int8) ENGINE = Memory"},
+                   {"query": "CREATE TABLE default.from_get (a Int8) ENGINE = Memory", "readonly": "0"},
+                   {"query": "DROP DATABASE victim"}):
+        answer = httpx.get(f"{base}/", params=params, auth=auth)
+        assert answer.status_code == 403, answer.text
+    assert httpx.get(f"{base}/", params={"query": "EXISTS TABLE default.from_get"}, auth=auth).text == "0\n"
+    assert httpx.get(f"{base}/", params={"query": "EXISTS DATABASE victim"}, auth=auth).text == "1\n"
+    httpx.post(f"{base}/", content=b"DROP DATABASE victim", auth=auth)
+
+
+PROBES = [
+    "SELECT * FROM file('/etc/shadow', 'LineAsString')",
+    "SELECT file('/etc/passwd')",
+    "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+    "INSERT INTO FUNCTION file('/tmp/llmwatch-probe', 'TSV') SELECT 1",
+    "SELECT 'owned' INTO OUTFILE '/tmp/llmwatch-probe' TRUNCATE",
+    "SELECT * FROM executable('id', 'TSV', 'a String')",
+    "SELECT * FROM s3('http://127.0.0.1:1/b/k', 'TSV')",
+    "SELECT * FROM hdfs('hdfs://127.0.0.1:1/x', 'TSV')",
+    "SELECT * FROM remote('127.0.0.1:1', system.one)",
+    "SELECT * FROM input('a String')",
+    "SELECT * FROM mysql('127.0.0.1:1', 'd', 't', 'u', 'p')",
+    "SELECT * FROM postgresql('127.0.0.1:1', 'd', 't', 'u', 'p')",
+    "SELECT 1 WHERE 1 IN (SELECT * FROM file('/etc/passwd', 'LineAsString'))",
+    "CREATE TABLE default.leak (a String) ENGINE = File(LineAsString, '/etc/passwd')",
+    "CREATE TABLE default.leak (a String) ENGINE /* hidden */ = URL('http://127.0.0.1:1/', LineAsString)",
+    "CREATE DATABASE leak ENGINE = PostgreSQL('127.0.0.1:1', 'd', 'u', 'p')",
+    "CREATE DICTIONARY default.leak (a String) PRIMARY KEY a SOURCE(FILE(path '/etc/passwd' format 'TSV')) "
+    "LAYOUT(FLAT()) LIFETIME(0)",
+    "ATTACH TABLE default.leak FROM '/etc' (a String) ENGINE = MergeTree ORDER BY a",
+    "BACKUP TABLE system.one TO File('/tmp/llmwatch-probe')",
+    "INSERT INTO default.t FROM INFILE '/etc/passwd' FORMAT LineAsString",
+    "SELECT 1 SETTINGS format_template_resultset = '/etc/shadow' FORMAT Template",
+]
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_probes_that_reach_outside_the_store_are_refused(embedded_url: str, probe: str) -> None:
+    base, password = parts(embedded_url)
+    answer = httpx.post(f"{base}/", content=probe.encode(), auth=("default", password))
+    assert answer.status_code == 403, answer.text
+    assert answer.headers["X-ClickHouse-Exception-Code"] == "497" and "ACCESS_DENIED" in answer.text
+    assert not Path("/tmp/llmwatch-probe").exists()
+
+
+def test_the_read_only_analyst_path_refuses_kill_and_system(embedded_url: str) -> None:
+    """The console's SQL page sends readonly=1: no KILL, no SYSTEM, no INTO OUTFILE."""
+    base, password = parts(embedded_url)
+    for probe in ("KILL QUERY WHERE 1", "SYSTEM DROP DNS CACHE", "SELECT 'x' INTO OUTFILE '/tmp/llmwatch-probe'"):
+        answer = httpx.post(f"{base}/", params={"readonly": "1"}, content=probe.encode(), auth=("default", password))
+        assert answer.status_code == 403, (probe, answer.text)
+    setting = httpx.post(f"{base}/", params={"format_schema": "/etc/shadow"}, content=b"SELECT 1", auth=("default", password))
+    assert setting.status_code == 403
+
+
+def test_requests_from_web_pages_of_other_origins_are_refused(embedded_url: str) -> None:
+    base, password = parts(embedded_url)
+    foreign = httpx.post(f"{base}/", content=b"SELECT 1", auth=("default", password),
+                         headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    host = urlsplit(base).netloc
+    same = httpx.post(f"{base}/", content=b"SELECT 1", auth=("default", password), headers={"Origin": f"http://{host}"})
+    assert same.text == "1\n"
+
+
+def test_bodies_and_queries_are_bounded(small_store: tuple[str, str, Path]) -> None:
+    base, password, _ = small_store
+    auth = ("default", password)
+    big = b"SELECT '" + b"x" * (2 << 20) + b"'"
+    assert httpx.post(f"{base}/", content=big, auth=auth).status_code == 413
+    bomb = gzip.compress(b"SELECT '" + b"x" * (50 << 20) + b"'")  # 50 KB on the wire
+    assert len(bomb) < 100_000
+    assert httpx.post(f"{base}/", content=bomb, auth=auth, headers={"Content-Encoding": "gzip"}).status_code == 413
+    chunks = iter([b"SELECT '", *[b"x" * 65536] * 40, b"'"])  # chunked, no Content-Length
+    assert httpx.post(f"{base}/", content=chunks, auth=auth).status_code == 413
+    memory = httpx.post(f"{base}/", content=b"SELECT groupArray(number) FROM numbers(100000000)", auth=auth, timeout=60)
+    assert memory.status_code != 200 and "MEMORY_LIMIT_EXCEEDED" in memory.text
+    slow = httpx.post(f"{base}/", content=b"SELECT count() FROM numbers(1000000000000)", auth=auth, timeout=60)
+    assert slow.status_code != 200 and "TIMEOUT_EXCEEDED" in slow.text
+    assert httpx.post(f"{base}/", content=b"SELECT 1", auth=auth).text == "1\n"  # still serving
