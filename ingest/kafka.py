@@ -79,8 +79,10 @@ def ensure_topics(
 
 
 def kafka_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """Whether a broker answers, without librdkafka logging every failed connection attempt."""
+    probe = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
-        admin(bootstrap).list_topics(timeout=timeout_s)
+        probe.list_topics(timeout=timeout_s)
     except KafkaException:
         return False
     return True

@@ -45,9 +45,11 @@ class Component:
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
-    """Raise PortInUse naming the first taken port."""
+    """Raise PortInUse naming the first taken port. Probed as the servers bind, with SO_REUSEADDR:
+    the TIME_WAIT connections a stopped stack leaves for a minute do not make a port taken."""
     for name, port in ports.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:
