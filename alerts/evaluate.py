@@ -64,6 +64,7 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
     if not rule.group_by and not observed:
         observed[group_key({})] = ({}, Observation(None, 0))
     transitions = []
+    previous: list[AlertState] = []
     rows = []
     # Groups seen now, and groups with an open state that had no data this time.
     for key in sorted(set(observed) | {k for k, (_, s) in states.items() if s.status != "ok"}):
@@ -73,12 +74,15 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
         if transition is None:
             continue
         transitions.append((labels, transition))
+        previous.append(state)
         rows.append(_alert_row(rule, key, labels, transition, now))
     if dry_run or not rows:
         return transitions
-    store.insert("alerts", rows)
+    # Side effects first, the new state last: a crash in between leaves the old state, so the next
+    # evaluation takes the same transitions again; the outbox knows them by the state they leave
+    # (delivery ids), rollback and escalation are idempotent, so nothing is lost or doubled.
     mutes = load_mutes(store, rule.name, now)
-    for (labels, transition), row in zip(transitions, rows):
+    for (labels, transition), row, before in zip(transitions, rows, previous):
         if not transition.notify:
             continue
         notification = _notification(rule, row["group_key"], labels, transition, now, link)
@@ -91,8 +95,16 @@ def evaluate_rule(store: Any, rule: Rule, now: datetime, *, link: str, registry:
         if targets and mutes.holds(row["group_key"], transition.name, transition.state.since):
             log.info("rule %s %s: %s not sent (silenced or acknowledged)", rule.name, row["group_key"], transition.name)
         elif targets:
-            enqueue(store, targets, notification, now)
+            enqueue(store, targets, notification, now, identity=_identity(rule, row["group_key"], transition, before))
+    store.insert("alerts", rows)
     return transitions
+
+
+def _identity(rule: Rule, key: str, transition: Transition, before: AlertState) -> str:
+    """What a notification is about: the rule, the group, the transition and the state it left."""
+    stamp = lambda t: t.isoformat() if t else "-"  # noqa: E731
+    return "/".join((rule.name, key, transition.name, before.status, before.level or "-", stamp(before.since),
+                     stamp(before.notified_at), stamp(before.resolved_at)))
 
 
 def _rollback(registry: Any, rule: Rule, labels: dict[str, str], notification: Notification) -> None:

@@ -173,16 +173,31 @@ def notifiers(settings: Settings) -> dict[str, Notifier]:
     return found
 
 
-def enqueue(store: Any, notifier_names: list[str], notification: Notification, now: datetime) -> int:
-    """Write one outbox row per notifier; delivery happens in `deliver_due`."""
+# Delivery ids derived from what a notification is about, so that queueing it again (an evaluation
+# replayed after a crash) finds the first copy instead of paging twice.
+_DELIVERY_NS = uuid.UUID("0f2b9c1e-6a7d-4e8f-9b3c-2d1e0f9a8b7c")
+
+
+def enqueue(store: Any, notifier_names: list[str], notification: Notification, now: datetime,
+            identity: str | None = None) -> int:
+    """Write one outbox row per notifier, once per `identity` (any string that names this very
+    notification); delivery happens in `deliver_due`. Returns the rows written."""
+    ids = {name: uuid.uuid5(_DELIVERY_NS, f"{identity}\0{name}") if identity else uuid.uuid4() for name in notifier_names}
+    if identity and ids:
+        queued = store.query(
+            f"SELECT DISTINCT delivery_id FROM {store.database}.alert_outbox WHERE delivery_id IN {{ids:Array(UUID)}}",
+            {"ids": list(ids.values())},
+        )
+        already = {row[0] for row in queued}
+        ids = {name: i for name, i in ids.items() if i not in already}
     rows = [
         {
-            "delivery_id": uuid.uuid4(), "created_at": now, "notifier": name, "rule": notification.rule,
+            "delivery_id": ids[name], "created_at": now, "notifier": name, "rule": notification.rule,
             "group_key": notification.group_key, "event": notification.event,
             "payload": json.dumps(notification.as_dict()),
             "status": "pending", "attempts": 0, "next_attempt": now, "last_error": "", "updated_at": now,
         }
-        for name in notifier_names
+        for name in ids
     ]
     store.insert("alert_outbox", rows)
     return len(rows)

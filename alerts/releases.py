@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+from confluent_kafka import KafkaException
 
 from alerts.audit import audit
 from ingest.events import release_name
@@ -150,7 +151,9 @@ class Registry:
 
 class RegistrationFollower:
     """Reads `register` messages that apps send on llm.control (ingest.releases.announce) and
-    writes them into the registry. A consumer group keeps the position, so each is applied once."""
+    writes them into the registry. A consumer group keeps the position, committed only after the
+    registry has the registrations (applying one twice changes nothing), so none is lost when the
+    store is down or the process dies in between."""
 
     def __init__(self, registry: Registry, settings: Settings) -> None:
         from confluent_kafka import Consumer
@@ -158,34 +161,57 @@ class RegistrationFollower:
         self.registry = registry
         self.consumer = Consumer({
             "bootstrap.servers": settings.bootstrap_servers, "group.id": f"{settings.consumer_group}-registry",
-            "auto.offset.reset": "earliest", "enable.auto.commit": True,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
         })
         self.consumer.subscribe([settings.control_topic])
 
     def poll(self, max_messages: int = 100, timeout_s: float = 0.5) -> int:
-        """Apply what has arrived; returns how many registrations were applied."""
+        """Apply what has arrived, then commit; returns how many registrations were applied.
+        Raises StoreError (the registry is unreachable) after rewinding to the first message not
+        applied, so the next poll reads it again."""
+        messages = [m for m in self.consumer.consume(max_messages, timeout_s) if not m.error()]
         applied = 0
-        for message in self.consumer.consume(max_messages, timeout_s):
-            if message.error():
-                continue
+        for index, message in enumerate(messages):
             try:
-                event = json.loads(message.value())
-                if event.get("kind") != "register":
-                    continue  # release switches are ours; other kinds are for other readers
-                fields = event["release"]
-                record = ReleaseRecord(event["app"], fields.get("prompt_id", ""), fields.get("prompt_version", ""),
-                                       fields.get("model", ""), fields.get("provider", ""))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("ignored a malformed registration on the control topic: %s", exc)
-                continue
-            known = {r.release: r for r in self.registry.releases(record.app)}
-            if record.release not in known:
-                self.registry.register(record, actor=f"sdk:{record.app}")
-            if event.get("activate") and known.get(record.release, record).status != "active":
-                self.registry.promote(record.app, record.release, actor=f"sdk:{record.app}", reason="announced by the app")
-            applied += 1
+                applied += self._apply(message)
+            except Exception:
+                self._rewind(messages[index:])
+                raise
+        if messages:
+            try:
+                self.consumer.commit(asynchronous=False)
+            except KafkaException as exc:  # a rebalance took the partition: its new reader re-applies
+                log.info("registrations applied but not committed (%s); they will be applied again", exc)
         return applied
+
+    def _rewind(self, unapplied: list[Any]) -> None:
+        from confluent_kafka import TopicPartition
+
+        first: dict[tuple[str, int], int] = {}
+        for message in unapplied:
+            first.setdefault((message.topic(), message.partition()), message.offset())
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _apply(self, message: Any) -> int:
+        """Write one registration into the registry; 0 for anything else on the topic."""
+        try:
+            event = json.loads(message.value())
+            if event.get("kind") != "register":
+                return 0  # release switches are ours; other kinds are for other readers
+            fields = event["release"]
+            record = ReleaseRecord(event["app"], fields.get("prompt_id", ""), fields.get("prompt_version", ""),
+                                   fields.get("model", ""), fields.get("provider", ""))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignored a malformed registration on the control topic: %s", exc)
+            return 0
+        known = {r.release: r for r in self.registry.releases(record.app)}
+        if record.release not in known:
+            self.registry.register(record, actor=f"sdk:{record.app}")
+        if event.get("activate") and known.get(record.release, record).status != "active":
+            self.registry.promote(record.app, record.release, actor=f"sdk:{record.app}", reason="announced by the app")
+        return 1
 
     def close(self) -> None:
         self.consumer.close()

@@ -125,10 +125,10 @@ def run_alerts(settings: Settings) -> None:
     store = connect(settings)
     migrate(store, settings.retention_days)
     from alerts.releases import RegistrationFollower, Registry
-    from ingest.kafka import ensure_topics, producer
+    from ingest.kafka import ensure_llmwatch_topics, producer
 
     rules = _rules(settings)
-    ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+    ensure_llmwatch_topics(settings, [settings.control_topic])
     registry = Registry(store, settings, producer(settings.bootstrap_servers))
     follower = RegistrationFollower(registry, settings)
     log.info("alerts: %d rules from %s", len(rules), settings.rules_path)

@@ -15,7 +15,8 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_process", "wait_until", "write_json"]
+__all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url", "wait_until",
+           "write_json"]
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
@@ -37,6 +38,13 @@ def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     )
     wait_until(ClickHouseStore(f"http://127.0.0.1:{port}", database="llmwatch").ping, 60)
     return process
+
+
+def store_url(data_dir: Path, port: int, timeout_s: float = 120) -> str:
+    """The URL of the embedded store serving `data_dir`, with the password it generated."""
+    password_file = data_dir / "clickhouse-password"
+    wait_until(password_file.exists, timeout_s, "the store's password file")
+    return f"http://default:{password_file.read_text().strip()}@127.0.0.1:{port}"
 
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:

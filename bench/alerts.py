@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from _common import ROOT, free_port, print_table, start_store, start_tansu, stop_process, wait_until, write_json
+from _common import ROOT, free_port, print_table, start_store, start_tansu, stop_process, store_url, wait_until, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -128,7 +128,7 @@ def main() -> None:
     store_process = start_store(data, store_port)
     worker = None
     try:
-        settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{kafka_port}", clickhouse_url=f"http://127.0.0.1:{store_port}",
+        settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{kafka_port}", clickhouse_url=store_url(data, store_port),
                                      data_dir=data, detectors="toxicity", kafka_session_timeout_s=2.0,
                                      control_topic=f"control-{uuid.uuid4().hex[:6]}")
         store = ClickHouseStore(settings.store_url, database=settings.database)

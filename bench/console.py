@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from _common import ROOT, free_port, print_table, start_store, stop_process, write_json
+from _common import ROOT, free_port, print_table, start_store, stop_process, store_url, write_json
 
 from alerts.metrics import TRACE_RELEASE  # noqa: E402
 from alerts.silences import load_mutes  # noqa: E402
@@ -249,7 +249,7 @@ def main() -> int:
         port = free_port()
         process = start_store(Path(tmp), port)
         try:
-            url = f"http://127.0.0.1:{port}"
+            url = store_url(Path(tmp), port)
             store = ClickHouseStore(url, "llmwatch", query_timeout_s=600)
             migrate(store, 90)
             now = datetime.now(timezone.utc).replace(microsecond=0)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from _common import free_port, print_table, start_store, start_tansu, stop_process, write_json
+from _common import free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
 
 from ingest.demo.generator import Scenario
 from ingest.events import Limits, TraceEvent, parse
@@ -169,7 +169,7 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
     store_process = start_store(data, store_port)
     rows = []
     try:
-        url = f"http://127.0.0.1:{store_port}"
+        url = store_url(data, store_port)
         raw = [json.dumps({
             "event_id": str(uuid.uuid4()), "trace_id": e.trace_id, "timestamp": NOW.isoformat(), "app": e.app,
             "input": e.input, "output": e.output, "context": list(e.context), "latency_ms": e.latency_ms,

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import free_port, print_table, stop_process, wait_until, write_json
+from _common import free_port, print_table, stop_process, store_url, wait_until, write_json
 
 from ingest.emitter import Emitter
 from storage.clickhouse import ClickHouseStore
@@ -90,8 +90,8 @@ def main() -> None:
              "--ingest-port", str(free_port()), "--no-console"]
     up = subprocess.Popen([sys.executable, "-m", "llmwatch", "up", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     bootstrap = f"127.0.0.1:{kafka_port}"
-    store = ClickHouseStore(f"http://127.0.0.1:{ch_port}", DB)
     try:
+        store = ClickHouseStore(store_url(data_dir, ch_port), DB)
         wait_until(lambda: (data_dir / "run" / "up.json").exists() and store.query(f"SELECT count() FROM {DB}.workers")[0][0] > 0, 180)
         time.sleep(2)
         saturation = saturate(bootstrap, store, args.events)

@@ -222,10 +222,9 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_ingest(settings: Settings) -> None:
-    from ingest.kafka import ensure_topics
+    from ingest.kafka import ensure_llmwatch_topics
     from llmwatch.supervisor import check_ports_free
 
     check_ports_free(settings.host, {"ingest_port": settings.ingest_port})
-    ensure_topics(settings.bootstrap_servers, [settings.traces_topic, settings.dlq_topic, settings.control_topic],
-                  settings.partitions, settings.replication_factor)
+    ensure_llmwatch_topics(settings)
     asyncio.run(_serve(settings))

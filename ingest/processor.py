@@ -399,18 +399,13 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from detectors.registry import load_all
-    from ingest.kafka import ensure_topics, producer
+    from ingest.kafka import ensure_llmwatch_topics, producer
     from storage.clickhouse import connect
     from storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)
-    ensure_topics(
-        settings.bootstrap_servers,
-        [settings.traces_topic, settings.dlq_topic, settings.control_topic],
-        settings.partitions,
-        settings.replication_factor,
-    )
+    ensure_llmwatch_topics(settings)
     detectors = load_all(settings.detector_names, settings)
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
     app = build_app(settings, handler)

@@ -120,5 +120,8 @@ def announce(bootstrap: str, app: str, release: Release, *, activate: bool = Fal
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     body = {"kind": "register", "app": app, "release": release.as_dict(), "activate": activate}
-    producer.produce(topic, key=app.encode(), value=json.dumps(body).encode())
+    # llm.control is compacted (the latest message per key stays): a key per registered release
+    # keeps every release, and release switches keep the key `app`, so its latest switch stays.
+    key = f"{app}\0register\0{release.as_dict()}"
+    producer.produce(topic, key=key.encode(), value=json.dumps(body).encode())
     return producer.flush(timeout_s) == 0

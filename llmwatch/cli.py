@@ -117,7 +117,7 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
     from alerts.releases import Registry, ReleaseRecord
-    from ingest.kafka import ensure_topics, producer
+    from ingest.kafka import ensure_llmwatch_topics, producer
     from storage.clickhouse import connect
     from storage.migrate import migrate
 
@@ -125,7 +125,7 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
     migrate(store, settings.retention_days)
     bus = None
     if args.action in ("promote", "rollback"):
-        ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+        ensure_llmwatch_topics(settings, [settings.control_topic])
         bus = producer(settings.bootstrap_servers)
     registry = Registry(store, settings, bus)
     actor = args.actor or getpass.getuser()

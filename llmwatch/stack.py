@@ -20,7 +20,7 @@ def build_components(
     settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None
 ) -> list[Component]:
     """The children of `up` in start order."""
-    from ingest.kafka import ensure_topics, kafka_reachable
+    from ingest.kafka import ensure_llmwatch_topics, kafka_reachable
     from llmwatch.cli import settings_env
     from storage.clickhouse import connect
     from storage.migrate import migrate
@@ -29,12 +29,7 @@ def build_components(
 
     def create_topics() -> None:
         # Also after a broker restart: tansu keeps topics in memory only.
-        ensure_topics(
-            settings.bootstrap_servers,
-            [settings.traces_topic, settings.dlq_topic, settings.control_topic],
-            settings.partitions,
-            settings.replication_factor,
-        )
+        ensure_llmwatch_topics(settings)
 
     def apply_schema() -> None:
         store = connect(settings)

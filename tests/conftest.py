@@ -16,7 +16,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from ingest.kafka import ensure_topics, kafka_reachable
+from ingest.kafka import ensure_llmwatch_topics, kafka_reachable
 from llmwatch.broker import tansu_command
 from llmwatch.processes import free_port, stop_process, wait_until
 from llmwatch.settings import Settings
@@ -113,5 +113,5 @@ def stack_settings(broker: str, embedded_store: ClickHouseStore, embedded_url: s
         # Exact-count tests use one detector; tests/detectors/test_stored.py runs them all.
         detectors="toxicity",
     )
-    ensure_topics(broker, [settings.traces_topic, settings.dlq_topic, settings.control_topic], settings.partitions)
+    ensure_llmwatch_topics(settings)
     return settings

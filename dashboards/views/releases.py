@@ -16,9 +16,9 @@ st.title("Releases")
 
 @st.cache_resource
 def control_producer():  # noqa: ANN201 - a confluent_kafka Producer
-    from ingest.kafka import ensure_topics, producer
+    from ingest.kafka import ensure_llmwatch_topics, producer
 
-    ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+    ensure_llmwatch_topics(settings, [settings.control_topic])
     return producer(settings.bootstrap_servers)
 
 

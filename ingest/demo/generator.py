@@ -159,13 +159,13 @@ class DemoDeploys:
 
     def __init__(self, settings: Settings) -> None:
         from alerts.releases import Registry, ReleaseRecord
-        from ingest.kafka import ensure_topics, producer
+        from ingest.kafka import ensure_llmwatch_topics, producer
         from storage.clickhouse import connect
         from storage.migrate import migrate
 
         store = connect(settings)
         migrate(store, settings.retention_days)
-        ensure_topics(settings.bootstrap_servers, [settings.control_topic], settings.partitions, settings.replication_factor)
+        ensure_llmwatch_topics(settings, [settings.control_topic])
         self.registry = Registry(store, settings, producer(settings.bootstrap_servers))
         for release in (SUPPORT_STABLE, SUPPORT_CANARY):
             self.registry.register(ReleaseRecord("support-bot", release.prompt_id, release.prompt_version,

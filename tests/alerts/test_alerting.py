@@ -116,6 +116,41 @@ def test_a_toxic_burst_triggers_once_and_resolves_once_with_the_same_dedup_key(
     assert delivered == [(n, e, "delivered", 1) for n in ("pagerduty", "slack", "webhook") for e in ("firing", "resolved")]
 
 
+class CrashOn:
+    """The real store, except that the process 'dies' when it writes into `table`."""
+
+    def __init__(self, store: ClickHouseStore, table: str) -> None:
+        self.store, self.table = store, table
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def insert(self, table: str, rows: list) -> None:
+        if table == self.table:
+            raise StoreUnavailable("simulated crash")
+        self.store.insert(table, rows)
+
+
+@pytest.mark.parametrize("crash_on", ["alert_outbox", "alerts"])
+def test_a_crash_inside_an_evaluation_is_repaired_by_the_next(
+    embedded_store: ClickHouseStore, receiver: Receiver, crash_on: str
+) -> None:
+    """Killed before the outbox row, or between the outbox row and the new state: the next
+    evaluation takes the transition again, and each receiver is paged exactly once."""
+    store = embedded_store
+    for minute in range(3):
+        traffic(store, T0 + timedelta(minutes=minute), toxic_share=0.5)
+    assert evaluate(store, T0 + timedelta(minutes=2)) == ["pending"]
+    with pytest.raises(StoreUnavailable):
+        evaluate_rule(CrashOn(store, crash_on), RULE, T0 + timedelta(minutes=3), link="http://console")
+    assert evaluate(store, T0 + timedelta(minutes=3, seconds=10)) == ["firing"]
+    assert evaluate(store, T0 + timedelta(minutes=3, seconds=20)) == []
+    deliver_due(store, notifiers_for(receiver))
+    assert sorted(path for path, _, _ in receiver.requests) == ["/hook", "/pd", "/slack"]
+    transitions = store.query(f"SELECT transition FROM {store.database}.alerts ORDER BY at")
+    assert [t for (t,) in transitions] == ["pending", "firing"]
+
+
 def test_webhook_is_signed(embedded_store: ClickHouseStore, receiver: Receiver) -> None:
     for minute in range(2):
         traffic(embedded_store, T0 + timedelta(minutes=minute), toxic_share=0.5)
@@ -283,6 +318,59 @@ def test_an_app_registers_its_release_through_the_sdk(embedded_store: ClickHouse
         follower.close()
     assert {r.release: r.status for r in registry.releases("bot")} == {"answer:7@m": "active", "answer:8@m": "candidate"}
     assert {r.actor for r in registry.releases("bot")} == {"sdk:bot"}
+
+
+def test_registrations_survive_a_store_outage_and_a_restart(embedded_store: ClickHouseStore, broker: str) -> None:
+    """The registry's store fails while a registration is read: it is not committed, so the same
+    follower (after a rewind) or a new one (after a crash) applies it. The control topic is
+    compacted, so switches outlive any retention."""
+    import time
+
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    from alerts.releases import RegistrationFollower, Registry
+    from ingest.emitter import Release
+    from ingest.kafka import ensure_llmwatch_topics
+    from ingest.releases import announce
+
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker, partitions=1,
+                                 traces_topic=f"t-{suffix}", dlq_topic=f"d-{suffix}", control_topic=f"control-{suffix}",
+                                 consumer_group=f"g-{suffix}", kafka_session_timeout_s=2.0)
+    ensure_llmwatch_topics(settings)
+    admin = AdminClient({"bootstrap.servers": broker})  # kept until its futures resolve
+    config = admin.describe_configs([ConfigResource(ResourceType.TOPIC, settings.control_topic)])
+    assert next(iter(config.values())).result()["cleanup.policy"].value == "compact"
+
+    def poll_until(follower: RegistrationFollower, store: object, wanted: int) -> int:
+        follower.registry = Registry(store, settings)
+        deadline, applied = time.monotonic() + 30, 0
+        while applied < wanted and time.monotonic() < deadline:
+            applied += follower.poll()
+        return applied
+
+    assert announce(broker, "bot", Release("answer", "7", "m"), activate=True, topic=settings.control_topic)
+    follower = RegistrationFollower(Registry(embedded_store, settings), settings)
+    try:
+        with pytest.raises(StoreUnavailable):
+            poll_until(follower, CrashOn(embedded_store, "releases"), 1)
+        assert poll_until(follower, embedded_store, 1) == 1  # rewound: read again
+    finally:
+        follower.close()
+    assert {r.release for r in Registry(embedded_store, settings).releases("bot")} == {"answer:7@m"}
+
+    assert announce(broker, "bot", Release("answer", "8", "m"), topic=settings.control_topic)
+    crashed = RegistrationFollower(Registry(embedded_store, settings), settings)
+    with pytest.raises(StoreUnavailable):
+        poll_until(crashed, CrashOn(embedded_store, "releases"), 1)
+    crashed.close()  # the process died: nothing was committed for answer:8
+    restarted = RegistrationFollower(Registry(embedded_store, settings), settings)
+    try:
+        assert poll_until(restarted, embedded_store, 1) >= 1  # answer:7 may come again: applying it twice is harmless
+    finally:
+        restarted.close()
+    assert {r.release: r.status for r in Registry(embedded_store, settings).releases("bot")} == {
+        "answer:7@m": "active", "answer:8@m": "candidate"}
 
 
 def test_a_receiver_that_times_out_or_refuses_is_retried_and_recorded(embedded_store: ClickHouseStore) -> None:

@@ -3,6 +3,7 @@ through the login form, no exception, the key numbers on the page, and the actio
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,8 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def texts(elements) -> str:  # noqa: ANN001
-    return "\n".join(str(e.value) for e in elements)
+    """What a reader sees: Markdown's backslash escapes (event text is escaped) removed."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def test_a_wrong_password_is_refused(console_env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
@@ -256,11 +258,14 @@ def test_sql_is_read_only_by_clickhouse_and_capped(open_console, console_env) ->
     for statement in (f"INSERT INTO {store.database}.reviews (reviewer) VALUES ('mallory')",
                       f"DROP TABLE {store.database}.traces",
                       "SELECT 1 SETTINGS readonly = 0",
-                      "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')"):
+                      "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+                      "SELECT 'x' INTO OUTFILE '/tmp/llmwatch-console-probe' TRUNCATE",
+                      "KILL QUERY WHERE 1"):
         at.text_area(key="sql").input(statement)
         at.button(key="run_sql").click()
         at.run()
-        assert "READONLY" in texts(at.error) or "readonly" in texts(at.error), statement
+        refusal = texts(at.error)
+        assert "READONLY" in refusal or "readonly" in refusal or "ACCESS_DENIED" in refusal, statement
     assert store.query(f"SELECT count() FROM {store.database}.traces") == [(seeded.events,)]
     assert store.query(f"SELECT count() FROM {store.database}.reviews WHERE reviewer = 'mallory'") == [(0,)]
 
