@@ -33,6 +33,7 @@ from aiohttp import web
 
 from ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
 from ingest.otlp import OtlpError, decode_request, span_events
+from llmwatch.processes import return_big_buffers_to_the_os
 from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def build_app(settings: Settings, producer: Any) -> web.Application:
 async def _serve(settings: Settings) -> None:
     from aiokafka import AIOKafkaProducer
 
+    return_big_buffers_to_the_os()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
                                 compression_type="lz4", max_request_size=max(1_048_576, settings.max_event_bytes * 2))
     await producer.start()

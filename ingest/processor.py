@@ -33,7 +33,14 @@ from typing import Any, Callable, Sequence
 from detectors.base import Detector, ScoreRow
 from detectors.pii import redact_bytes, redact_event, redact_text
 from ingest.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
-from ingest.sink import RawMessage, StoredBatch, new_rejections, store_events, store_rejections
+from ingest.sink import (
+    MAX_STORED_RAW_BYTES,
+    RawMessage,
+    StoredBatch,
+    new_rejections,
+    store_events,
+    store_rejections,
+)
 from llmwatch.errors import StoreDataError, StoreError
 from llmwatch.settings import Settings
 from storage.clickhouse import Store
@@ -93,9 +100,12 @@ class BatchHandler:
             return message, redact_event(parsed, policy)
         if isinstance(parsed, Feedback):
             return message, replace(parsed, comment=redact_text(parsed.comment, policy.input, policy.key)[0])
-        # Unparsed bytes have no fields: the strictest policy of any field applies.
+        # Unparsed bytes have no fields: the strictest policy of any field applies. A message over
+        # the size limit keeps its first MAX_STORED_RAW_BYTES only, in the DLQ too: it could never
+        # be replayed, and redacting megabytes of an attacker's bytes would stall the batch.
         strictest = policy.strictest
-        value = redact_bytes(message.value, strictest, policy.key)
+        raw = message.value[:MAX_STORED_RAW_BYTES] if parsed.reason == "too_large" else message.value
+        value = redact_bytes(raw, strictest, policy.key)
         detail = redact_text(parsed.detail, strictest, policy.key)[0]
         return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 

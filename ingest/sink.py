@@ -36,6 +36,7 @@ from ingest.events import Feedback, Rejection, TraceEvent
 from storage.clickhouse import Store
 
 __all__ = [
+    "MAX_STORED_RAW_BYTES",
     "RETRY_WINDOW",
     "RawMessage",
     "StoredBatch",

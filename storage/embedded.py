@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from llmwatch.errors import ConfigError
+from llmwatch.processes import return_big_buffers_to_the_os
 from storage.guard import refusal, setting_refusal, statement_kind
 
 log = logging.getLogger(__name__)
@@ -418,6 +419,7 @@ def serve(
         raise ConfigError("the embedded store needs a password (see --clickhouse-password)")
     if not _loopback(host):
         log.warning("the embedded store listens on %s: reachable from other machines (password required)", host)
+    return_big_buffers_to_the_os()
     store = EmbeddedStore(path)
     server = _Server((host, port), store, password, limits)
     log.info("embedded ClickHouse %s serving %s on http://%s:%d", store.version, path, host, port)
