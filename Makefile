@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/alerts.py
 	$(PY) bench/ingest_http.py
 	$(PY) bench/console.py
+	$(PY) bench/chaos.py
 
 clean:
 	rm -rf $(VENV) .llmwatch .pytest_cache .hypothesis bench/results

@@ -49,11 +49,12 @@ class Scale:
     valid: int = 1_000
     big_strings: int = 20
     http_requests: int = 2_000
-    rate: float = 200.0
+    rate: float = 200.0  # events/s the app emits
+    store_rate: float = 100.0  # slower while the store is frozen, so the stream outlasts the freeze
 
 
 QUICK = Scale(worker_events=1_500, worker_kills=2, store_events=1_000, freeze_s=5.0, broker_events=1_000,
-              hostile=500, valid=100, big_strings=2, http_requests=200, rate=200.0)
+              hostile=500, valid=100, big_strings=2, http_requests=200, rate=200.0, store_rate=100.0)
 
 
 class Stack:
@@ -68,7 +69,8 @@ class Stack:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.ingest_url = f"http://127.0.0.1:{self.ingest_port}"
-        self.store = ClickHouseStore(store_url(self.data_dir, self.store_port), DB)
+        # Short timeouts: a poller that waits a minute on a frozen store only queues more work.
+        self.store = ClickHouseStore(store_url(self.data_dir, self.store_port), DB, query_timeout_s=5)
         # `up` starts the ingest server last: once it listens and a worker beats, the stack is up.
         wait_until(lambda: port_open("127.0.0.1", self.ingest_port) and self.workers_alive() > 0, 240, "llmwatch up")
 
@@ -83,10 +85,18 @@ class Stack:
         return self.store.query(f"SELECT count() FROM {DB}.workers FINAL WHERE seen_at > now64(3) - INTERVAL 15 SECOND")[0][0]
 
     def signal(self, component: str, sig: int) -> int:
-        pid = self.pid(component)
-        assert pid is not None, component
-        os.kill(pid, sig)
-        return pid
+        """Send `sig` to the component's live process, waiting for the supervisor to have
+        restarted it if the last one is dead (a crashed component restarts after a backoff)."""
+        for _ in range(600):
+            pid = self.pid(component)
+            try:
+                if pid is not None and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+                    os.kill(pid, sig)
+                    return pid
+            except (OSError, IndexError):  # exited in between
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"no live {component} process to signal")
 
     def close(self) -> None:
         stop_process(self.process, 60)
@@ -117,16 +127,18 @@ def emit_steadily(stack: Stack, app: str, count: int, rate: float,
 
 
 def settle(stack: Stack, app: str, expected: int, quiet_s: float = 30.0, timeout_s: float = 600.0) -> int:
-    """Wait until `expected` distinct events of `app` are stored, or nothing new arrives for quiet_s."""
+    """Wait until `expected` distinct events of `app` are stored, or nothing new arrives for quiet_s
+    while a worker is alive (a restarting worker is not a reason to stop waiting)."""
     last, last_change, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             n = stack.store.query(f"SELECT uniqExact(event_id) FROM {DB}.traces WHERE app = {{a:String}}", {"a": app})[0][0]
+            working = stack.workers_alive() > 0
         except Exception:  # the store is restarting
-            n = last
+            n, working = last, False
         if n >= expected:
             return n
-        if n != last:
+        if n != last or not working:
             last, last_change = n, time.monotonic()
         elif time.monotonic() - last_change > quiet_s:
             return n
@@ -157,7 +169,7 @@ def first_row_after(stack: Stack, app: str, since: float, timeout_s: float = 300
                 return newest / 1000 - since
         except Exception:
             pass
-        time.sleep(0.2)
+        time.sleep(0.5)
     return float("inf")
 
 
@@ -172,7 +184,7 @@ def kill_the_worker(stack: Stack, scale: Scale) -> dict[str, Any]:
 def freeze_and_kill_the_store(stack: Stack, scale: Scale) -> dict[str, Any]:
     app, marks = "chaos-store", {}
     freeze_at = scale.store_events // 10
-    thaw_after = int(scale.freeze_s * scale.rate)
+    thaw_after = int(scale.freeze_s * scale.store_rate)
 
     def freeze() -> None:
         marks["frozen"] = time.time()
@@ -189,7 +201,7 @@ def freeze_and_kill_the_store(stack: Stack, scale: Scale) -> dict[str, Any]:
     actions = {freeze_at: freeze, freeze_at + thaw_after: thaw}
     if freeze_at + thaw_after >= scale.store_events:  # a short run: thaw near the end
         actions = {freeze_at: freeze, scale.store_events - 2: thaw}
-    sent = emit_steadily(stack, app, scale.store_events, scale.rate, actions)
+    sent = emit_steadily(stack, app, scale.store_events, scale.store_rate, actions)
     resume_after_freeze = first_row_after(stack, app, marks["thawed"])
     settle(stack, app, scale.store_events)
     # Then kill -9 it under load: the supervisor restarts it, the worker resumes.
@@ -336,15 +348,20 @@ def fuzz_http(stack: Stack, scale: Scale) -> dict[str, Any]:
         for _ in range(3):  # every kind of request once, so the allocator has grown before the reading
             for make in bodies:
                 send(*make())
-        before = rss_kb(pid)
-        for _ in range(scale.http_requests):
+        before, curve = rss_kb(pid), []
+        for i in range(scale.http_requests):
             key = send(*rng.choice(bodies)())
             statuses[key] = statuses.get(key, 0) + 1
-    after = rss_kb(pid)
+            if (i + 1) % max(1, scale.http_requests // 8) == 0:
+                curve.append(round(rss_kb(pid) / 1024, 1))
+    # Requests in flight hold their bodies (up to 16 MB decompressed) for a moment: "back within
+    # 20 %" is read once the server is idle again.
+    time.sleep(1.0)
+    after = min(rss_kb(pid) for _ in range(5) if time.sleep(0.5) is None)
     errors = sum(n for code, n in statuses.items() if code.startswith("5") and code != "503")
     return {"requests": scale.http_requests, "statuses": dict(sorted(statuses.items())), "server_errors": errors,
             "rss_before_mb": round(before / 1024, 1), "rss_after_mb": round(after / 1024, 1),
-            "rss_growth": round(after / before - 1, 3), "ingest_restarted": stack.pid("ingest") != pid}
+            "rss_growth": round(after / before - 1, 3), "rss_curve_mb": curve, "ingest_restarted": stack.pid("ingest") != pid}
 
 
 def probe_the_store(stack: Stack) -> dict[str, Any]:

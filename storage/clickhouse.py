@@ -56,6 +56,11 @@ def _store_error(exc: DatabaseError) -> StoreError:
     return StoreError(str(exc))
 
 
+def _brief(exc: Exception) -> str:
+    """An exception's message without the request URL (kilobytes of query parameters) it quotes."""
+    return re.sub(r"url: /\?\S+", "url: /?…", str(exc))[:500]
+
+
 class Store(Protocol):
     """What components need from ClickHouse. Rows are tuples; SQL parameters use
     ClickHouse's server-side `{name:Type}` placeholders."""
@@ -131,7 +136,7 @@ class ClickHouseStore:
         try:
             return getattr(client, method)(*args, **kwargs)
         except OperationalError as exc:
-            msg = f"ClickHouse at {self.address} is unreachable: {exc}"
+            msg = f"ClickHouse at {self.address} is unreachable: {_brief(exc)}"
             raise StoreUnavailable(msg) from exc
         except DatabaseError as exc:
             raise _store_error(exc) from exc

@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 import uuid
 import zlib
@@ -284,6 +285,14 @@ class _Handler(BaseHTTPRequestHandler):
         expected = self.server.password
         return user == "default" and hmac.compare_digest(password.encode(), expected.encode())
 
+    def _client_gone(self) -> bool:
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:  # connected, nothing more sent yet
+            return False
+        except OSError:
+            return True
+
     def _foreign_origin(self) -> bool:
         """A browser page from another origin (any site open in the operator's browser)."""
         origin = self.headers.get("Origin")
@@ -333,6 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in query.items()
             if k not in _PROTOCOL_PARAMS and not k.startswith("param_") and _SETTING_NAME.match(k)
         }
+        if self._client_gone():
+            # It gave up waiting (a store frozen or swamped for longer than its timeout): running
+            # its query now would only delay the requests of clients that are still there.
+            log.info("skipping query %s: the client has closed the connection", query_id)
+            self.close_connection = True
+            return
         readonly = settings.pop("readonly", "")
         if self.command == "GET" and readonly in ("", "0"):
             readonly = "2"  # as ClickHouse: no writes over GET, settings may still change
