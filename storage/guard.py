@@ -58,10 +58,14 @@ _REFUSED_FORMATS = frozenset(
     {"template", "templateignorespaces", "protobuf", "protobufsingle", "protobuflist", "capnproto",
      "avroconfluent"}
 )
+# Settings that name a file to read or write, or a registry to fetch from. In SQL only these
+# names count (a column may well be called `log_path`); a setting passed as a URL parameter is
+# also refused for any name ending in _path or _file.
 _FILE_SETTING = re.compile(
-    r"format_schema|format_template|schema_registry|_path\b|_file\b|default_(?:temporary_)?table_engine",
+    r"format_schema|format_template|schema_registry|output_format_schema|default_(?:temporary_)?table_engine",
     re.IGNORECASE,
 )
+_FILE_SETTING_NAME = re.compile(_FILE_SETTING.pattern + r"|_path$|_file$", re.IGNORECASE)
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+`?(\w+)", re.IGNORECASE)
 # In ClickHouse's own formatting of a CREATE statement (comments gone, spacing canonical).
 _ENGINE_CLAUSE = re.compile(r"\bENGINE = `?(\w+)")
@@ -118,7 +122,7 @@ def refusal(ast: str, statement: str, *, readonly: bool, formatted: str = "") ->
 
 def setting_refusal(name: str, value: str) -> str | None:
     """Why a setting passed with the request (a URL parameter) may not be applied, or None."""
-    if _FILE_SETTING.search(name):
+    if _FILE_SETTING_NAME.search(name):
         return f"setting {name} is not allowed: it names a file or a schema registry"
     if name.lower() in ("default_format", "output_format") and value.lower() in _REFUSED_FORMATS:
         return f"format {value} is not allowed"

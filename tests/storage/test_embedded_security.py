@@ -129,3 +129,15 @@ def test_bodies_and_queries_are_bounded(small_store: tuple[str, str, Path]) -> N
     slow = httpx.post(f"{base}/", content=b"SELECT count() FROM numbers(1000000000000)", auth=auth, timeout=60)
     assert slow.status_code != 200 and "TIMEOUT_EXCEEDED" in slow.text
     assert httpx.post(f"{base}/", content=b"SELECT 1", auth=auth).text == "1\n"  # still serving
+
+
+def test_ordinary_queries_that_look_like_probes_run(embedded_url: str) -> None:
+    """The guard reads ClickHouse's parse, not the text: names and strings that merely mention
+    files, engines or formats are fine. (The names of file-naming settings themselves are
+    refused anywhere in a statement: a rare false alarm, never a hole.)"""
+    base, password = parts(embedded_url)
+    for query in ("SELECT 'INTO OUTFILE /tmp/x' AS s, 'file(x)' AS t",
+                  "SELECT 1 AS log_path, 2 AS user_file, 'ENGINE = File' AS note",
+                  "SELECT count() FROM numbers(10) WHERE number IN (SELECT number FROM numbers(3))"):
+        answer = httpx.post(f"{base}/", content=query.encode(), auth=("default", password))
+        assert answer.status_code == 200, (query, answer.text)
