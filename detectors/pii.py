@@ -154,7 +154,9 @@ _PATTERNS = (
     ),
     _Pattern(
         "email",
-        re.compile(rf"[{_LOCAL}](?<![{_LOCAL}].)[{_LOCAL}]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}\b"),
+        # Domain labels are taken possessively (no backtracking over thousands of labels), each
+        # only when another label follows its dot, so a sentence's full stop stays outside.
+        re.compile(rf"[{_LOCAL}](?<![{_LOCAL}].)[{_LOCAL}]*@(?:[A-Za-z0-9-]+\.(?=[A-Za-z0-9-]))++[A-Za-z]{{2,}}\b"),
     ),
     _Pattern(
         "iban",

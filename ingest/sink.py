@@ -131,7 +131,9 @@ def _existing_rejections(store: Store, ids: list[bytes]) -> set[bytes]:
         return set()
     rows = store.query(
         f"SELECT DISTINCT hex(rejection_id) FROM {store.database}.rejected "
-        "WHERE rejection_id IN (SELECT unhex(arrayJoin({ids:Array(String)})))",
+        # toFixedString: unhex gives a String, and an id ending in a zero byte (1 in 256) then
+        # never matched its FixedString(16), so replays recorded those rejections again.
+        "WHERE rejection_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))",
         {"ids": [i.hex() for i in ids]},
     )
     return {bytes.fromhex(row[0]) for row in rows}

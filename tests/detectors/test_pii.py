@@ -196,15 +196,15 @@ def _cpu_seconds(pattern: object, text: str, runs: int = 3) -> float:
 @pytest.mark.parametrize("name", list(ADVERSARIAL) + list(DENSE))
 def test_every_pattern_is_linear_on_adversarial_megabytes(name: str) -> None:
     """Each pattern handles 1 MB of adversarial text in under 100 ms (a quadratic one takes
-    minutes to hours; candidate-dense text, 300 ms), and 4x the text costs at most about 4x the
-    time."""
+    minutes to hours; candidate-dense text, 300 ms), and 8x the text costs about 8x the time,
+    far from the 64x of a quadratic pattern (the bound, 24x, leaves room for caches and noise)."""
     make, limit = (ADVERSARIAL[name], 0.1) if name in ADVERSARIAL else (DENSE[name], 0.3)
-    megabyte, quarter = make(_MB), make(_MB // 4)
+    megabyte, eighth = make(_MB), make(_MB // 8)
     for pattern in pii._PATTERNS:
         full = _cpu_seconds(pattern, megabyte)
         label = f"{pattern.kind} pattern {pattern.regex.pattern[:40]!r}"
         assert full < limit, f"{label} took {full:.3f}s on 1 MB"
-        assert full < 6 * max(_cpu_seconds(pattern, quarter), 0.005), f"{label} is not linear"
+        assert full < 24 * max(_cpu_seconds(pattern, eighth), 0.002), f"{label} is not linear"
 
 
 def test_redacting_a_megabyte_of_emails_is_fast() -> None:

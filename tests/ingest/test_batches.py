@@ -219,3 +219,17 @@ def test_a_store_error_inside_a_detector_is_retried_not_blamed_on_events(embedde
     with pytest.raises(StoreUnavailable):
         handler.handle(messages([valid_event(output="fine")]))
     assert counts(embedded_store)["scores"] == 0
+
+
+def test_a_rejection_whose_id_ends_in_a_zero_byte_is_recorded_once(embedded_store: ClickHouseStore, broker: str) -> None:
+    """Found by the boundary-value test: 1 rejection id in 256 ends in 0x00, and the lookup that
+    makes replays idempotent compared it as a String, which never matched."""
+    from ingest.sink import rejection_id
+
+    handler = handler_for(embedded_store, broker)
+    junk = next(m for m in (messages([f"junk {i}".encode()], start=i) for i in range(5000))
+                if rejection_id(m[0]).endswith(b"\x00"))
+    handler.handle(junk)
+    replay = handler.handle(junk)
+    assert replay.rejected == 0
+    assert counts(embedded_store)["rejected"] == 1
