@@ -104,6 +104,9 @@ def console_url(console_env, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
 def test_every_page_renders_in_chromium_without_an_error(console_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
+    # Assertions wait 5 s by default; a page's first query on a busy 2-core CI machine can take
+    # longer (seen once in a full run while the previous tests' servers were still stopping).
+    expect.set_options(timeout=30_000)
     shots = Path(os.environ.get("LLMWATCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     with chromium() as browser:
