@@ -104,7 +104,7 @@ def sign_in() -> User | None:
     if not accounts and not _oidc_configured():
         if not is_loopback(s.host):
             st.error("No console users are configured (--console-users), and the console listens beyond this "
-                     "machine, so it stays locked. See README, Console.")
+                     "machine, so it stays locked. See docs/console.md.")
             return None
         st.session_state["user"] = User("local", "admin")
         return st.session_state["user"]

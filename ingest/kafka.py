@@ -26,7 +26,7 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         # Not idempotent on purpose: tansu's memory broker forgets producer ids on restart and an
-        # idempotent producer then never delivers again (see README, Operations). Duplicates from
+        # idempotent producer then never delivers again (see docs/operations.md). Duplicates from
         # retries are harmless: the worker stores each event_id once.
         "enable.idempotence": False,
         "message.max.bytes": 16 * 1024 * 1024,

@@ -1,7 +1,7 @@
 """OTLP traces → llmwatch trace events. Pure: bytes in, event dicts out (ingest/http.py serves it).
 
 Spans that describe an LLM call become trace events (schema v1); every other span is ignored
-and counted. Conventions read side by side, first match wins (README "OpenTelemetry" has the table):
+and counted. Conventions read side by side, first match wins (docs/ingest.md has the table):
 
 | event field | OTel GenAI (current, then legacy) | OpenInference | Traceloop / Langfuse |
 |---|---|---|---|

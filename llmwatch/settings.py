@@ -264,7 +264,7 @@ class Settings:
             raise ConfigError("bad settings: " + "; ".join(problems))
 
     def describe(self) -> list[tuple[str, str, Any, str]]:
-        """(flag, env var, default, help) for every setting: the source of the README table."""
+        """(flag, env var, default, help) for every setting: the source of the table in docs/configuration.md."""
         return [
             (
                 "--" + f.name.replace("_", "-"),

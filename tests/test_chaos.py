@@ -1,6 +1,6 @@
 """The chaos suite, small: bench/chaos.py --quick against a real `llmwatch up` (broker, store,
-worker, ingest), every scenario at a reduced size. The full run (bench/chaos.py) is in the README's
-Reliability section."""
+worker, ingest), every scenario at a reduced size. The full run (bench/chaos.py) is in
+docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_every_store_probe_is_refused(chaos: dict) -> None:
 
 
 def test_killing_the_broker_never_blocks_the_app(chaos: dict) -> None:
-    """The in-memory broker loses what it held (README, Reliability); the app's emit() stays
+    """The in-memory broker loses what it held (docs/reliability.md); the app's emit() stays
     a queue append, and nothing is doubled."""
     r = chaos["broker"]
     assert r["doubled_rows"] == 0 and r["longest_emit_ms"] < 100, r

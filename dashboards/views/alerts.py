@@ -18,7 +18,7 @@ st.title("Alerts")
 
 latest = c.fresh(q.incidents(db, open_only=False))
 if latest.empty:
-    st.info("No rule has left the ok state yet. Rules: README, Alerts.")
+    st.info("No rule has left the ok state yet. Rules: docs/alerts.md.")
     st.stop()
 latest["group"] = latest["labels"].map(lambda labels: ", ".join(f"{k}={v}" for k, v in sorted(dict(labels).items())) or "(all)")
 open_ = latest[latest["status"].isin(["pending", "firing"])]
