@@ -50,6 +50,23 @@ def counts(store: ClickHouseStore) -> dict[str, int]:
     }
 
 
+def dlq_records(broker: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
+    """(value, headers) of the first `expected` records on a DLQ topic, read from the start."""
+    consumer = Consumer(
+        {"bootstrap.servers": broker, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
+         "session.timeout.ms": 2000}
+    )
+    consumer.subscribe([topic])
+    received: list[tuple[bytes, dict]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(received) < expected and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            received.append((message.value(), dict(message.headers() or [])))
+    consumer.close()
+    return received
+
+
 def messages(values: list[bytes], start: int = 0) -> list[RawMessage]:
     return [RawMessage("llm.traces", 0, start + i, v) for i, v in enumerate(values)]
 
@@ -106,17 +123,7 @@ def test_rejections_reach_the_dlq_with_reason_and_raw_bytes(embedded_store: Clic
     ensure_topics(broker, [handler.settings.dlq_topic], 1)
     junk = [b"\xff\xfe", b"{}", b"[]", json.dumps({"x": "y" * 10}).encode()]
     handler.handle(messages(junk))
-    consumer = Consumer(
-        {"bootstrap.servers": broker, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest", "session.timeout.ms": 2000}
-    )
-    consumer.subscribe([handler.settings.dlq_topic])
-    received = []
-    deadline = time.monotonic() + 30
-    while len(received) < len(junk) and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and message.error() is None:
-            received.append((message.value(), dict(message.headers())))
-    consumer.close()
+    received = dlq_records(broker, handler.settings.dlq_topic, len(junk))
     assert sorted(v for v, _ in received) == sorted(junk)
     reasons = {v: h["llmwatch.reason"].decode() for v, h in received}
     assert reasons[b"\xff\xfe"] == "invalid_utf8"

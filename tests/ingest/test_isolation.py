@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,23 +21,7 @@ from llmwatch.errors import StoreDataError, StoreError
 from llmwatch.settings import Settings
 from storage.clickhouse import ClickHouseStore
 from tests.conftest import _fresh_store
-from tests.ingest.test_batches import counts, handler_for, messages, valid_event
-
-
-def dlq_records(broker: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
-    consumer = Consumer(
-        {"bootstrap.servers": broker, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
-         "session.timeout.ms": 2000}
-    )
-    consumer.subscribe([topic])
-    received: list[tuple[bytes, dict]] = []
-    deadline = time.monotonic() + timeout_s
-    while len(received) < expected and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and message.error() is None:
-            received.append((message.value(), dict(message.headers() or [])))
-    consumer.close()
-    return received
+from tests.ingest.test_batches import counts, dlq_records, handler_for, messages, valid_event
 
 
 def reasons(store: ClickHouseStore) -> dict[str, int]:
