@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
+import orjson
+
 __all__ = ["KINDS", "POLICIES", "PiiPolicy", "find", "redact_bytes", "redact_event", "redact_text"]
 
 POLICIES = ("redact", "hash", "keep")
@@ -215,7 +217,10 @@ def redact_text(text: str, policy: str, key: bytes = b"") -> tuple[str, dict[str
     """Apply `policy` to every PII span of `text`; returns the new text and counts per kind."""
     if not text:
         return text, {}
-    spans = find(text)
+    return _apply(text, find(text), policy, key)
+
+
+def _apply(text: str, spans: list[Span], policy: str, key: bytes) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
     for span in spans:
         counts[span.kind] = counts.get(span.kind, 0) + 1
@@ -232,10 +237,45 @@ def redact_text(text: str, policy: str, key: bytes = b"") -> tuple[str, dict[str
     return "".join(parts), counts
 
 
+# A JSON string literal. The two alternatives cannot both match a character: linear.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _inside_strings(text: str, spans: list[Span]) -> list[Span]:
+    """The spans that lie inside one JSON string literal of `text` (valid JSON). Both lists are
+    in position order, so they are walked together."""
+    kept: list[Span] = []
+    literals = _JSON_STRING.finditer(text)
+    literal = next(literals, None)
+    for span in spans:
+        while literal is not None and literal.end() <= span.start:
+            literal = next(literals, None)
+        if literal is not None and literal.start() < span.start and span.end < literal.end():
+            kept.append(span)
+    return kept
+
+
 def redact_bytes(raw: bytes, policy: str, key: bytes = b"") -> bytes:
-    """Redact arbitrary bytes (a rejected message): undecodable bytes pass through untouched."""
+    """Redact arbitrary bytes (a rejected message); undecodable bytes pass through untouched.
+
+    Bytes that are valid JSON stay valid JSON: only PII inside its strings is redacted, as in an
+    accepted event, so a number (an epoch-ms timestamp that happens to pass Luhn) is never
+    replaced by a bare `[CARD]` that would leave the DLQ record unreadable."""
     text = raw.decode("utf-8", "surrogateescape")
-    return redact_text(text, policy, key)[0].encode("utf-8", "surrogateescape")
+    if not text:
+        return raw
+    spans = find(text)
+    if spans and _is_json(raw):
+        spans = _inside_strings(text, spans)
+    return _apply(text, spans, policy, key)[0].encode("utf-8", "surrogateescape")
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

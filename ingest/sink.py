@@ -18,14 +18,23 @@ derives from content, or feedback timed by its arrival, arrive again with a late
 client retries, and must still find the first copy.
 
 Rows are only ever inserted for keys the store does not have, so a plain count() is exact.
-Two workers writing the same partition at once (a zombie after a rebalance) could still race;
-the ReplacingMergeTree engines collapse such a pair at the next merge.
+Two workers writing the same partition at once (a zombie whose insert was stuck while its
+partition moved to a new owner) can still race: both look, both find nothing, both insert. The
+ReplacingMergeTree tables collapse such a pair at the next merge, but a materialized view counts
+every insert, so:
+
+5. After its inserts, the worker counts the copies of its events. For each copy beyond the first
+   it inserts a negated row into the rollups (`score_counts`, `trace_stats`) with an insert
+   deduplication token named after the event and the copy. Whichever of the two racing workers
+   inserted last sees both copies; if both do, ClickHouse keeps one of the two identical
+   corrections, so each extra copy is taken back exactly once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +44,8 @@ from detectors.base import ScoreRow
 from ingest.events import Feedback, Rejection, TraceEvent
 from storage.clickhouse import Store
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "MAX_STORED_RAW_BYTES",
     "RETRY_WINDOW",
@@ -43,6 +54,7 @@ __all__ = [
     "existing_event_ids",
     "new_rejections",
     "rejection_id",
+    "repair_rollups",
     "store_events",
     "store_rejections",
 ]
@@ -70,6 +82,8 @@ class StoredBatch:
     feedback: int = 0
     rejected: int = 0
     duplicates: int = 0
+    # Extra copies of events (from a racing worker) taken back out of the rollups.
+    repaired: int = 0
     # Events the store refused (a row its column types cannot hold): rejected, reason `internal`.
     refused: list[tuple[RawMessage, Rejection]] = field(default_factory=list)
 
@@ -80,6 +94,7 @@ class StoredBatch:
             self.feedback + other.feedback,
             self.rejected + other.rejected,
             self.duplicates + other.duplicates,
+            self.repaired + other.repaired,
             self.refused + other.refused,
         )
 
@@ -172,6 +187,7 @@ def store_events(
         ]
     by_id = {e.event_id: e for e in unique_traces}
     store.insert("scores", [_score_row(r, by_id[r.event_id], now) for r in scores])
+    repaired = repair_rollups(store, unique_traces)
 
     seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
     new_feedback = [f for f in unique_feedback if f.event_id not in seen_feedback]
@@ -179,7 +195,83 @@ def store_events(
     store.insert("feedback", [f.row(now) for f in new_feedback])
 
     return StoredBatch(
-        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates
+        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates,
+        repaired=repaired,
+    )
+
+
+_COPIES = (
+    "SELECT event_id, '', '', count() AS copies FROM {db}.traces {by_key} GROUP BY event_id HAVING copies > 1 "
+    "UNION ALL "
+    "SELECT event_id, detector, target, count() AS copies FROM {db}.scores {by_key} "
+    "GROUP BY event_id, detector, target HAVING copies > 1"
+)
+_ONE_COPY = "WHERE app = {app:String} AND timestamp = {ts:DateTime64(3, 'UTC')} AND event_id = {id:UUID}"
+# Each correction is what the rollup's materialized view added for one stored copy, negated:
+# the expressions are those of trace_stats_mv (004_console.sql) and score_counts_mv
+# (003_alerts.sql); tests/ingest/test_rollup_repair.py fails if the two drift apart.
+_TRACE_STATS_CORRECTION = (
+    "INSERT INTO {db}.trace_stats SELECT toStartOfMinute(timestamp), app, environment, {{release:String}}, model, "
+    "-1, -toInt64(error != ''), -toInt64(ifNull(input_tokens, 0)), -toInt64(ifNull(output_tokens, 0)), "
+    "-ifNull(cost_usd, 0), if(latency_ms IS NULL, CAST(map(), 'Map(UInt16, Int64)'), "
+    "map(toUInt16(least(65535, ceil(log(greatest(0, assumeNotNull(latency_ms)) + 1) / log(1.05)))), toInt64(-1))) "
+    "FROM {db}.traces {where} LIMIT 1"
+)
+_SCORE_COUNTS_CORRECTION = (
+    "INSERT INTO {db}.score_counts SELECT toStartOfInterval(timestamp, toIntervalSecond(10)), app, environment, "
+    "release, model, detector, target, label, -1 FROM {db}.scores {where} "
+    "AND (detector, target) IN {{pairs:Array(Tuple(String, String))}} LIMIT 1 BY detector, target"
+)
+
+
+def repair_rollups(store: Store, events: Sequence[TraceEvent]) -> int:
+    """Take every extra copy of these events (and of their score rows) back out of the rollups.
+    Returns how many copies were taken back; 0, at the cost of one lookup, when nothing raced."""
+    if not events:
+        return 0
+    db = store.database
+    rows = store.query(_COPIES.format(db=db, by_key=_BY_KEY), _key_params(events))
+    if not rows:
+        return 0
+    by_id = {e.event_id: e for e in events}
+    trace_copies: dict[uuid.UUID, int] = {}
+    score_copies: dict[uuid.UUID, dict[tuple[str, str], int]] = {}
+    for event_id, detector, target, copies in rows:
+        if detector:
+            score_copies.setdefault(event_id, {})[(detector, target)] = copies
+        else:
+            trace_copies[event_id] = copies
+    for event_id, copies in trace_copies.items():
+        for copy in range(2, copies + 1):
+            _correct_trace_stats(store, by_id[event_id], copy)
+    for event_id, pairs in score_copies.items():
+        for copy in range(2, max(pairs.values()) + 1):
+            _correct_score_counts(store, by_id[event_id], sorted(p for p, n in pairs.items() if n >= copy), copy)
+    log.warning("took %d extra copies of %d events back out of the rollups (two workers raced)",
+                sum(trace_copies.values()) - len(trace_copies), len(trace_copies))
+    return sum(trace_copies.values()) - len(trace_copies)
+
+
+def _one_copy(event: TraceEvent) -> dict[str, Any]:
+    return {"app": event.app, "ts": event.timestamp, "id": event.event_id}
+
+
+def _correct_trace_stats(store: Store, event: TraceEvent, copy: int) -> None:
+    store.command(
+        _TRACE_STATS_CORRECTION.format(db=store.database, where=_ONE_COPY),
+        {**_one_copy(event), "release": event.release},
+        settings={"insert_deduplication_token": f"trace_stats/{event.event_id}/{copy}"},
+    )
+
+
+def _correct_score_counts(store: Store, event: TraceEvent, pairs: list[tuple[str, str]], copy: int) -> None:
+    # The token names the (detector, target) pairs too, so only a worker that saw the same
+    # copies writes the same correction, which ClickHouse then drops.
+    digest = hashlib.blake2b(repr(pairs).encode(), digest_size=8).hexdigest()
+    store.command(
+        _SCORE_COUNTS_CORRECTION.format(db=store.database, where=_ONE_COPY),
+        {**_one_copy(event), "pairs": pairs},
+        settings={"insert_deduplication_token": f"score_counts/{event.event_id}/{copy}/{digest}"},
     )
 
 

@@ -61,6 +61,12 @@ def _brief(exc: Exception) -> str:
     return re.sub(r"url: /\?\S+", "url: /?…", str(exc))[:500]
 
 
+# The rollups keep a deduplication window so that a correction written twice counts once
+# (ingest/sink.py, step 5). Blocks a materialized view derives from an insert must never be
+# deduplicated: two batches may well add identical counts to the same rollup rows.
+_INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 0}
+
+
 class Store(Protocol):
     """What components need from ClickHouse. Rows are tuples; SQL parameters use
     ClickHouse's server-side `{name:Type}` placeholders."""
@@ -74,7 +80,8 @@ class Store(Protocol):
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
-    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+    def command(self, sql: str, params: Mapping[str, Any] | None = None,
+                settings: Mapping[str, Any] | None = None) -> None: ...
 
     def ping(self) -> bool: ...
 
@@ -170,7 +177,8 @@ class ClickHouseStore:
         with self._insert_lock:
             context = self._insert_contexts.get(key)
             if context is None:
-                context = self._call("create_insert_context", f"{self.database}.{table}", list(columns))
+                context = self._call("create_insert_context", f"{self.database}.{table}", list(columns),
+                                     settings=_INSERT_SETTINGS)
                 self._insert_contexts[key] = context
             context.data = data
             try:
@@ -186,8 +194,9 @@ class ClickHouseStore:
             finally:
                 context.data = None
 
-    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._call("command", sql, parameters=params)
+    def command(self, sql: str, params: Mapping[str, Any] | None = None,
+                settings: Mapping[str, Any] | None = None) -> None:
+        self._call("command", sql, parameters=params, settings=settings)
 
     def ping(self) -> bool:
         try:

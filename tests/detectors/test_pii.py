@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import base64
 import random
 import time
@@ -129,6 +131,20 @@ def test_redact_event_per_field() -> None:
 def test_redact_bytes_keeps_undecodable_bytes() -> None:
     raw = b"\xff\xfe not json, from bob@example.com"
     assert redact_bytes(raw, "redact") == b"\xff\xfe not json, from [EMAIL]"
+
+
+def test_redacted_json_stays_json() -> None:
+    """A rejected message that is JSON stays JSON in the DLQ: PII in its strings is redacted,
+    its numbers are kept, even an epoch-ms timestamp that passes the card checksum (which once
+    became a bare [CARD] and left the record unreadable)."""
+    timestamp = 1796205192859  # 13 digits, Luhn-valid
+    raw = json.dumps({"timestamp": timestamp, "input": "card 4111 1111 1111 1111",
+                      "extra": {"bob@example.com": ['say "hi" to bob@example.com', 4111111111111111]}}).encode()
+    assert json.loads(redact_bytes(raw, "redact")) == {
+        "timestamp": timestamp, "input": "card [CARD]", "extra": {"[EMAIL]": ['say "hi" to [EMAIL]', 4111111111111111]}
+    }
+    # Text that is not JSON has no strings to confine the search to: all of it is redacted.
+    assert redact_bytes(b'{"broken": 4111 1111 1111 1111', "redact") == b'{"broken": [CARD]'
 
 
 @settings(max_examples=300, deadline=None)
