@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -159,18 +160,38 @@ def tally(stack: Stack, app: str, sent: list[str]) -> dict[str, int]:
 
 
 def first_row_after(stack: Stack, app: str, since: float, timeout_s: float = 300.0) -> float:
-    """Seconds from `since` (a time.time()) until a row of `app` is inserted after it."""
+    """Seconds from `since` (a time.time()) until the first row of `app` inserted after it (the
+    store stamps inserted_at itself). Measured whenever it is called: the earliest such row."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            newest = stack.store.query(
-                f"SELECT toUnixTimestamp64Milli(max(inserted_at)) FROM {DB}.traces WHERE app = {{a:String}}", {"a": app})[0][0]
-            if newest and newest / 1000 > since:
-                return newest / 1000 - since
+            first = stack.store.query(
+                f"SELECT toUnixTimestamp64Milli(min(inserted_at)) FROM {DB}.traces "
+                "WHERE app = {a:String} AND inserted_at > fromUnixTimestamp64Milli({t:Int64})",
+                {"a": app, "t": int(since * 1000)})[0][0]
+            if first:
+                return first / 1000 - since
         except Exception:
             pass
         time.sleep(0.5)
     return float("inf")
+
+
+def when_the_store_answers(stack: Stack, marks: dict[str, float]) -> None:
+    """Record in marks["answering"] when the (restarting) store first answers a ping."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{stack.store_port}/ping", timeout=1).status_code == 200:
+                    marks["answering"] = time.time()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def kill_the_worker(stack: Stack, scale: Scale) -> dict[str, Any]:
@@ -197,6 +218,8 @@ def freeze_and_kill_the_store(stack: Stack, scale: Scale) -> dict[str, Any]:
     def kill() -> None:
         stack.signal("store", signal.SIGKILL)
         marks["killed"] = time.time()
+        time.sleep(0.2)  # the dead store's port closes; then wait for the restarted one
+        when_the_store_answers(stack, marks)
 
     actions = {freeze_at: freeze, freeze_at + thaw_after: thaw}
     if freeze_at + thaw_after >= scale.store_events:  # a short run: thaw near the end
@@ -207,9 +230,8 @@ def freeze_and_kill_the_store(stack: Stack, scale: Scale) -> dict[str, Any]:
     # Then kill -9 it under load: the supervisor restarts it, the worker resumes.
     more = emit_steadily(stack, app + "-kill", max(200, scale.store_events // 5), scale.rate,
                          {50: kill})
-    wait_until(lambda: httpx.get(f"http://127.0.0.1:{stack.store_port}/ping", timeout=1).status_code == 200, 120)
-    answering = time.time()
-    resume_after_kill = first_row_after(stack, app + "-kill", answering)
+    wait_until(lambda: "answering" in marks, 120, "the restarted store")
+    resume_after_kill = first_row_after(stack, app + "-kill", marks["answering"])
     settle(stack, app + "-kill", len(more["ids"]))
     first, second = tally(stack, app, sent["ids"]), tally(stack, app + "-kill", more["ids"])
     return {"freeze_s": round(marks["thawed"] - marks["frozen"], 1),

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
 from ingest.otlp import OtlpError, decode_request, span_events
-from llmwatch.processes import return_big_buffers_to_the_os
+from llmwatch.processes import return_big_buffers_to_the_os, trim_heap
 from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,14 @@ class Ingest:
         async for chunk in request.content.iter_chunked(1 << 16):
             size += len(chunk)
             if size > limit:
+                request[_BIG_BODY] = True
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
             chunks.append(chunk)
         body = b"".join(chunks)
+        del chunks
         encoding = request.headers.get("Content-Encoding", "identity").lower()
+        # A compressed body may expand to the limit (or be a bomb stopped there).
+        request[_BIG_BODY] = size >= _BIG_BODY_BYTES or encoding != "identity"
         try:
             if encoding == "gzip":
                 body = _bounded(zlib.decompressobj(16 + zlib.MAX_WBITS), body, limit)
@@ -193,9 +197,47 @@ def _otlp_response(content_type: str, rejected: int, message: str) -> web.Respon
     return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
 
+# A request whose body (read or decompressed) reached this size is followed by a heap trim.
+_BIG_BODY, _BIG_BODY_BYTES = "llmwatch.big_body", 1 << 20
+
+
+class _HeapTrimmer:
+    """Trims the heap a moment after requests with big bodies, at most once per `delay_s`:
+    a burst of them is followed by one trim, once their buffers are freed."""
+
+    def __init__(self, delay_s: float = 1.0) -> None:
+        self.delay_s = delay_s
+        self.pending: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        if self.pending is None:
+            self.pending = asyncio.get_running_loop().call_later(self.delay_s, self._trim)
+
+    def _trim(self) -> None:
+        self.pending = None
+        trim_heap()
+
+
+def _trimming_after_big_bodies(trimmer: _HeapTrimmer) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            # aiohttp keeps the error response (the exception) after sending it; its traceback
+            # would keep every frame's locals alive with it: the request body, decompressed.
+            raise exc.with_traceback(None) from None
+        finally:
+            if request.get(_BIG_BODY):
+                trimmer.soon()
+
+    return middleware
+
+
 def build_app(settings: Settings, producer: Any) -> web.Application:
     ingest = Ingest(settings, producer)
-    app = web.Application(client_max_size=settings.ingest_max_body_bytes + 1024)
+    app = web.Application(client_max_size=settings.ingest_max_body_bytes + 1024,
+                          middlewares=[_trimming_after_big_bodies(_HeapTrimmer())])
     app.router.add_post("/v1/traces", ingest.traces)
     app.router.add_post("/v1/events", ingest.events)
     app.router.add_get("/health", ingest.health)

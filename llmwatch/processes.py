@@ -8,7 +8,7 @@ import subprocess
 import time
 from typing import Any, Callable
 
-__all__ = ["free_port", "return_big_buffers_to_the_os", "stop_process", "wait_until"]
+__all__ = ["free_port", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,4 +63,15 @@ def return_big_buffers_to_the_os() -> None:
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+def trim_heap() -> None:
+    """Hand the free pages inside the heap back to the OS (glibc's malloc_trim). Freed request
+    buffers under the mmap threshold leave holes the heap cannot shrink past, so a server that
+    took a burst of big bodies keeps that memory until this runs. Costs a walk of the heap:
+    call it after big bodies, not per request."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
         pass

@@ -45,6 +45,8 @@ def test_hostile_messages_are_each_rejected_and_stop_nothing(chaos: dict) -> Non
 def test_fuzzed_http_gets_no_server_error(chaos: dict) -> None:
     r = chaos["http"]
     assert r["server_errors"] == 0 and not r["ingest_restarted"], r
+    # Error responses once kept their request's body (decompressed) alive through the traceback.
+    assert r["rss_growth"] < 0.2, r
 
 
 def test_every_store_probe_is_refused(chaos: dict) -> None:
