@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | c
 
 BROWSER := /usr/bin/chromium
 
-.PHONY: install browser demo up test bench clean
+.PHONY: install browser demo up test lint bench clean
 
 install: $(STAMP)
 
@@ -30,8 +30,13 @@ up: install
 
 # The console's browser test drives Debian's Chromium (never a downloaded one). Once it is
 # installed the test must run: LLMWATCH_REQUIRE_BROWSER=1 turns a skip into a failure.
-test: install browser
+test: install browser lint
 	LLMWATCH_REQUIRE_BROWSER=$$(test -x $(BROWSER) && echo 1 || echo 0) $(PY) -m pytest
+
+# Lint and types, clean, on every `make test` (pyproject.toml holds their settings).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 browser:
 	@test -x $(BROWSER) || { \

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.rules import Rule
+from llmwatch.alerts.rules import Rule
 
 __all__ = ["AlertState", "Observation", "Transition", "group_key", "step"]
 

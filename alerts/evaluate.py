@@ -12,11 +12,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.engine import AlertState, Observation, Transition, group_key, state_from_row, step
-from alerts.metrics import metric_query, worst_events_query
-from alerts.notify import Notification, enqueue
-from alerts.rules import NOTIFY_ACTIONS, Rule
-from alerts.silences import load_mutes
+from llmwatch.alerts.engine import AlertState, Observation, Transition, group_key, state_from_row, step
+from llmwatch.alerts.metrics import metric_query, worst_events_query
+from llmwatch.alerts.notify import Notification, enqueue
+from llmwatch.alerts.rules import NOTIFY_ACTIONS, Rule
+from llmwatch.alerts.silences import load_mutes
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["METRICS", "Metric", "ROLLUP_BUCKET_S", "TRACE_RELEASE", "metric_query", "worst_events_query"]
+__all__ = ["METRICS", "ROLLUP_BUCKET_S", "TRACE_RELEASE", "Metric", "metric_query", "worst_events_query"]
 
 _ALL = ("app", "environment", "release", "model")
 ROLLUP_BUCKET_S = 10

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -227,7 +227,7 @@ def _retry_after(response: httpx.Response | None, now: datetime) -> float | None
 def deliver_due(store: Any, available: dict[str, Notifier], now: datetime | None = None, *,
                 max_attempts: int = 12, timeout_s: float = 10.0, client: httpx.Client | None = None) -> dict[str, int]:
     """Try every outbox row that is due. Returns counts per outcome."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows = store.query(
         f"SELECT delivery_id, created_at, notifier, rule, group_key, event, payload, attempts "
         f"FROM {store.database}.alert_outbox FINAL "
@@ -245,7 +245,7 @@ def deliver_due(store: Any, available: dict[str, Notifier], now: datetime | None
                 "delivery_id": delivery_id, "created_at": created_at, "notifier": name, "rule": rule,
                 "group_key": key, "event": event, "payload": payload, "status": status,
                 "attempts": attempts + 1, "next_attempt": now + timedelta(seconds=wait),
-                "last_error": error[:1000], "updated_at": datetime.now(timezone.utc),
+                "last_error": error[:1000], "updated_at": datetime.now(UTC),
             }])
     finally:
         if client is None:

@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from confluent_kafka import KafkaException
 
-from alerts.audit import audit
-from ingest.events import release_name
+from llmwatch.alerts.audit import audit
 from llmwatch.errors import ConfigError
+from llmwatch.ingest.events import release_name
 from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegistrationFollower", "ReleaseRecord", "Registry", "active_release", "control_event", "rollback_target"]
+__all__ = ["RegistrationFollower", "Registry", "ReleaseRecord", "active_release", "control_event", "rollback_target"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class Registry:
 
     def _write(self, record: ReleaseRecord, status: str, action: str, actor: str, reason: str,
                publish: bool = True) -> ReleaseRecord:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         new = ReleaseRecord(record.app, record.prompt_id, record.prompt_version, record.model, record.provider,
                             status, reason, actor, now)
         self.store.insert("releases", [{
@@ -150,7 +150,7 @@ class Registry:
 
 
 class RegistrationFollower:
-    """Reads `register` messages that apps send on llm.control (ingest.releases.announce) and
+    """Reads `register` messages that apps send on llm.control (llmwatch.announce) and
     writes them into the registry. A consumer group keeps the position, committed only after the
     registry has the registrations (applying one twice changes nothing), so none is lost when the
     store is down or the process dies in between."""

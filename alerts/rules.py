@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from alerts.metrics import METRICS
+from llmwatch.alerts.metrics import METRICS
 from llmwatch.errors import ConfigError
 
 __all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]

@@ -13,7 +13,7 @@ A store outage skips that evaluation and says so: it is not taken for "ok" or fo
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmwatch.settings import Settings
@@ -31,8 +31,8 @@ def _scheduler(blocking: bool, first_run_in_s: float) -> tuple[Any, Any]:
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=timezone.utc)
-    first_run = datetime.now(timezone.utc) + timedelta(seconds=first_run_in_s)
+    scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=UTC)
+    first_run = datetime.now(UTC) + timedelta(seconds=first_run_in_s)
 
     def every(fn: Any, seconds: float, args: list[Any], job_id: str) -> None:
         scheduler.add_job(fn, "interval", seconds=seconds, args=args, id=job_id, max_instances=1, coalesce=True,
@@ -42,7 +42,7 @@ def _scheduler(blocking: bool, first_run_in_s: float) -> tuple[Any, Any]:
 
 
 def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) -> Any:
-    from detectors.drift_job import run_drift_checks
+    from llmwatch.detectors.drift_job import run_drift_checks
 
     scheduler, every = _scheduler(blocking, first_run_in_s=5)
     every(run_drift_checks, settings.drift_interval_s, [store, settings], "drift")
@@ -50,8 +50,8 @@ def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) ->
 
 
 def run_jobs(settings: Settings) -> None:
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)
@@ -61,7 +61,7 @@ def run_jobs(settings: Settings) -> None:
 
 
 def _rules(settings: Settings) -> list[Any]:
-    from alerts.rules import load_rules
+    from llmwatch.alerts.rules import load_rules
 
     rules, errors = load_rules(settings.rules_path)
     for error in errors:
@@ -70,11 +70,11 @@ def _rules(settings: Settings) -> list[Any]:
 
 
 def _evaluate(store: Any, rule: Any, settings: Settings, registry: Any) -> None:
-    from alerts.evaluate import evaluate_rule
+    from llmwatch.alerts.evaluate import evaluate_rule
     from llmwatch.errors import StoreError
 
     try:
-        transitions = evaluate_rule(store, rule, datetime.now(timezone.utc), link=settings.link_base, registry=registry)
+        transitions = evaluate_rule(store, rule, datetime.now(UTC), link=settings.link_base, registry=registry)
     except StoreError as exc:
         log.warning("rule %s: evaluation skipped, the store is unavailable: %s", rule.name, exc)
         return
@@ -83,7 +83,7 @@ def _evaluate(store: Any, rule: Any, settings: Settings, registry: Any) -> None:
 
 
 def _deliver(store: Any, settings: Settings) -> None:
-    from alerts.notify import deliver_due, notifiers
+    from llmwatch.alerts.notify import deliver_due, notifiers
     from llmwatch.errors import StoreError
 
     try:
@@ -119,13 +119,13 @@ def _follow(follower: Any) -> None:
 
 
 def run_alerts(settings: Settings) -> None:
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)
-    from alerts.releases import RegistrationFollower, Registry
-    from ingest.kafka import ensure_llmwatch_topics, producer
+    from llmwatch.alerts.releases import RegistrationFollower, Registry
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics, producer
 
     rules = _rules(settings)
     ensure_llmwatch_topics(settings, [settings.control_topic])
@@ -137,9 +137,9 @@ def run_alerts(settings: Settings) -> None:
 
 def check_rules(settings: Settings, only: str | None = None) -> int:
     """Evaluate each rule once against the store and print what would change. Sends nothing."""
-    from alerts.evaluate import evaluate_rule
-    from alerts.rules import load_rules
-    from storage.clickhouse import connect
+    from llmwatch.alerts.evaluate import evaluate_rule
+    from llmwatch.alerts.rules import load_rules
+    from llmwatch.storage.clickhouse import connect
 
     rules, errors = load_rules(settings.rules_path)
     for error in errors:
@@ -150,7 +150,7 @@ def check_rules(settings: Settings, only: str | None = None) -> int:
             print(f"ERROR no valid rule named {only!r} in {settings.rules_path}")
             return 1
     store = connect(settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for rule in rules:
         transitions = evaluate_rule(store, rule, now, link=settings.link_base, dry_run=True)
         if not transitions:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from alerts.audit import audit
+from llmwatch.alerts.audit import audit
 
 __all__ = ["Mutes", "acknowledge", "load_mutes", "silence", "unsilence"]
 
@@ -43,7 +43,9 @@ def load_mutes(store: Any, rule: str, now: datetime) -> Mutes:
         f"WHERE rule = {{rule:String}} GROUP BY group_key, action",
         {"rule": rule},
     )
-    latest = {(g, a): (_utc(u), _utc(at)) for g, a, u, at in rows}
+    latest: dict[tuple[str, str], tuple[datetime | None, datetime]] = {
+        (g, a): (_utc(u), _as_utc(at)) for g, a, u, at in rows
+    }
     silenced = set()
     for (group, action), (until, at) in latest.items():
         if action != "silence" or until is None or until <= now:
@@ -57,12 +59,16 @@ def load_mutes(store: Any, rule: str, now: datetime) -> Mutes:
 
 def _utc(moment: datetime | None) -> datetime | None:
     # Nullable DateTime64 columns come back naive; they are UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+    return None if moment is None else _as_utc(moment)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _record(store: Any, rule: str, group_key: str, action: str, actor: str, note: str,
             until: datetime | None = None) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.insert("alert_actions", [{"at": now, "rule": rule, "group_key": group_key, "action": action,
                                     "until": until, "actor": actor, "note": note}])
     labels = json.loads(group_key) if group_key else {}
@@ -71,7 +77,7 @@ def _record(store: Any, rule: str, group_key: str, action: str, actor: str, note
 
 
 def silence(store: Any, rule: str, group_key: str, until: datetime, actor: str, note: str) -> None:
-    if until <= datetime.now(timezone.utc):
+    if until <= datetime.now(UTC):
         raise ValueError("a silence must end in the future")
     _record(store, rule, group_key, "silence", actor, note, until)
 

@@ -20,8 +20,8 @@ __all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_proce
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
-    from ingest.kafka import kafka_reachable
     from llmwatch.broker import tansu_command
+    from llmwatch.ingest.kafka import kafka_reachable
 
     process = subprocess.Popen(tansu_command("127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: kafka_reachable(f"127.0.0.1:{port}", 1.0), 20)
@@ -30,7 +30,7 @@ def start_tansu(port: int) -> subprocess.Popen[bytes]:
 
 def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     """The embedded store (`llmwatch store`) on `port`, ready to answer."""
-    from storage.clickhouse import ClickHouseStore
+    from llmwatch.storage.clickhouse import ClickHouseStore
 
     process = subprocess.Popen(
         [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],

@@ -20,24 +20,37 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import ROOT, free_port, print_table, start_store, start_tansu, stop_process, store_url, wait_until, write_json
+from _common import (
+    ROOT,
+    free_port,
+    print_table,
+    start_store,
+    start_tansu,
+    stop_process,
+    store_url,
+    wait_until,
+    write_json,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from alerts.evaluate import evaluate_rule  # noqa: E402
-from alerts.releases import Registry, ReleaseRecord  # noqa: E402
-from alerts.rules import parse_rules  # noqa: E402
-from alerts.scheduler import build_alert_scheduler  # noqa: E402
-from ingest.emitter import Emitter, Release  # noqa: E402
-from ingest.kafka import ensure_topics, producer  # noqa: E402
-from ingest.releases import ReleaseResolver  # noqa: E402
+from llmwatch import (  # noqa: E402
+    Emitter,
+    Release,
+    ReleaseResolver,  # noqa: E402
+)
+from llmwatch.alerts.evaluate import evaluate_rule  # noqa: E402
+from llmwatch.alerts.releases import Registry, ReleaseRecord  # noqa: E402
+from llmwatch.alerts.rules import parse_rules  # noqa: E402
+from llmwatch.alerts.scheduler import build_alert_scheduler  # noqa: E402
 from llmwatch.cli import settings_env  # noqa: E402
+from llmwatch.ingest.kafka import ensure_topics, producer  # noqa: E402
 from llmwatch.settings import Settings  # noqa: E402
-from storage.clickhouse import ClickHouseStore  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
+from llmwatch.storage.clickhouse import ClickHouseStore  # noqa: E402
+from llmwatch.storage.migrate import migrate  # noqa: E402
 
 LOOP_RULE = """
 rules:
@@ -53,7 +66,7 @@ rules:
 
 
 def closed_loop(store: ClickHouseStore, settings: Settings, every: float) -> dict:
-    from alerts.receiver import Receiver  # tests/alerts/receiver.py: a real HTTP server
+    from llmwatch.alerts.receiver import Receiver  # tests/alerts/receiver.py: a real HTTP server
 
     pagerduty = Receiver()
     settings = Settings.from_env({}, **{**settings.__dict__, "pagerduty_url": f"{pagerduty.url}/pd",
@@ -92,7 +105,7 @@ def closed_loop(store: ClickHouseStore, settings: Settings, every: float) -> dic
 
 def evaluation_cost(store: ClickHouseStore, rows: int) -> dict:
     db = store.database
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     started = time.perf_counter()
     # 10M score rows over the last hour: 20 apps, 5 releases each, 5 % toxic.
     store.command(

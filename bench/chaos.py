@@ -22,18 +22,18 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from _common import free_port, print_table, stop_process, store_url, wait_until, write_json
+from typing import Any
 
 import httpx
+from _common import free_port, print_table, stop_process, store_url, wait_until, write_json
 from confluent_kafka import Producer
 
-from ingest.emitter import Emitter
+from llmwatch import Emitter
 from llmwatch.processes import port_open
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.storage.probes import PROBES
 
 DB = "llmwatch"

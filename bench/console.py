@@ -5,7 +5,7 @@ Seeds the embedded ClickHouse (chdb) with --events trace events over 7 days (3 a
 queue) through INSERT ... SELECT, so the materialized views fill the rollups as they do in
 production. Then, for each console page:
 
-1. the page's own queries (dashboards.queries), uncached, median of --repeat runs;
+1. the page's own queries (llmwatch.dashboards.queries), uncached, median of --repeat runs;
 2. the whole page rendered by Streamlit's AppTest with every cache cleared (a cold render:
    queries + Python + Streamlit), median of --repeat runs;
 3. the baseline: the Overview and Quality numbers computed from the raw traces and scores
@@ -24,20 +24,21 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from _common import ROOT, free_port, print_table, start_store, stop_process, store_url, write_json
 
-from alerts.metrics import TRACE_RELEASE  # noqa: E402
-from alerts.silences import load_mutes  # noqa: E402
-from dashboards import queries as q  # noqa: E402
-from dashboards.auth import hash_password  # noqa: E402
-from dashboards.scope import RANGES, Scope  # noqa: E402
-from detectors.drift_job import Window, sample_window  # noqa: E402
-from storage.clickhouse import ClickHouseStore  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
+from llmwatch.alerts.metrics import TRACE_RELEASE  # noqa: E402
+from llmwatch.alerts.silences import load_mutes  # noqa: E402
+from llmwatch.dashboards import queries as q  # noqa: E402
+from llmwatch.dashboards.auth import hash_password  # noqa: E402
+from llmwatch.dashboards.scope import RANGES, Scope  # noqa: E402
+from llmwatch.detectors.drift_job import Window, sample_window  # noqa: E402
+from llmwatch.storage.clickhouse import ClickHouseStore  # noqa: E402
+from llmwatch.storage.migrate import migrate  # noqa: E402
 
 DAYS = 7
 APPS = "['support-bot', 'docs-rag', 'agent']"
@@ -168,7 +169,7 @@ def page_queries(store: ClickHouseStore, scope: Scope) -> dict[str, Callable[[],
         "drift": lambda: (run(dims[0]), drift()),
         "alerts": lambda: (run(q.incidents(db, False), q.alert_history(db, "toxic-outputs", '{"app":"agent"}'),
                                q.audit_log(db, ("acknowledge", "silence", "unsilence"), 50)),
-                           load_mutes(store, "toxic-outputs", datetime.now(timezone.utc))),
+                           load_mutes(store, "toxic-outputs", datetime.now(UTC))),
         "review": lambda: run(q.review_backlog(db, 2), q.review_next(db, "bench", 2), q.decisions(db)),
         "releases": lambda: run((f"SELECT DISTINCT app FROM {db}.releases ORDER BY app", {}),
                                 q.audit_log(db, ("rolled_back", "restored", "promoted"), 500)),
@@ -252,7 +253,7 @@ def main() -> int:
             url = store_url(Path(tmp), port)
             store = ClickHouseStore(url, "llmwatch", query_timeout_s=600)
             migrate(store, 90)
-            now = datetime.now(timezone.utc).replace(microsecond=0)
+            now = datetime.now(UTC).replace(microsecond=0)
             seconds = seed(store, args.events, now)
             counts = dict(store.query("SELECT 'traces', count() FROM llmwatch.traces UNION ALL "
                                       "SELECT 'scores', count() FROM llmwatch.scores UNION ALL "

@@ -24,19 +24,20 @@ import os
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from _common import free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
 
-from ingest.demo.generator import Scenario
-from ingest.events import Limits, TraceEvent, parse
+from llmwatch.ingest.demo.generator import Scenario
+from llmwatch.ingest.events import Limits, TraceEvent, parse
 from llmwatch.settings import Settings
 
 BATCHES = (1, 32, 256)
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def demo_events(n: int, seed: int = 3) -> list[TraceEvent]:
@@ -75,7 +76,7 @@ def bert_base_classifier(folder: Path, labels: dict[int, str]) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from detectors.embedding import default_model_path
+    from llmwatch.detectors.embedding import default_model_path
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(MINILM or str(default_model_path()), model_max_length=512)
@@ -105,12 +106,12 @@ def detoxify_checkpoint(folder: Path) -> Path:
 
 
 def detector_speeds(events: list[TraceEvent], device: str, detoxify: str | None, nli: str | None, work: Path) -> list[dict]:
-    from detectors.anomaly import FEATURES, AnomalyDetector
-    from detectors.embedding import Encoder
-    from detectors.grounding import Grounding, NliSupport, split_claims
-    from detectors.pii import redact_text
-    from detectors.toxicity import ProfanityCheckToxicity, load_detoxify
-    from detectors.transformer import SequenceClassifier
+    from llmwatch.detectors.anomaly import FEATURES, AnomalyDetector
+    from llmwatch.detectors.embedding import Encoder
+    from llmwatch.detectors.grounding import Grounding, NliSupport, split_claims
+    from llmwatch.detectors.pii import redact_text
+    from llmwatch.detectors.toxicity import ProfanityCheckToxicity, load_detoxify
+    from llmwatch.detectors.transformer import SequenceClassifier
 
     texts = [e.output for e in events] + [e.input for e in events]
     rag = [e for e in events if e.context]
@@ -156,12 +157,12 @@ def detector_speeds(events: list[TraceEvent], device: str, detoxify: str | None,
 
 def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
     """BatchHandler.handle throughput on the real embedded store and broker."""
-    from detectors.registry import load_all
-    from ingest.kafka import producer
-    from ingest.processor import BatchHandler
-    from ingest.sink import RawMessage
-    from storage.clickhouse import ClickHouseStore
-    from storage.migrate import migrate
+    from llmwatch.detectors.registry import load_all
+    from llmwatch.ingest.kafka import producer
+    from llmwatch.ingest.processor import BatchHandler
+    from llmwatch.ingest.sink import RawMessage
+    from llmwatch.storage.clickhouse import ClickHouseStore
+    from llmwatch.storage.migrate import migrate
 
     kafka_port, store_port = free_port(), free_port()
     data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
@@ -230,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     global MINILM
     MINILM = args.minilm
-    from detectors.embedding import pick_device
+    from llmwatch.detectors.embedding import pick_device
 
     device = pick_device(args.device)
     events = demo_events(max(args.events, 1000))

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, print_table, write_json
 
-from detectors.drift import classifier_test, mmd_test
-from detectors.embedding import Encoder
+from llmwatch.detectors.drift import classifier_test, mmd_test
+from llmwatch.detectors.embedding import Encoder
 
 EVAL = ROOT.parent / "shared" / "eval"
 

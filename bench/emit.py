@@ -13,11 +13,10 @@ import time
 import uuid
 
 from _common import free_port, print_table, start_tansu, stop_process, write_json
-
 from confluent_kafka import Producer
 
-from ingest.emitter import Emitter, Release
-from ingest.kafka import ensure_topics, producer_config
+from llmwatch import Emitter, Release
+from llmwatch.ingest.kafka import ensure_topics, producer_config
 
 
 def sample_event(i: int) -> dict:

@@ -20,7 +20,7 @@ import time
 import httpx
 from _common import free_port, print_table, start_tansu, stop_process, wait_until, write_json
 
-from ingest.emitter import Emitter
+from llmwatch import Emitter
 from llmwatch.cli import settings_env
 from llmwatch.processes import port_open
 from llmwatch.settings import Settings

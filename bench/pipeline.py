@@ -20,8 +20,8 @@ from pathlib import Path
 
 from _common import free_port, print_table, stop_process, store_url, wait_until, write_json
 
-from ingest.emitter import Emitter
-from storage.clickhouse import ClickHouseStore
+from llmwatch import Emitter
+from llmwatch.storage.clickhouse import ClickHouseStore
 
 DB = "llmwatch"
 
@@ -103,7 +103,7 @@ def main() -> None:
         f"Pipeline through `llmwatch up` on {os.cpu_count()} cores (offline toxicity detector)",
         ["measure", "value", "goal"],
         [
-            ["sustained events/s (burst of %d)" % saturation["events"], f"{saturation['events_per_s']:,.0f}", ">= 2,000"],
+            [f"sustained events/s (burst of {saturation['events']})", f"{saturation['events_per_s']:,.0f}", ">= 2,000"],
             ["stored exactly once", f"{saturation['distinct']}/{saturation['events']}", "all"],
             *[[f"emit->row p50 / p99 at {r['rate']:,.0f}/s", f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms", "p99 < 2,000 ms"] for r in latencies],
         ],

@@ -20,18 +20,19 @@ import argparse
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from _common import ROOT, print_table, write_json
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from ingest.events import TraceEvent
+from llmwatch.ingest.events import TraceEvent
 
 EVAL = ROOT.parent / "shared" / "eval"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 _WORDS = re.compile(r"\w+")
 
 
@@ -78,7 +79,7 @@ def output_scores(detector: Any, events: Sequence[TraceEvent], batch: int = 256)
 def toxicity(rows: list[dict], detoxify: str | None, device: str) -> list[dict]:
     from profanity_check import predict_prob
 
-    from detectors.toxicity import ProfanityCheckToxicity, load_detoxify
+    from llmwatch.detectors.toxicity import ProfanityCheckToxicity, load_detoxify
 
     def as_events(rs: list[dict]) -> list[TraceEvent]:
         return [TraceEvent(uuid.UUID(int=i + 1), "", NOW, "eval", input="", output=r["text"]) for i, r in enumerate(rs)]
@@ -125,7 +126,7 @@ def cascade(rows: list[dict], thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 
     """What `--toxicity-cascade-below T` saves and what it can miss: the share of texts the cheap
     model keeps away from detoxify, and the share of labelled-toxic texts among them (the most the
     cascade can miss, whatever detoxify would have said)."""
-    from detectors.toxicity import ProfanityCheckToxicity
+    from llmwatch.detectors.toxicity import ProfanityCheckToxicity
 
     cheap = ProfanityCheckToxicity().predict([r["text"] for r in rows])
     toxic = np.array([r["toxic"] for r in rows]) == 1
@@ -144,7 +145,7 @@ def missing_share(row: dict) -> float:
 
 
 def grounding(rows: list[dict], nli: str | None, device: str) -> list[dict]:
-    from detectors.grounding import Grounding, NliSupport
+    from llmwatch.detectors.grounding import Grounding, NliSupport
 
     def as_events(rs: list[dict]) -> list[TraceEvent]:
         return [
@@ -159,7 +160,7 @@ def grounding(rows: list[dict], nli: str | None, device: str) -> list[dict]:
         "llmwatch grounding (default, offline)": lambda rs: output_scores(Grounding(), as_events(rs)),
     }
     if nli:
-        from detectors.transformer import SequenceClassifier
+        from llmwatch.detectors.transformer import SequenceClassifier
 
         def with_nli(rs: list[dict]) -> np.ndarray:
             backend = NliSupport(SequenceClassifier.from_path(nli, device), f"nli-{Path(nli).name}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards import console
-from dashboards.markup import md
+from llmwatch.dashboards import console
+from llmwatch.dashboards.markup import md
 
 st.set_page_config(page_title="llmwatch", page_icon=":material/monitoring:", layout="wide")
 

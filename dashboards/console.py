@@ -6,20 +6,21 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboards import queries
-from dashboards.auth import LoginThrottle, User, allowed, hash_password, oidc_role, verify
-from dashboards.console_server import is_loopback
-from dashboards.markup import md
-from dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
+from llmwatch.dashboards import queries
+from llmwatch.dashboards.auth import LoginThrottle, User, allowed, hash_password, oidc_role, verify
+from llmwatch.dashboards.console_server import is_loopback
+from llmwatch.dashboards.markup import md
+from llmwatch.dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore, connect
+from llmwatch.storage.clickhouse import ClickHouseStore, connect
 
 __all__ = ["can", "fresh", "query", "scope_picker", "settings", "sign_in", "sql_store", "store", "user"]
 
@@ -91,7 +92,8 @@ def sign_in() -> User | None:
         return st.session_state["user"]
     if _oidc_configured() and st.user.is_logged_in:
         verified = st.user.get("email_verified") is True
-        role = oidc_role(st.user.get("email"), s.console_oidc_roles, verified=verified)
+        email = st.user.get("email")
+        role = oidc_role(email if isinstance(email, str) else None, s.console_oidc_roles, verified=verified)
         if not role:
             reason = ("has no role in this console; ask an admin to add it to --console-oidc-roles" if verified
                       else "is not verified by the sign-in provider, so it cannot be given a role")
@@ -146,7 +148,7 @@ def can(action: str) -> bool:
 def _now() -> datetime:
     # Floored to the cache lifetime: renders within it ask the same question and share results.
     step = max(1.0, settings().console_cache_s)
-    return datetime.fromtimestamp(time.time() // step * step, tz=timezone.utc)
+    return datetime.fromtimestamp(time.time() // step * step, tz=UTC)
 
 
 def scope_picker(dimensions: tuple[str, ...] = DIMENSIONS) -> Scope:

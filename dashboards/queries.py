@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.metrics import TRACE_RELEASE
-from dashboards.scope import Scope
+from llmwatch.alerts.metrics import TRACE_RELEASE
+from llmwatch.dashboards.scope import Scope
 
 __all__ = [
     "LABELS",

@@ -6,14 +6,14 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from typing import Any
 
 import pandas as pd
 
-from alerts.audit import audit
-from dashboards.stats import cohen_kappa, fleiss_kappa
+from llmwatch.alerts.audit import audit
+from llmwatch.dashboards.stats import cohen_kappa, fleiss_kappa
 
 __all__ = ["DECISIONS", "agreement", "dataset", "record", "to_jsonl", "to_parquet"]
 
@@ -26,7 +26,7 @@ def record(store: Any, event_id: str, reviewer: str, app: str, release: str, dec
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     if decision == "other" and not note.strip():
         raise ValueError("an `other` decision needs a note saying what is wrong")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.insert("reviews", [{"event_id": event_id, "reviewer": reviewer, "app": app, "release": release,
                               "decision": decision, "note": note.strip(), "decided_at": now}])
     audit(store, reviewer, "review", app=app, release=release, at=now, event_id=str(event_id), decision=decision)

@@ -3,9 +3,10 @@ view can be shared by copying its address. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["DIMENSIONS", "RANGES", "Scope", "bucket_seconds", "scope_from_params"]
 
@@ -59,7 +60,7 @@ class Scope:
 
 def _parse_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def scope_from_params(params: Mapping[str, str], now: datetime) -> tuple[Scope, list[str]]:

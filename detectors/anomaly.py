@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from detectors.base import NOT_APPLICABLE, ScoreRow
-from ingest.events import TraceEvent
+from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
+from llmwatch.ingest.events import TraceEvent
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def store_reference(store: Any, window_s: float, limit: int = 20_000) -> Callabl
 
 
 def load(settings: Any) -> AnomalyDetector:
-    from storage.clickhouse import connect
+    from llmwatch.storage.clickhouse import connect
 
     return AnomalyDetector(
         store_reference(connect(settings), settings.anomaly_reference_s),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
-from ingest.events import TraceEvent
+from llmwatch.ingest.events import TraceEvent
 
-__all__ = ["NOT_APPLICABLE", "Detector", "ScoreRow", "TARGETS"]
+__all__ = ["NOT_APPLICABLE", "TARGETS", "Detector", "ScoreRow"]
 
 TARGETS = ("input", "output")
 NOT_APPLICABLE = "not_applicable"  # the label of a row whose score is None

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def mmd_test(
     drifting needs tens of permutations, not hundreds."""
     import torch
 
-    from detectors.embedding import pick_device
+    from llmwatch.detectors.embedding import pick_device
 
     windows = _windows(reference, current, rng, min_samples, max_samples)
     if windows is None:
@@ -191,8 +192,7 @@ def evidently_test(
 
 _WORD = re.compile(r"[a-z][a-z'\-]{2,}")
 _STOP = frozenset(
-    "the and for that with this what which who was were are from has have had how does did his her "
-    "their they them you your its into than then there when where will would can could about".split()
+    ["the", "and", "for", "that", "with", "this", "what", "which", "who", "was", "were", "are", "from", "has", "have", "had", "how", "does", "did", "his", "her", "their", "they", "them", "you", "your", "its", "into", "than", "then", "there", "when", "where", "will", "would", "can", "could", "about"]
 )
 
 

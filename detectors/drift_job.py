@@ -12,16 +12,17 @@ set, every stored event of that release. Samples are taken in ClickHouse by a ha
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
-from detectors.drift import DriftResult, classifier_test, evidently_test, mmd_test, moved_terms
-from detectors.embedding import dequantise
+from llmwatch.detectors.drift import DriftResult, classifier_test, evidently_test, mmd_test, moved_terms
+from llmwatch.detectors.embedding import dequantise
 from llmwatch.settings import Settings
-from storage.clickhouse import Store
+from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Window:
         if label.startswith("release "):
             return cls(label, release=label.removeprefix("release ")), None
         span, _, release = label.partition(" release ")
-        start, end = (datetime.strptime(part, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc) for part in span.split("/"))
+        start, end = (datetime.strptime(part, "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for part in span.split("/"))
         return cls(label, start, end + timedelta(minutes=1)), release or None
 
 
@@ -113,7 +114,7 @@ def run_drift_checks(store: Store, settings: Settings, now: datetime | None = No
                      on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """One round of drift checks for every app with embeddings in the current window. Returns
     (and stores) the drift rows."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rng = rng or np.random.default_rng(settings.drift_seed)
     window = timedelta(seconds=settings.drift_window_s)
     current = Window.between(now - window, now)
@@ -147,7 +148,8 @@ def run_drift_checks(store: Store, settings: Settings, now: datetime | None = No
 
 
 def _tests(reference: np.ndarray, current: np.ndarray, settings: Settings, rng: np.random.Generator) -> list[DriftResult]:
-    common = {"rng": rng, "min_samples": settings.drift_min_samples, "max_samples": settings.drift_max_samples}
+    common: dict[str, Any] = {"rng": rng, "min_samples": settings.drift_min_samples,
+                              "max_samples": settings.drift_max_samples}
     results = [
         mmd_test(reference=reference, current=current, alpha=settings.drift_alpha, device=settings.device, **common),
         classifier_test(reference=reference, current=current, **common),

@@ -9,9 +9,10 @@ texts by length, so batches are padded only to their own longest text. Vectors a
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from llmwatch.errors import DetectorLoadError
 

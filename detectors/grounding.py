@@ -33,27 +33,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from detectors.base import NOT_APPLICABLE, ScoreRow
-from ingest.events import TraceEvent
+from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 from llmwatch.errors import DetectorLoadError
+from llmwatch.ingest.events import TraceEvent
 
 __all__ = ["Grounding", "NliSupport", "load", "missing_terms", "split_claims"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,'’][A-Za-z0-9]+)*")
 _STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had has
-    have having he her here hers herself him himself his how i if in into is it its itself just me more
-    most my myself no nor not now of off on once only or other our ours ourselves out over own same she
-    should so some such than that the their theirs them themselves then there these they this those
-    through to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself yourselves one two may might must shall yes also s t""".split()
+    ["a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "one", "two", "may", "might", "must", "shall", "yes", "also", "s", "t"]
 )
 _SUFFIXES = ("'s", "’s", "ing", "ed", "es", "s", "ly")
 MAX_CLAIMS = 32  # a very long answer is judged on its first claims; details["checked"] says so
@@ -234,7 +229,7 @@ class Grounding:
 def load(settings: Any) -> Grounding:
     if not settings.grounding_model:
         return Grounding()
-    from detectors.transformer import SequenceClassifier
+    from llmwatch.detectors.transformer import SequenceClassifier
 
     classifier = SequenceClassifier.from_path(settings.grounding_model, settings.device, settings.model_batch_size)
     name = settings.grounding_model.rstrip("/").rsplit("/", 1)[-1]

@@ -23,10 +23,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:  # for the annotation only: PII stays importable without the event model
+    from llmwatch.ingest.events import TraceEvent
 
 __all__ = ["KINDS", "POLICIES", "PiiPolicy", "find", "redact_bytes", "redact_event", "redact_text"]
 
@@ -344,7 +348,7 @@ def _redact_tree(value: Any, policy: str, key: bytes, field: str, counts: dict[s
     return value
 
 
-def redact_event(event, policy: PiiPolicy):  # type: ignore[no-untyped-def]
+def redact_event(event: TraceEvent, policy: PiiPolicy) -> TraceEvent:
     """A copy of a TraceEvent with PII handled per field and counted in `event.pii`. Free-text
     fields beyond input, output and context (error, tag keys and values, extra, environment,
     the release's prompt_id) get the strictest policy; user_id and session_id are the app's own

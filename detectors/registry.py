@@ -6,16 +6,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from detectors.base import Detector
+from llmwatch.detectors.base import Detector
 from llmwatch.errors import ConfigError, DetectorLoadError
 
 __all__ = ["DETECTORS", "available", "load", "load_all"]
 
 DETECTORS: dict[str, str] = {
-    "toxicity": "detectors.toxicity:load",
-    "grounding": "detectors.grounding:load",
-    "embedding": "detectors.embedding:load",
-    "anomaly": "detectors.anomaly:load",
+    "toxicity": "llmwatch.detectors.toxicity:load",
+    "grounding": "llmwatch.detectors.grounding:load",
+    "embedding": "llmwatch.detectors.embedding:load",
+    "anomaly": "llmwatch.detectors.anomaly:load",
 }
 
 

@@ -13,7 +13,7 @@ Backends (setting `toxicity_model`):
 Examples:
     >>> from datetime import datetime, timezone
     >>> import uuid
-    >>> from ingest.events import TraceEvent
+    >>> from llmwatch.ingest.events import TraceEvent
     >>> event = TraceEvent(uuid.UUID(int=1), "t", datetime.now(timezone.utc), "app",
     ...                    input="have a nice day", output="shut up, you idiot")
     >>> [(r.target, r.label) for r in ProfanityCheckToxicity().score([event])]
@@ -23,14 +23,15 @@ Examples:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from detectors.base import TARGETS, ScoreRow
-from ingest.events import TraceEvent
+from llmwatch.detectors.base import TARGETS, ScoreRow
 from llmwatch.errors import DetectorLoadError
+from llmwatch.ingest.events import TraceEvent
 
 __all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify"]
 
@@ -74,7 +75,7 @@ def _texts(events: Sequence[TraceEvent]) -> list[str]:
     return [getattr(event, target) for event in events for target in TARGETS]
 
 
-def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float],
+def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float] | np.ndarray,
           details: Sequence[dict[str, Any]] | None = None) -> list[ScoreRow]:
     """Rows in (event, target) order from flat per-text scores; empty texts are labelled `empty`."""
     rows = []
@@ -174,8 +175,8 @@ def load_detoxify(checkpoint: str | Path, device: str = "auto", batch_size: int 
                   cascade_below: float = 0.0) -> DetoxifyToxicity:
     """A detoxify `.ckpt` from a local path. Its `model_type` must name a local folder with the
     transformers config and tokenizer files (detoxify would otherwise fetch them from the hub)."""
-    from detectors.embedding import pick_device
-    from detectors.transformer import SequenceClassifier
+    from llmwatch.detectors.embedding import pick_device
+    from llmwatch.detectors.transformer import SequenceClassifier
 
     path = Path(checkpoint)
     if not path.is_file():

@@ -10,13 +10,14 @@ What makes it fast on a GPU and correct on a CPU:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from detectors.embedding import pick_device
+from llmwatch.detectors.embedding import pick_device
 from llmwatch.errors import DetectorLoadError
 
 log = logging.getLogger(__name__)

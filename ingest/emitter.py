@@ -1,8 +1,8 @@
 """The SDK apps use to emit trace events.
 
-    from ingest.emitter import Emitter, Release
+    from llmwatch import Emitter, Release
 
-    llmwatch = Emitter("127.0.0.1:9092", app="support-bot",
+    llmwatch = Emitter("127.0.0.1:9092", app="support-bot",     # or "https://llmwatch-host:4318"
                        release=Release(prompt_id="answer", prompt_version="7", model="gpt-4o-mini"))
     with llmwatch.trace(input=messages, context=passages) as call:
         reply = client.chat(messages)                  # your LLM call, timed
@@ -30,9 +30,10 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -67,11 +68,15 @@ def _new_event_id() -> str:
 
 
 class Emitter:
-    """Sends trace events to Kafka from a background thread. Thread-safe and fork-safe."""
+    """Sends trace events from a background thread. Thread-safe and fork-safe.
+
+    `destination` is Kafka's bootstrap servers (`kafka-1:9092,kafka-2:9092`), or the URL of
+    llmwatch ingest (`https://llmwatch.example.com:4318`) for apps that cannot reach Kafka: the
+    same guarantees, over HTTP (ingest/http_sender.py), with `api_key` if the server wants one."""
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        destination: str,
         *,
         app: str = "",
         release: Release | None = None,
@@ -79,16 +84,23 @@ class Emitter:
         topic: str = "llm.traces",
         queue_size: int = 100_000,
         producer_config: Mapping[str, Any] | None = None,
+        api_key: str = "",
     ) -> None:
         if queue_size < 1:
             msg = f"queue_size must be at least 1, got {queue_size}"
             raise ValueError(msg)
+        self.over_http = destination.startswith(("http://", "https://"))
+        if self.over_http:
+            from llmwatch.ingest.http_sender import HttpProducer
+
+            HttpProducer(destination)  # a malformed URL raises here, in the caller's hands
+        self._api_key = api_key
         self.app = app
         self.release = release
         self.environment = environment
         self.topic = topic
         self.queue_size = queue_size
-        self._bootstrap = bootstrap_servers
+        self._destination = destination
         self._producer_config = dict(producer_config or {})
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._busy = False  # the thread holds a record it has popped but not yet produced
@@ -225,11 +237,15 @@ class Emitter:
             self._start()
 
     def _make_producer(self) -> Any:
+        if self.over_http:
+            from llmwatch.ingest.http_sender import HttpProducer
+
+            return HttpProducer(self._destination, api_key=self._api_key, **self._producer_config)
         from confluent_kafka import Producer
 
-        from ingest.kafka import producer_config
+        from llmwatch.ingest.kafka import producer_config
 
-        return Producer(producer_config(self._bootstrap, **self._producer_config))
+        return Producer(producer_config(self._destination, **self._producer_config))
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is None:
@@ -363,7 +379,7 @@ class LLMCall:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError

@@ -16,22 +16,22 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import fastjsonschema
 import jsonschema
 import orjson
 
-from schemas import trace_event_schema
+from llmwatch.schemas import trace_event_schema
 
 __all__ = [
     "Feedback",
     "Limits",
-    "has_duplicate_keys",
-    "nesting_depth",
     "Rejection",
     "TraceEvent",
+    "has_duplicate_keys",
+    "nesting_depth",
     "parse",
     "release_name",
 ]
@@ -169,7 +169,7 @@ class Rejection:
     raw: bytes
 
 
-Parsed = Union[TraceEvent, Feedback, Rejection]
+Parsed = TraceEvent | Feedback | Rejection
 
 
 class _Validator:
@@ -325,7 +325,7 @@ def _timestamp(value: Any, arrived: datetime) -> datetime:
         return arrived
     if isinstance(value, (int, float)):  # JSON 1e12 parses as a float
         try:
-            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             msg = f"epoch milliseconds {value} out of range"
             raise ValueError(msg) from exc
@@ -333,9 +333,9 @@ def _timestamp(value: Any, arrived: datetime) -> datetime:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             # RFC 3339 requires an offset; naive times from utcnow() are common: read them as UTC.
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         # Year 1 at +01:00 is before datetime.min in UTC: OverflowError.
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         msg = f"{value!r} is not an RFC 3339 date-time in range"
         raise ValueError(msg) from exc

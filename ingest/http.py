@@ -25,14 +25,14 @@ import hmac
 import logging
 import uuid
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
-from ingest.otlp import OtlpError, decode_request, span_events
+from llmwatch.ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
+from llmwatch.ingest.otlp import OtlpError, decode_request, span_events
 from llmwatch.processes import return_big_buffers_to_the_os, trim_heap
 from llmwatch.settings import Settings
 
@@ -117,7 +117,7 @@ class Ingest:
         except OtlpError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         result = span_events(export)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         accepted, problems = [], list(result.errors)
         for event in result.events:
             raw = orjson.dumps(event)
@@ -146,7 +146,7 @@ class Ingest:
         if has_duplicate_keys(body, document):
             raise web.HTTPBadRequest(text="an object repeats a key")
         items = document if isinstance(document, list) else [document]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         values, errors = [], []
         for index, item in enumerate(items):
             if isinstance(item, dict) and item.get("kind") != "feedback":
@@ -266,7 +266,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_ingest(settings: Settings) -> None:
-    from ingest.kafka import ensure_llmwatch_topics
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics
     from llmwatch.supervisor import check_ports_free
 
     check_ports_free(settings.host, {"ingest_port": settings.ingest_port})

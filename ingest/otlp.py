@@ -24,12 +24,12 @@ import base64
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from ingest.events import nesting_depth
+from llmwatch.ingest.events import nesting_depth
 
 __all__ = ["OtlpError", "OtlpResult", "decode_request", "span_events"]
 
@@ -245,7 +245,7 @@ def _event(span: Any, attrs: dict[str, Any], app: str, environment: str) -> dict
         "event_id": str(uuid.uuid5(_EVENT_NS, f"{trace_id}/{span_id}")),
         "trace_id": trace_id,
         "span_id": span_id,
-        "timestamp": datetime.fromtimestamp(start / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds"),
+        "timestamp": datetime.fromtimestamp(start / 1e9, tz=UTC).isoformat(timespec="milliseconds"),
         "app": app,
         "input": prompt if prompt not in (None, []) else "",
         "output": completion or "",

@@ -26,14 +26,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from detectors.base import Detector, ScoreRow
-from detectors.pii import redact_bytes, redact_event, redact_text
-from ingest.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
-from ingest.sink import (
+from llmwatch.detectors.base import Detector, ScoreRow
+from llmwatch.detectors.pii import redact_bytes, redact_event, redact_text
+from llmwatch.errors import StoreDataError, StoreError
+from llmwatch.ingest.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
+from llmwatch.ingest.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
     StoredBatch,
@@ -41,9 +43,8 @@ from ingest.sink import (
     store_events,
     store_rejections,
 )
-from llmwatch.errors import StoreDataError, StoreError
 from llmwatch.settings import Settings
-from storage.clickhouse import Store
+from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BatchHandler:
         store: Store,
         detectors: Sequence[Detector],
         dlq_producer: Any,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -332,7 +333,7 @@ def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[Sc
 
 def _record_time(seconds: float | None) -> datetime | None:
     try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
+        return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
     except (OverflowError, OSError, ValueError):  # a producer may set any timestamp
         return None
 
@@ -383,7 +384,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             log.debug("batch %d: %s", len(messages), stored)
 
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
 
     @app.timer(interval=HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:
@@ -392,7 +393,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": started_at,
-            "seen_at": datetime.now(timezone.utc),
+            "seen_at": datetime.now(UTC),
             **{k: handler.totals[k] for k in ("traces", "scores", "rejected", "duplicates")},
         }
         try:
@@ -408,10 +409,10 @@ def run_worker(settings: Settings) -> None:
     """Run one worker (a consumer-group member) until interrupted."""
     import faust
 
-    from detectors.registry import load_all
-    from ingest.kafka import ensure_llmwatch_topics, producer
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.detectors.registry import load_all
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics, producer
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from ingest.emitter import Release
+from llmwatch.ingest.emitter import Release
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ class ReleaseResolver:
                         raise KafkaException(f"topic {self.topic} has no partitions yet")
                     consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
                 message = consumer.poll(self.poll_s)
-                if message is not None and not message.error():
-                    self.apply(message.value())
+                value = message.value() if message is not None and not message.error() else None
+                if value is not None:
+                    self.apply(value)
             except Exception as exc:  # the bus is down: keep serving what we have, try again
                 log.debug("release resolver: %s", exc)
                 if consumer is not None:

@@ -36,13 +36,14 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
-from detectors.base import ScoreRow
-from ingest.events import Feedback, Rejection, TraceEvent
-from storage.clickhouse import Store
+from llmwatch.detectors.base import ScoreRow
+from llmwatch.ingest.events import Feedback, Rejection, TraceEvent
+from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 

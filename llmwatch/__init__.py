@@ -1,0 +1,17 @@
+"""llmwatch: event-driven observability and monitoring for LLM applications.
+
+What an app needs is importable from here, and importing it is light (the standard library,
+orjson, and confluent-kafka once a Kafka emitter starts):
+
+    from llmwatch import Emitter, Release
+
+    llmwatch = Emitter("kafka:9092", app="support-bot", release=Release("answer", "7", "gpt-4o-mini"))
+
+The server (`llmwatch up`, the worker, detectors, alerts, console) lives in the subpackages and
+needs the `server` extra: `pip install 'llmwatch[server]'`.
+"""
+
+from llmwatch.ingest.emitter import Emitter, LLMCall, Release
+from llmwatch.ingest.releases import ReleaseResolver, announce
+
+__all__ = ["Emitter", "LLMCall", "Release", "ReleaseResolver", "announce"]

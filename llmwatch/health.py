@@ -42,7 +42,7 @@ def console_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
 
 def workers_alive(settings: Settings, pid: int | None = None) -> int:
     """Workers (optionally: the one with this pid) that sent a heartbeat in the last WORKER_STALE_S."""
-    from storage.clickhouse import connect
+    from llmwatch.storage.clickhouse import connect
 
     store = connect(settings)
     try:
@@ -58,8 +58,8 @@ def workers_alive(settings: Settings, pid: int | None = None) -> int:
 
 
 def check_all(settings: Settings) -> list[Check]:
-    from ingest.kafka import kafka_reachable
     from llmwatch.errors import StoreError
+    from llmwatch.ingest.kafka import kafka_reachable
 
     checks = []
     kafka_ok = kafka_reachable(settings.bootstrap_servers)

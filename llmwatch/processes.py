@@ -6,7 +6,8 @@ import ctypes
 import socket
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["free_port", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.registry import load
-from ingest.events import TraceEvent
+from llmwatch.detectors.registry import load
 from llmwatch.errors import ConfigError
+from llmwatch.ingest.events import TraceEvent
 from llmwatch.jsonl import read_rows
 from llmwatch.settings import Settings
 
@@ -62,7 +62,7 @@ def _flush(detector: Any, chunk: list[tuple[int, dict[str, Any], TraceEvent]], o
 def run_score(settings: Settings, args: argparse.Namespace) -> int:
     name = args.detector
     detector = load(name, settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     count = 0
     output_path: Path = args.output
     output_path.parent.mkdir(parents=True, exist_ok=True)

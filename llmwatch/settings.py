@@ -8,11 +8,13 @@ variable at once; the CLI adds one flag per field, so every command takes the sa
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from detectors.pii import PiiPolicy
+from llmwatch.detectors.pii import PiiPolicy
 from llmwatch.errors import ConfigError
 
 ENV_PREFIX = "LLMWATCH_"
@@ -177,7 +179,13 @@ class Settings:
 
     @property
     def rules_path(self) -> Path:
-        return Path(self.rules) if self.rules else Path(__file__).resolve().parent.parent / "alerts" / "rules.yaml"
+        if self.rules:
+            return Path(self.rules)
+        # The bundled rules, wherever llmwatch.alerts lives (a source checkout's alerts/ folder,
+        # or site-packages/llmwatch/alerts), found without importing it.
+        spec = importlib.util.find_spec("llmwatch.alerts")
+        assert spec is not None and spec.submodule_search_locations
+        return Path(spec.submodule_search_locations[0]) / "rules.yaml"
 
     @property
     def link_base(self) -> str:
@@ -189,8 +197,8 @@ class Settings:
 
     @property
     def console_accounts(self) -> dict[str, Any]:
-        """Console users by name (dashboards.auth.User)."""
-        from dashboards.auth import parse_users
+        """Console users by name (llmwatch.dashboards.auth.User)."""
+        from llmwatch.dashboards.auth import parse_users
 
         return parse_users(self.console_users)
 
@@ -247,16 +255,16 @@ class Settings:
         if self.review_decisions < 1 or self.console_sql_max_rows < 1 or self.console_sql_timeout_s <= 0:
             problems.append("review_decisions and console_sql_max_rows must be at least 1, console_sql_timeout_s positive")
         try:
-            self.pii_policy
+            _ = self.pii_policy
         except ValueError as exc:
             problems.append(str(exc))
         if self.webhook_url and len(self.webhook_secret) < 16:
             # An empty secret signs with a key everyone knows: receivers could not tell us from anyone.
             problems.append("webhook_secret must be set, 16 characters or more, when webhook_url is")
         try:
-            from dashboards.auth import oidc_role
+            from llmwatch.dashboards.auth import oidc_role
 
-            self.console_accounts
+            _ = self.console_accounts
             oidc_role("check@example.com", self.console_oidc_roles)
         except ConfigError as exc:
             problems.append(str(exc))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from llmwatch.broker import tansu_command
 from llmwatch.health import clickhouse_ready, console_ready, workers_alive
-from llmwatch.settings import Settings
 from llmwatch.processes import port_open
+from llmwatch.settings import Settings
 from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,10 @@ def build_components(
     settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None
 ) -> list[Component]:
     """The children of `up` in start order."""
-    from ingest.kafka import ensure_llmwatch_topics, kafka_reachable
     from llmwatch.cli import settings_env
-    from storage.clickhouse import connect
-    from storage.migrate import migrate
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics, kafka_reachable
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
 
     env = settings_env(settings)
 
@@ -85,7 +86,7 @@ DEMO_WINDOWS = {
 def demo_settings(settings: Settings) -> Settings:
     """Demo-sized windows, where the user left a window at its default."""
     defaults = Settings()
-    changes = {k: v for k, v in DEMO_WINDOWS.items() if getattr(settings, k) == getattr(defaults, k)}
+    changes: dict[str, Any] = {k: v for k, v in DEMO_WINDOWS.items() if getattr(settings, k) == getattr(defaults, k)}
     return dataclasses.replace(settings, **changes)
 
 

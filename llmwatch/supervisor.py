@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from llmwatch.errors import LlmwatchError, PortInUse
 from llmwatch.processes import stop_process

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import struct
 import threading
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
@@ -107,7 +108,7 @@ class ClickHouseStore:
         # Credentials in the URL (http://user:password@host:port) count, but never reach a log.
         self.address = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         self.database = database
-        self._options = {
+        self._options: dict[str, Any] = {
             "host": parts.hostname or "127.0.0.1",
             "port": parts.port or (8443 if parts.scheme == "https" else 8123),
             "secure": parts.scheme == "https",

@@ -53,7 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from llmwatch.errors import ConfigError
 from llmwatch.processes import return_big_buffers_to_the_os
-from storage.guard import refusal, setting_refusal, statement_kind
+from llmwatch.storage.guard import refusal, setting_refusal, statement_kind
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(body)
 
     def _read_chunked(self, limit: int) -> bytes:
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:
             size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -487,14 +488,15 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
-    fields = {}
+    fields: dict[str, str] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if part.get_filename():
             msg = f"external data tables ({name}) are not supported by the embedded store"
             raise ValueError(msg)
         if name:
-            fields[name] = part.get_payload(decode=True).decode("utf-8")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = payload.decode("utf-8") if isinstance(payload, bytes) else ""
     return fields
 
 

@@ -7,8 +7,8 @@ import re
 from string import Template
 
 from llmwatch.errors import SchemaError
-from schemas import ddl_files
-from storage.clickhouse import Store
+from llmwatch.schemas import ddl_files
+from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def statements(database: str, retention_days: int) -> list[str]:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
         msg = f"database name {database!r} must be a plain identifier"
         raise SchemaError(msg)
-    result = []
+    result: list[str] = []
     for path in ddl_files():
         text = Template(path.read_text()).safe_substitute(
             db=database, retention_days=str(retention_days)

@@ -10,18 +10,18 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
-from ingest.kafka import ensure_llmwatch_topics, kafka_reachable
 from llmwatch.broker import tansu_command
+from llmwatch.ingest.kafka import ensure_llmwatch_topics, kafka_reachable
 from llmwatch.processes import free_port, stop_process, wait_until
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
-from storage.migrate import migrate
+from llmwatch.storage.clickhouse import ClickHouseStore
+from llmwatch.storage.migrate import migrate
 
 SERVER_URL = os.environ.get("LLMWATCH_TEST_CLICKHOUSE_URL", "")
 

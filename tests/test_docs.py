@@ -18,7 +18,7 @@ def test_readme_shows_the_two_commands_first() -> None:
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    for flag, env, default, _ in Settings().describe():
+    for flag, env, _default, _ in Settings().describe():
         assert f"`{flag}`" in CONFIGURATION and f"`{env}`" in CONFIGURATION, flag
 
 

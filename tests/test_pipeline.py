@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from ingest.emitter import Emitter
+from llmwatch import Emitter
 from llmwatch.cli import settings_env
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import stop_process, wait_until
 
 pytestmark = pytest.mark.slow

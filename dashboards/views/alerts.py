@@ -2,16 +2,16 @@
 silence (admins), both recorded in alert_actions and the audit log."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import streamlit as st
 
-from alerts.silences import ALL_GROUPS, acknowledge, load_mutes, silence, unsilence
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.charts import over_time
-from dashboards.markup import md
+from llmwatch.alerts.silences import ALL_GROUPS, acknowledge, load_mutes, silence, unsilence
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.charts import over_time
+from llmwatch.dashboards.markup import md
 
 db = c.settings().database
 st.title("Alerts")
@@ -55,7 +55,7 @@ if not chart.empty:
               "at", "amount", "series", y_title=incident["rule"])
 st.dataframe(history, hide_index=True, width="stretch")
 
-now = datetime.now(timezone.utc)
+now = datetime.now(UTC)
 mutes = load_mutes(c.store(), rule, now)
 silenced_here = group_key in mutes.silenced or ALL_GROUPS in mutes.silenced
 if silenced_here:

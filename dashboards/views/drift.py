@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.charts import over_time
-from dashboards.markup import md
-from dashboards.stats import moved_most, project_2d
-from detectors.drift_job import Window, sample_window
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.charts import over_time
+from llmwatch.dashboards.markup import md
+from llmwatch.dashboards.stats import moved_most, project_2d
+from llmwatch.detectors.drift_job import Window, sample_window
 
 PROJECTION_SAMPLE = 400  # points per side in the picture
 

@@ -3,9 +3,9 @@ and anomalous events; open incidents; a row per app and release."""
 
 import streamlit as st
 
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.charts import over_time
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.charts import over_time
 
 db = c.settings().database
 scope = c.scope_picker()

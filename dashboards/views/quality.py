@@ -4,12 +4,12 @@ one app over the same period, each rate with its 95% interval and the difference
 import pandas as pd
 import streamlit as st
 
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.charts import over_time
-from dashboards.markup import md
-from dashboards.scope import Scope
-from dashboards.stats import rate_difference, wilson
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.charts import over_time
+from llmwatch.dashboards.markup import md
+from llmwatch.dashboards.scope import Scope
+from llmwatch.dashboards.stats import rate_difference, wilson
 
 db = c.settings().database
 scope = c.scope_picker()

@@ -3,10 +3,10 @@ promote / rollback (admins, after confirming), through the same registry the ale
 
 import streamlit as st
 
-from alerts.releases import Registry, active_release, rollback_target
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.markup import md
+from llmwatch.alerts.releases import Registry, ReleaseRecord, active_release, rollback_target
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.markup import md
 from llmwatch.errors import ConfigError
 
 settings = c.settings()
@@ -16,7 +16,7 @@ st.title("Releases")
 
 @st.cache_resource
 def control_producer():  # noqa: ANN201 - a confluent_kafka Producer
-    from ingest.kafka import ensure_llmwatch_topics, producer
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics, producer
 
     ensure_llmwatch_topics(settings, [settings.control_topic])
     return producer(settings.bootstrap_servers)
@@ -24,7 +24,7 @@ def control_producer():  # noqa: ANN201 - a confluent_kafka Producer
 
 apps = c.fresh((f"SELECT DISTINCT app FROM {db}.releases ORDER BY app", {}))["app"].tolist()
 if not apps:
-    st.info("No releases registered. Apps register theirs with ingest.releases.announce, or: "
+    st.info("No releases registered. Apps register theirs with llmwatch.announce, or: "
             "`llmwatch release register --app APP --prompt-id ID --prompt-version V --model M --activate`.")
     st.stop()
 wanted = st.query_params.get("app")
@@ -63,6 +63,7 @@ if consequence is None:
 confirmed = st.checkbox(f"Yes: {consequence}. Apps following llm.control switch within seconds.", key="release_confirm")
 if st.button(action.capitalize(), type="primary", disabled=not (confirmed and reason.strip()), key="release_go"):
     live = Registry(c.store(), settings, control_producer())
+    done: ReleaseRecord | None
     try:
         if action == "promote":
             done = live.promote(app, release, c.user().name, reason.strip())

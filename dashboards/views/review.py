@@ -5,10 +5,10 @@ import json
 
 import streamlit as st
 
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards import reviews
-from dashboards.markup import md
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards import reviews
+from llmwatch.dashboards.markup import md
 
 settings = c.settings()
 db = settings.database

@@ -5,7 +5,7 @@ chart and a CSV download."""
 import pandas as pd
 import streamlit as st
 
-from dashboards import console as c
+from llmwatch.dashboards import console as c
 from llmwatch.errors import StoreError
 
 settings = c.settings()

@@ -8,10 +8,10 @@ import uuid
 
 import streamlit as st
 
-from dashboards import console as c
-from dashboards import queries as q
-from dashboards.markup import html_block, md
-from detectors.pii import KINDS
+from llmwatch.dashboards import console as c
+from llmwatch.dashboards import queries as q
+from llmwatch.dashboards.markup import html_block, md
+from llmwatch.detectors.pii import KINDS
 
 db = c.settings().database
 scope = c.scope_picker()

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ingest.demo import corpus
-from ingest.emitter import Emitter, Release
+from llmwatch import Emitter, Release
+from llmwatch.ingest.demo import corpus
 from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,10 @@ class DemoDeploys:
     its phase starts and v7 when it ends (unless a rule rolled it back first)."""
 
     def __init__(self, settings: Settings) -> None:
-        from alerts.releases import Registry, ReleaseRecord
-        from ingest.kafka import ensure_llmwatch_topics, producer
-        from storage.clickhouse import connect
-        from storage.migrate import migrate
+        from llmwatch.alerts.releases import Registry, ReleaseRecord
+        from llmwatch.ingest.kafka import ensure_llmwatch_topics, producer
+        from llmwatch.storage.clickhouse import connect
+        from llmwatch.storage.migrate import migrate
 
         store = connect(settings)
         migrate(store, settings.retention_days)
@@ -195,8 +196,8 @@ class DemoDeploys:
 
 def run_generator(settings: Settings, *, duration_s: float | None = None, max_events: int | None = None) -> int:
     """Emit demo events at settings.demo_rate until duration_s or max_events; returns the count."""
-    from ingest.releases import ReleaseResolver
     from llmwatch.errors import LlmwatchError
+    from llmwatch.ingest.releases import ReleaseResolver
 
     try:
         deploys: DemoDeploys | None = DemoDeploys(settings)

@@ -5,26 +5,26 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.engine import group_key
-from alerts.evaluate import evaluate_rule
-from alerts.notify import PagerDutyNotifier, SlackNotifier, WebhookNotifier, deliver_due, sign
-from alerts.rules import parse_rules
-from alerts.scheduler import check_rules
-from alerts.silences import ALL_GROUPS, Mutes, silence, unsilence
-from detectors.toxicity import ProfanityCheckToxicity
-from ingest.events import TraceEvent
-from ingest.sink import store_events
+from llmwatch.alerts.engine import group_key
+from llmwatch.alerts.evaluate import evaluate_rule
+from llmwatch.alerts.notify import PagerDutyNotifier, SlackNotifier, WebhookNotifier, deliver_due, sign
+from llmwatch.alerts.rules import parse_rules
+from llmwatch.alerts.scheduler import check_rules
+from llmwatch.alerts.silences import ALL_GROUPS, Mutes, silence, unsilence
+from llmwatch.detectors.toxicity import ProfanityCheckToxicity
 from llmwatch.errors import StoreUnavailable
+from llmwatch.ingest.events import TraceEvent
+from llmwatch.ingest.sink import store_events
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.alerts.receiver import Receiver
 
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 RULES = """
 rules:
   - name: toxic-outputs
@@ -157,7 +157,7 @@ def test_webhook_is_signed(embedded_store: ClickHouseStore, receiver: Receiver) 
     evaluate(embedded_store, T0 + timedelta(minutes=1))
     evaluate(embedded_store, T0 + timedelta(minutes=2))
     deliver_due(embedded_store, {"webhook": WebhookNotifier(f"{receiver.url}/hook", "s3cret")})
-    (path, headers, body), = [r for r in receiver.requests if r[0] == "/hook"]
+    (_path, headers, body), = [r for r in receiver.requests if r[0] == "/hook"]
     expected = sign("s3cret", headers["X-Llmwatch-Timestamp"], body)
     assert hmac.compare_digest(headers["X-Llmwatch-Signature"], expected)
     assert json.loads(body)["event"] == "firing"
@@ -171,7 +171,7 @@ def test_a_receiver_that_is_down_gets_the_notification_later(embedded_store: Cli
         evaluate(embedded_store, T0 + timedelta(minutes=1))
         evaluate(embedded_store, T0 + timedelta(minutes=2))
         notify = {"pagerduty": PagerDutyNotifier(f"{flaky.url}/pd", "rk")}
-        later = datetime.now(timezone.utc)
+        later = datetime.now(UTC)
         assert deliver_due(embedded_store, notify, later) == {"retry": 1, "not_configured": 2}
         assert deliver_due(embedded_store, notify, later + timedelta(seconds=1)) == {"retry": 1}
         assert deliver_due(embedded_store, notify, later + timedelta(seconds=2)) == {"delivered": 1}
@@ -195,7 +195,7 @@ def test_check_prints_what_would_fire_and_sends_nothing(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("for: 2", "for: 1") + "  - name: broken\n    metric: nope\n")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     traffic(embedded_store, now - timedelta(seconds=70), toxic_share=0.5)
     settings = Settings.from_env({}, **{**settings_for(embedded_store, receiver).__dict__, "rules": str(rules)})
     assert check_rules(settings) == 1  # one rule did not load
@@ -210,8 +210,8 @@ def test_check_prints_what_would_fire_and_sends_nothing(
 ROLLBACK_RULES = RULES.replace("actions: [pagerduty, slack, webhook]", "actions: [rollback, escalate, slack]")
 RESOLVER = """
 import sys, time
-from ingest.emitter import Release
-from ingest.releases import ReleaseResolver
+from llmwatch import Release
+from llmwatch.ingest.releases import ReleaseResolver
 with ReleaseResolver(sys.argv[1], {"support-bot": Release("answer", "8", "gpt")}, topic=sys.argv[2]) as resolver:
     print("serving", resolver.release("support-bot").prompt_version, flush=True)
     deadline = time.monotonic() + 60
@@ -227,8 +227,8 @@ def test_a_firing_rule_rolls_the_release_back_and_an_sdk_in_another_process_foll
     import subprocess
     import sys
 
-    from alerts.releases import Registry, ReleaseRecord
-    from ingest.kafka import ensure_topics, producer
+    from llmwatch.alerts.releases import Registry, ReleaseRecord
+    from llmwatch.ingest.kafka import ensure_topics, producer
 
     store = embedded_store
     settings = Settings.from_env({}, database=store.database, control_topic=f"control-{uuid.uuid4().hex[:8]}",
@@ -297,10 +297,10 @@ def test_release_command_registers_promotes_and_rolls_back(
 def test_an_app_registers_its_release_through_the_sdk(embedded_store: ClickHouseStore, broker: str) -> None:
     import time
 
-    from alerts.releases import RegistrationFollower, Registry
-    from ingest.emitter import Release
-    from ingest.kafka import ensure_topics
-    from ingest.releases import announce
+    from llmwatch.alerts.releases import RegistrationFollower, Registry
+    from llmwatch.ingest.emitter import Release
+    from llmwatch.ingest.kafka import ensure_topics
+    from llmwatch.ingest.releases import announce
 
     settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker,
                                  control_topic=f"control-{uuid.uuid4().hex[:8]}", consumer_group=f"g-{uuid.uuid4().hex[:6]}",
@@ -328,10 +328,10 @@ def test_registrations_survive_a_store_outage_and_a_restart(embedded_store: Clic
 
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-    from alerts.releases import RegistrationFollower, Registry
-    from ingest.emitter import Release
-    from ingest.kafka import ensure_llmwatch_topics
-    from ingest.releases import announce
+    from llmwatch.alerts.releases import RegistrationFollower, Registry
+    from llmwatch.ingest.emitter import Release
+    from llmwatch.ingest.kafka import ensure_llmwatch_topics
+    from llmwatch.ingest.releases import announce
 
     suffix = uuid.uuid4().hex[:8]
     settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker, partitions=1,
@@ -384,7 +384,7 @@ def test_a_receiver_that_times_out_or_refuses_is_retried_and_recorded(embedded_s
         evaluate(embedded_store, T0 + timedelta(minutes=1))
         evaluate(embedded_store, T0 + timedelta(minutes=2))
         notify = {"pagerduty": PagerDutyNotifier(f"{slow.url}/pd", "rk"), "webhook": WebhookNotifier(refused_url, "s")}
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with httpx.Client(timeout=0.5) as client:
             assert deliver_due(embedded_store, notify, now, client=client) == {"retry": 2, "not_configured": 1}
         errors = dict(embedded_store.query(
@@ -404,7 +404,7 @@ def test_a_silenced_group_keeps_its_timeline_but_sends_nothing_until_lifted(embe
     traffic(store, T0 + timedelta(minutes=4), toxic_share=0.0)
     traffic(store, T0 + timedelta(minutes=5), toxic_share=0.0)
     key = group_key({"app": "support-bot", "release": "answer:8@gpt"})
-    silence(store, RULE.name, key, datetime.now(timezone.utc) + timedelta(hours=1), "ada", "planned load test")
+    silence(store, RULE.name, key, datetime.now(UTC) + timedelta(hours=1), "ada", "planned load test")
 
     assert evaluate(store, T0 + timedelta(minutes=2)) == ["pending"]
     assert evaluate(store, T0 + timedelta(minutes=3)) == ["firing"]

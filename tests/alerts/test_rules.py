@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.engine import AlertState, Observation, step
-from alerts.metrics import METRICS
-from alerts.rules import Rule, load_rules, parse_duration, parse_rules
+from llmwatch.alerts.engine import AlertState, Observation, step
+from llmwatch.alerts.metrics import METRICS
+from llmwatch.alerts.rules import Rule, load_rules, parse_duration, parse_rules
 from llmwatch.errors import ConfigError
 from llmwatch.settings import Settings
 
-T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 GOOD = """
   - name: ok-rule
     metric: toxicity_rate
@@ -76,8 +76,9 @@ RULE = Rule("r", "toxicity_rate", window_s=300, every_s=60, comparison=">", warn
             for_evaluations=2, min_samples=10, cooldown_s=600, renotify_s=3600)
 
 
-def run(rule: Rule, observations: list[Observation | None], state: AlertState = AlertState()) -> list[str | None]:
+def run(rule: Rule, observations: list[Observation | None], state: AlertState | None = None) -> list[str | None]:
     names = []
+    state = state or AlertState()
     for i, observation in enumerate(observations):
         state, transition = step(rule, state, observation, T0 + timedelta(minutes=i))
         names.append(transition.name if transition else None)

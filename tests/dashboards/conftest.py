@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from dashboards.auth import hash_password
+from llmwatch.dashboards.auth import hash_password
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
-from storage.migrate import migrate
+from llmwatch.storage.clickhouse import ClickHouseStore
+from llmwatch.storage.migrate import migrate
 from tests.dashboards.seed import Seeded, seed
 
 PASSWORDS = {"ada": "admin-pass-1", "rui": "reviewer-pass-1", "rita": "reviewer-pass-2", "vic": "viewer-pass-1"}

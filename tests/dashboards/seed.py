@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from alerts.releases import Registry, ReleaseRecord
-from detectors.drift_job import Window
-from detectors.embedding import quantise
+from llmwatch.alerts.releases import Registry, ReleaseRecord
+from llmwatch.detectors.drift_job import Window
+from llmwatch.detectors.embedding import quantise
 from llmwatch.settings import Settings
 
 STABLE = ReleaseRecord("support-bot", "answer", "7", "gpt-4o-mini", "openai")
@@ -37,7 +37,7 @@ class Seeded:
 
 
 def seed(store: Any, settings: Settings) -> Seeded:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     rng = np.random.default_rng(5)
     traces, scores, embeddings = [], [], []
     errors = toxic_canary = 0

@@ -11,10 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from alerts.releases import Registry
-from alerts.silences import load_mutes
-from dashboards import reviews
-from dashboards.queries import reviews as reviews_query
+from llmwatch.alerts.releases import Registry
+from llmwatch.alerts.silences import load_mutes
+from llmwatch.dashboards import reviews
+from llmwatch.dashboards.queries import reviews as reviews_query
 from llmwatch.settings import Settings
 from tests.dashboards.conftest import PASSWORDS
 from tests.dashboards.seed import CANARY, STABLE

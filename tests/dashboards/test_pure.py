@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from dashboards.auth import LoginThrottle, allowed, hash_password, oidc_role, parse_users, verify
-from dashboards.markup import html_block, md
-from dashboards.scope import Scope, bucket_seconds, scope_from_params
-from dashboards.stats import cohen_kappa, fleiss_kappa, moved_most, project_2d, rate_difference, wilson
+from llmwatch.dashboards.auth import LoginThrottle, allowed, hash_password, oidc_role, parse_users, verify
+from llmwatch.dashboards.markup import html_block, md
+from llmwatch.dashboards.scope import Scope, bucket_seconds, scope_from_params
+from llmwatch.dashboards.stats import cohen_kappa, fleiss_kappa, moved_most, project_2d, rate_difference, wilson
 from llmwatch.errors import ConfigError
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def test_wilson_and_newcombe_match_newcombe_1998() -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from detectors.anomaly import FEATURES, AnomalyDetector
-from detectors.base import NOT_APPLICABLE, TARGETS, Detector
-from detectors.registry import available, load
-from ingest.events import TraceEvent
+from llmwatch.detectors.anomaly import FEATURES, AnomalyDetector
+from llmwatch.detectors.base import NOT_APPLICABLE, TARGETS, Detector
+from llmwatch.detectors.registry import available, load
+from llmwatch.ingest.events import TraceEvent
 from llmwatch.settings import Settings
 
 REFUNDS = "Refunds are paid within five business days. Orders over $50 ship free."
@@ -25,7 +25,7 @@ TEXTS = [
     ("Tell me about refunds " * 40, "Refunds take five business days. " * 30, (REFUNDS,)),
     ("When are refunds paid?", "Refunds are paid within 30 days, by cheque from Paris.", (REFUNDS, "Shipping is free.")),
 ]
-_NOW = datetime.now(timezone.utc)
+_NOW = datetime.now(UTC)
 
 
 def events() -> list[TraceEvent]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.drift import classifier_test, mmd_test, moved_terms
+from llmwatch.detectors.drift import classifier_test, mmd_test, moved_terms
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detectors.grounding import Grounding, NliSupport
-from detectors.toxicity import load_detoxify
-from detectors.transformer import SequenceClassifier
-from ingest.events import TraceEvent
+from llmwatch.detectors.grounding import Grounding, NliSupport
+from llmwatch.detectors.toxicity import load_detoxify
+from llmwatch.detectors.transformer import SequenceClassifier
 from llmwatch.errors import DetectorLoadError
+from llmwatch.ingest.events import TraceEvent
 
 TEXTS = ["you are an idiot", "hello friend", "shut up moron " * 60, "thanks for the help", "I will hurt you", "ok"]
 
 
 def event(i: int, output: str, context: tuple[str, ...] = (), question: str = "") -> TraceEvent:
-    return TraceEvent(uuid.UUID(int=i), f"t{i}", datetime.now(timezone.utc), "app", input=question,
+    return TraceEvent(uuid.UUID(int=i), f"t{i}", datetime.now(UTC), "app", input=question,
                       output=output, context=context)
 
 

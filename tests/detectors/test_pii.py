@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 import base64
+import json
 import random
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import pii
-from detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
-from ingest.events import TraceEvent
+from llmwatch.detectors import pii
+from llmwatch.detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
+from llmwatch.ingest.events import TraceEvent
 
 FOUND = [
     ("write to jane.doe+work@mail.example.co.uk today", "email"),
@@ -101,7 +100,7 @@ def test_policy_parsing() -> None:
 
 def test_redact_event_per_field() -> None:
     event = TraceEvent(
-        uuid.UUID(int=1), "t", datetime.now(timezone.utc), "app",
+        uuid.UUID(int=1), "t", datetime.now(UTC), "app",
         input="I am bob@example.com",
         output="Your card 4111 1111 1111 1111 is blocked; call +44 20 7946 0958",
         context=("Customer email bob@example.com",),

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from detectors.anomaly import AnomalyDetector, store_reference
-from detectors.drift_job import run_drift_checks
-from detectors.embedding import Encoder, EventEmbedder
-from detectors.registry import available, load_all
-from ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
-from ingest.events import TraceEvent
-from ingest.kafka import producer
-from ingest.processor import BatchHandler
-from ingest import sink
-from ingest.sink import RawMessage
+from llmwatch.detectors.anomaly import AnomalyDetector, store_reference
+from llmwatch.detectors.drift_job import run_drift_checks
+from llmwatch.detectors.embedding import Encoder, EventEmbedder
+from llmwatch.detectors.registry import available, load_all
+from llmwatch.ingest import sink
+from llmwatch.ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
+from llmwatch.ingest.events import TraceEvent
+from llmwatch.ingest.kafka import producer
+from llmwatch.ingest.processor import BatchHandler
+from llmwatch.ingest.sink import RawMessage
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def event(app: str, text: str, at: datetime, **fields: object) -> TraceEvent:

@@ -17,7 +17,7 @@ def _bert(folder: Path, num_labels: int, id2label: dict[int, str] | None = None)
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    from detectors.embedding import default_model_path
+    from llmwatch.detectors.embedding import default_model_path
 
     torch.manual_seed(0)
     # The configured embedding model's vocabulary (LLMWATCH_EMBEDDING_MODEL), else the bundled one.

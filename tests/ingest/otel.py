@@ -3,7 +3,8 @@ app's exporter would send them."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def tracer_provider(exporter: Any, resource: dict[str, str]) -> Any:

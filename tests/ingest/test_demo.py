@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from ingest.demo import corpus
-from ingest.demo.generator import CYCLE_S, Scenario, phase_at
-from ingest.events import Limits, TraceEvent, parse
+from llmwatch.ingest.demo import corpus
+from llmwatch.ingest.demo.generator import CYCLE_S, Scenario, phase_at
+from llmwatch.ingest.events import Limits, TraceEvent, parse
 
 
 def emitted(scenario: Scenario, elapsed_s: float, n: int) -> list[dict]:
     events = []
     for _ in range(n):
         event = scenario.event(elapsed_s)
-        event.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=int(datetime.now(timezone.utc).timestamp() * 1000))
+        event.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=int(datetime.now(UTC).timestamp() * 1000))
         events.append(event)
     return events
 
 
 def test_every_demo_event_satisfies_the_schema() -> None:
     scenario = Scenario(seed=1)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for t in range(0, int(CYCLE_S), 5):
         for event in emitted(scenario, t, 20):
             assert isinstance(parse(json.dumps(event).encode(), Limits(), now), TraceEvent)

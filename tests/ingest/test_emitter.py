@@ -10,8 +10,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from ingest.emitter import Emitter, Release
-from ingest.kafka import ensure_topics
+from llmwatch import Emitter, Release
+from llmwatch.ingest.kafka import ensure_topics
 from tests.conftest import free_port
 
 
@@ -60,9 +60,8 @@ def test_trace_context_times_the_call_and_keeps_the_apps_exception(broker: str, 
             time.sleep(0.02)
             call.output = "answer"
             call.usage(12, 34)
-        with pytest.raises(ZeroDivisionError):
-            with emitter.trace(input="q2"):
-                1 / 0  # noqa: B018
+        with pytest.raises(ZeroDivisionError), emitter.trace(input="q2"):
+            1 / 0  # noqa: B018
         emitter.flush(10)
     ok, failed = sorted((json.loads(m.value()) for m in consume(broker, topic, 2)), key=lambda d: "error" in d)
     assert ok["latency_ms"] >= 20

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
+from llmwatch.ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = Limits()
 
 
@@ -39,7 +39,7 @@ class TestValidEvents:
         result = parsed(event())
         assert isinstance(result, TraceEvent)
         assert result.app == "support-bot"
-        assert result.timestamp == datetime(2026, 11, 22, 11, 59, tzinfo=timezone.utc)
+        assert result.timestamp == datetime(2026, 11, 22, 11, 59, tzinfo=UTC)
 
     def test_epoch_milliseconds_timestamp(self) -> None:
         """Integer timestamps are epoch milliseconds."""

@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from llmwatch.cli import settings_env
 from llmwatch.processes import free_port, port_open, stop_process, wait_until
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.ingest.otel import captured_spans, tracer_provider
 from tests.test_pipeline import start_worker, worker_alive
 
@@ -31,9 +31,9 @@ KEY = "test-key"
 @pytest.fixture
 def ingest(stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
     settings = dataclasses.replace(stack_settings, ingest_port=free_port(), ingest_api_key=KEY, ingest_max_body_bytes=200_000)
-    log = open(tmp_path / "ingest.log", "ab")
-    server = subprocess.Popen([sys.executable, "-m", "llmwatch", "ingest"], env={**os.environ, **settings_env(settings)},
-                              stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "ingest.log", "ab") as log:  # the child keeps its own handle
+        server = subprocess.Popen([sys.executable, "-m", "llmwatch", "ingest"], env={**os.environ, **settings_env(settings)},
+                                  stdout=log, stderr=subprocess.STDOUT)
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         wait_until(lambda: port_open(settings.host, settings.ingest_port), 60, "ingest server")
@@ -42,7 +42,6 @@ def ingest(stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: 
     finally:
         stop_process(server)
         stop_process(worker)
-        log.close()
 
 
 def rows(store: ClickHouseStore, where: str = "1") -> list[tuple]:

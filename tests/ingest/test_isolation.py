@@ -8,18 +8,18 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.kafka import ensure_topics, producer
-from ingest.processor import BatchHandler
 from llmwatch.errors import StoreDataError, StoreError
+from llmwatch.ingest.kafka import ensure_topics, producer
+from llmwatch.ingest.processor import BatchHandler
 from llmwatch.settings import Settings
-from storage.clickhouse import ClickHouseStore
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import _fresh_store
 from tests.ingest.test_batches import counts, dlq_records, handler_for, messages, valid_event
 
@@ -79,10 +79,10 @@ def test_values_the_client_cannot_encode_are_data_errors(embedded_store: ClickHo
 
 
 def valid_row() -> dict[str, Any]:
-    from ingest.events import Limits, parse
+    from llmwatch.ingest.events import Limits, parse
 
-    event = parse(valid_event(), Limits(), datetime.now(timezone.utc))
-    return event.row(datetime.now(timezone.utc))  # type: ignore[union-attr]
+    event = parse(valid_event(), Limits(), datetime.now(UTC))
+    return event.row(datetime.now(UTC))  # type: ignore[union-attr]
 
 
 def test_dlq_records_come_before_rejected_rows(embedded_store: ClickHouseStore, broker: str) -> None:
@@ -150,7 +150,7 @@ def hostile_message(draw: st.DrawFn) -> bytes:
         doc = {"kind": "feedback", "trace_id": "t", "score": 1, "event_id": str(uuid.uuid4())}
     for path in draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3, unique=True)):
         value = draw(values)
-        _set(doc, path, datetime.now(timezone.utc).isoformat() if value == "now" else value)
+        _set(doc, path, datetime.now(UTC).isoformat() if value == "now" else value)
     raw = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     if choice == 2:  # a repeated key, the second value winning in most parsers
         raw = raw[:-1] + b', "app": "other"}'

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ingest.emitter import Release
-from ingest.releases import ReleaseResolver
+from llmwatch import Release
+from llmwatch.ingest.releases import ReleaseResolver
 from llmwatch.processes import free_port
 
 V7, V8 = Release("answer", "7", "m"), Release("answer", "8", "m")

@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from ingest.sink import RawMessage
-from storage.clickhouse import ClickHouseStore
+from llmwatch.ingest.sink import RawMessage
+from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.ingest.test_batches import handler_for, messages
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import httpx
 import pytest
-from urllib.parse import urlsplit
 
 from llmwatch.errors import StoreError, StoreUnavailable
-from storage.clickhouse import ClickHouseStore
-from storage.migrate import migrate, statements
+from llmwatch.storage.clickhouse import ClickHouseStore
+from llmwatch.storage.migrate import migrate, statements
 from tests.conftest import free_port
 
 
@@ -53,7 +53,7 @@ def test_clickhouse_connect_query_insert_command(store: ClickHouseStore) -> None
         "a Array(String), m Map(String, String)) ENGINE = MergeTree ORDER BY ts"
     )
     rows = [
-        [uuid.uuid4(), datetime(2026, 1, 1, tzinfo=timezone.utc), f"héllo {i}", None if i % 2 else 1.5, ["a"], {"k": "v"}]
+        [uuid.uuid4(), datetime(2026, 1, 1, tzinfo=UTC), f"héllo {i}", None if i % 2 else 1.5, ["a"], {"k": "v"}]
         for i in range(1000)
     ]
     summary = client.insert("probe", rows, column_names=["id", "ts", "s", "n", "a", "m"])
@@ -126,7 +126,7 @@ def test_an_empty_dataframe_keeps_its_columns(store: ClickHouseStore) -> None:
 
 def test_rollups_follow_inserts_and_a_new_rollup_is_backfilled(store: ClickHouseStore) -> None:
     db = store.database
-    rows = [{"event_id": str(uuid.uuid4()), "trace_id": "t", "timestamp": datetime(2026, 11, 20, 10, 0, s, tzinfo=timezone.utc),
+    rows = [{"event_id": str(uuid.uuid4()), "trace_id": "t", "timestamp": datetime(2026, 11, 20, 10, 0, s, tzinfo=UTC),
              "app": "bot", "prompt_id": "answer", "prompt_version": "7", "model": "m", "latency_ms": float(100 * (s + 1)),
              "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01, "error": "boom" if s == 0 else ""}
             for s in range(10)]

@@ -9,15 +9,15 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from llmwatch.processes import free_port, stop_process, wait_until
-from storage.embedded import ensure_password
+from llmwatch.storage.embedded import ensure_password
 from tests.storage.probes import PROBES
 
 
