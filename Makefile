@@ -37,6 +37,7 @@ test: install browser lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 browser:
 	@test -x $(BROWSER) || { \

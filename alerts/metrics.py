@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["METRICS", "ROLLUP_BUCKET_S", "TRACE_RELEASE", "Metric", "metric_query", "worst_events_query"]
+from llmwatch.core.events import RELEASE_SQL
+
+__all__ = ["METRICS", "ROLLUP_BUCKET_S", "Metric", "metric_query", "worst_events_query"]
 
 _ALL = ("app", "environment", "release", "model")
 ROLLUP_BUCKET_S = 10
-# traces has no release column: the same `prompt_id:prompt_version@model` as TraceEvent.release.
-TRACE_RELEASE = (
-    "if(model != '', concat(arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'), '@', model), "
-    "arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'))"
-)
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ def _latency(q: int) -> Metric:
     return Metric(
         f"latency_p{q}", f"the {q}th percentile of latency_ms", "traces", "timestamp",
         value=f"quantileTDigestIf(0.{q:02d})(latency_ms, latency_ms IS NOT NULL)",
-        samples="countIf(latency_ms IS NOT NULL)", columns=(("release", TRACE_RELEASE),),
+        samples="countIf(latency_ms IS NOT NULL)", columns=(("release", RELEASE_SQL),),
         worst=("latency_ms IS NOT NULL", "latency_ms"),
     )
 
@@ -73,12 +70,12 @@ METRICS: dict[str, Metric] = {
                value="avgIf(ifNull(input_tokens, 0) + ifNull(output_tokens, 0), "
                      "input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
                samples="countIf(input_tokens IS NOT NULL OR output_tokens IS NOT NULL)",
-               columns=(("release", TRACE_RELEASE),)),
+               columns=(("release", RELEASE_SQL),)),
         Metric("cost_usd", "total cost_usd in the window", "traces", "timestamp",
                value="sumIf(cost_usd, cost_usd IS NOT NULL)", samples="countIf(cost_usd IS NOT NULL)",
-               columns=(("release", TRACE_RELEASE),)),
+               columns=(("release", RELEASE_SQL),)),
         Metric("error_rate", "share of events with an error", "traces", "timestamp",
-               value="countIf(error != '') / count()", samples="count()", columns=(("release", TRACE_RELEASE),)),
+               value="countIf(error != '') / count()", samples="count()", columns=(("release", RELEASE_SQL),)),
         Metric("negative_feedback_rate", "share of feedback scored below 0.5", "feedback", "timestamp",
                value="countIf(score < 0.5) / count()", samples="count()", dimensions=("app",)),
         Metric("drift_p_value", "smallest MMD p-value of the window's drift checks (low = drift)", "drift",

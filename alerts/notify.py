@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from llmwatch.settings import Settings
+from llmwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A release is what an app serves: a prompt version and a model. Its status lives 
 llmwatch.releases (the latest row per app and release wins): `active` (served now), `stable`
 (known good, the rollback target), `rolled_back`, `candidate`. Every change is an audit_log row and
 a control event on `llm.control` (key: the app), which SDK release resolvers follow
-(ingest/releases.py) so apps switch within seconds, without a redeploy.
+(ingest/sdk/releases.py) so apps switch within seconds, without a redeploy.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import httpx
 from confluent_kafka import KafkaException
 
 from llmwatch.alerts.audit import audit
-from llmwatch.errors import ConfigError
-from llmwatch.ingest.events import release_name
-from llmwatch.settings import Settings
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.events import release_name
+from llmwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from llmwatch.alerts.metrics import METRICS
-from llmwatch.errors import ConfigError
+from llmwatch.core.errors import ConfigError
 
 __all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]
 

@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmwatch.settings import Settings
+from llmwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _rules(settings: Settings) -> list[Any]:
 
 def _evaluate(store: Any, rule: Any, settings: Settings, registry: Any) -> None:
     from llmwatch.alerts.evaluate import evaluate_rule
-    from llmwatch.errors import StoreError
+    from llmwatch.core.errors import StoreError
 
     try:
         transitions = evaluate_rule(store, rule, datetime.now(UTC), link=settings.link_base, registry=registry)
@@ -84,7 +84,7 @@ def _evaluate(store: Any, rule: Any, settings: Settings, registry: Any) -> None:
 
 def _deliver(store: Any, settings: Settings) -> None:
     from llmwatch.alerts.notify import deliver_due, notifiers
-    from llmwatch.errors import StoreError
+    from llmwatch.core.errors import StoreError
 
     try:
         outcomes = deliver_due(store, notifiers(settings))
@@ -107,7 +107,7 @@ def build_alert_scheduler(settings: Settings, store: Any, rules: list[Any], regi
 
 
 def _follow(follower: Any) -> None:
-    from llmwatch.errors import StoreError
+    from llmwatch.core.errors import StoreError
 
     try:
         applied = follower.poll()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from llmwatch.processes import free_port, stop_process, wait_until  # noqa: E402
+from llmwatch.core.processes import free_port, stop_process, wait_until  # noqa: E402
 
 __all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url", "wait_until",
            "write_json"]

@@ -46,9 +46,11 @@ from llmwatch.alerts.evaluate import evaluate_rule  # noqa: E402
 from llmwatch.alerts.releases import Registry, ReleaseRecord  # noqa: E402
 from llmwatch.alerts.rules import parse_rules  # noqa: E402
 from llmwatch.alerts.scheduler import build_alert_scheduler  # noqa: E402
-from llmwatch.cli import settings_env  # noqa: E402
+from llmwatch.core.settings import (
+    Settings,  # noqa: E402
+    settings_env,  # noqa: E402
+)
 from llmwatch.ingest.kafka import ensure_topics, producer  # noqa: E402
-from llmwatch.settings import Settings  # noqa: E402
 from llmwatch.storage.clickhouse import ClickHouseStore  # noqa: E402
 from llmwatch.storage.migrate import migrate  # noqa: E402
 

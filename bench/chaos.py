@@ -32,7 +32,7 @@ from _common import free_port, print_table, stop_process, store_url, wait_until,
 from confluent_kafka import Producer
 
 from llmwatch import Emitter
-from llmwatch.processes import port_open
+from llmwatch.core.processes import port_open
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.storage.probes import PROBES
 

@@ -31,10 +31,10 @@ from typing import Any
 
 from _common import ROOT, free_port, print_table, start_store, stop_process, store_url, write_json
 
-from llmwatch.alerts.metrics import TRACE_RELEASE  # noqa: E402
 from llmwatch.alerts.silences import load_mutes  # noqa: E402
+from llmwatch.core.accounts import hash_password  # noqa: E402
+from llmwatch.core.events import RELEASE_SQL  # noqa: E402
 from llmwatch.dashboards import queries as q  # noqa: E402
-from llmwatch.dashboards.auth import hash_password  # noqa: E402
 from llmwatch.dashboards.scope import RANGES, Scope  # noqa: E402
 from llmwatch.detectors.drift_job import Window, sample_window  # noqa: E402
 from llmwatch.storage.clickhouse import ClickHouseStore  # noqa: E402
@@ -181,7 +181,7 @@ def page_queries(store: ClickHouseStore, scope: Scope) -> dict[str, Callable[[],
 def raw_baseline(store: ClickHouseStore, scope: Scope) -> Callable[[], None]:
     """Overview's headline numbers and series from the raw rows, as a console without rollups would."""
     db = store.database
-    where, params = scope.where("timestamp", {"release": TRACE_RELEASE})
+    where, params = scope.where("timestamp", {"release": RELEASE_SQL})
     params["step"] = scope.bucket_s
 
     def run() -> None:
@@ -190,7 +190,7 @@ def raw_baseline(store: ClickHouseStore, scope: Scope) -> Callable[[], None]:
         store.query(f"SELECT toStartOfInterval(timestamp, toIntervalSecond({{step:UInt32}})) AS t, app, count(), "
                     f"countIf(error != ''), sum(cost_usd), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) "
                     f"FROM {db}.traces WHERE {where} GROUP BY t, app", params)
-        store.query(f"SELECT app, {TRACE_RELEASE} AS release, count(), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) "
+        store.query(f"SELECT app, {RELEASE_SQL} AS release, count(), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms) "
                     f"FROM {db}.traces WHERE {where} GROUP BY app, release", params)
         swhere, sparams = scope.where("timestamp")
         store.query(f"SELECT detector, label, count() FROM {db}.scores WHERE {swhere} GROUP BY detector, label", sparams)

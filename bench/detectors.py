@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from _common import free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
 
+from llmwatch.core.events import Limits, TraceEvent, parse
+from llmwatch.core.settings import Settings
 from llmwatch.ingest.demo.generator import Scenario
-from llmwatch.ingest.events import Limits, TraceEvent, parse
-from llmwatch.settings import Settings
 
 BATCHES = (1, 32, 256)
 NOW = datetime.now(UTC)
@@ -159,8 +159,8 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
     """BatchHandler.handle throughput on the real embedded store and broker."""
     from llmwatch.detectors.registry import load_all
     from llmwatch.ingest.kafka import producer
-    from llmwatch.ingest.processor import BatchHandler
-    from llmwatch.ingest.sink import RawMessage
+    from llmwatch.ingest.pipeline.processor import BatchHandler
+    from llmwatch.ingest.pipeline.sink import RawMessage
     from llmwatch.storage.clickhouse import ClickHouseStore
     from llmwatch.storage.migrate import migrate
 

@@ -16,7 +16,8 @@ from _common import free_port, print_table, start_tansu, stop_process, write_jso
 from confluent_kafka import Producer
 
 from llmwatch import Emitter, Release
-from llmwatch.ingest.kafka import ensure_topics, producer_config
+from llmwatch.core.kafka_config import producer_config
+from llmwatch.ingest.kafka import ensure_topics
 
 
 def sample_event(i: int) -> dict:

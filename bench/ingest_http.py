@@ -21,9 +21,8 @@ import httpx
 from _common import free_port, print_table, start_tansu, stop_process, wait_until, write_json
 
 from llmwatch import Emitter
-from llmwatch.cli import settings_env
-from llmwatch.processes import port_open
-from llmwatch.settings import Settings
+from llmwatch.core.processes import port_open
+from llmwatch.core.settings import Settings, settings_env
 from tests.ingest.otel import captured_spans
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from _common import ROOT, print_table, write_json
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from llmwatch.ingest.events import TraceEvent
+from llmwatch.core.events import TraceEvent
 
 EVAL = ROOT.parent / "shared" / "eval"
 NOW = datetime.now(UTC)

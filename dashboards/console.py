@@ -14,12 +14,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from llmwatch.core.accounts import LoginThrottle, User, allowed, hash_password, oidc_role, verify
+from llmwatch.core.settings import Settings
 from llmwatch.dashboards import queries
-from llmwatch.dashboards.auth import LoginThrottle, User, allowed, hash_password, oidc_role, verify
 from llmwatch.dashboards.console_server import is_loopback
 from llmwatch.dashboards.markup import md
 from llmwatch.dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
-from llmwatch.settings import Settings
 from llmwatch.storage.clickhouse import ClickHouseStore, connect
 
 __all__ = ["can", "fresh", "query", "scope_picker", "settings", "sign_in", "sql_store", "store", "user"]

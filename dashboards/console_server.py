@@ -6,8 +6,8 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from llmwatch.errors import ConfigError
-from llmwatch.settings import Settings
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.settings import Settings
 
 __all__ = ["APP", "is_loopback", "streamlit_command"]
 
@@ -29,7 +29,7 @@ def streamlit_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
             f"the console would listen on {settings.host} with no login: set --console-users "
             "(see `llmwatch console hash-password`) or --console-oidc-roles, or use a loopback --host"
         )
-    from llmwatch.cli import settings_env
+    from llmwatch.core.settings import settings_env
 
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP),

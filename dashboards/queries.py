@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmwatch.alerts.metrics import TRACE_RELEASE
+from llmwatch.core.events import RELEASE_SQL
 from llmwatch.dashboards.scope import Scope
 
 __all__ = [
@@ -191,7 +191,7 @@ def trace_search(scope: Scope, db: str, *, text: str = "", user_id: str = "", sc
                  limit: int = 100) -> Query:
     """The newest matching traces. Score ranges select through the scores table (same app and
     time prefix), text is a case-insensitive substring of input or output."""
-    where, params = scope.where("timestamp", {"release": TRACE_RELEASE})
+    where, params = scope.where("timestamp", {"release": RELEASE_SQL})
     conditions = [where]
     if text:
         conditions.append("(positionCaseInsensitiveUTF8(output, {text:String}) > 0 "
@@ -209,7 +209,7 @@ def trace_search(scope: Scope, db: str, *, text: str = "", user_id: str = "", sc
         params.update({f"d{i}": detector, f"lo{i}": low, f"hi{i}": high})
     params["limit"] = limit
     return (
-        f"SELECT event_id, timestamp, app, {TRACE_RELEASE} AS release, model, user_id, "
+        f"SELECT event_id, timestamp, app, {RELEASE_SQL} AS release, model, user_id, "
         f"substring(input, 1, 160) AS input, substring(output, 1, 160) AS output, latency_ms, error "
         f"FROM {db}.traces WHERE {' AND '.join(conditions)} ORDER BY timestamp DESC LIMIT {{limit:UInt32}}",
         params,
@@ -226,7 +226,7 @@ def trace_scores(db: str, event_ids: list[str]) -> Query:
 
 def trace_detail(db: str, event_id: str) -> Query:
     return (
-        f"SELECT event_id, trace_id, span_id, timestamp, app, environment, {TRACE_RELEASE} AS release, model, provider, "
+        f"SELECT event_id, trace_id, span_id, timestamp, app, environment, {RELEASE_SQL} AS release, model, provider, "
         f"input, input_messages, output, context, context_ids, latency_ms, input_tokens, output_tokens, cost_usd, "
         f"user_id, session_id, tags, error, pii FROM {db}.traces WHERE event_id = {{id:UUID}} LIMIT 1",
         {"id": event_id},

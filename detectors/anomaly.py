@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
-from llmwatch.ingest.events import TraceEvent
 
 log = logging.getLogger(__name__)
 

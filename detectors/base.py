@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmwatch.ingest.events import TraceEvent
+from llmwatch.core.events import TraceEvent
 
 __all__ = ["NOT_APPLICABLE", "TARGETS", "Detector", "ScoreRow"]
 

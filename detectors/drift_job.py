@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.drift import DriftResult, classifier_test, evidently_test, mmd_test, moved_terms
 from llmwatch.detectors.embedding import dequantise
-from llmwatch.settings import Settings
 from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)

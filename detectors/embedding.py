@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmwatch.errors import DetectorLoadError
+from llmwatch.core.errors import DetectorLoadError
 
 log = logging.getLogger(__name__)
 

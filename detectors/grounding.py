@@ -39,9 +39,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmwatch.core.errors import DetectorLoadError
+from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
-from llmwatch.errors import DetectorLoadError
-from llmwatch.ingest.events import TraceEvent
 
 __all__ = ["Grounding", "NliSupport", "load", "missing_terms", "split_claims"]
 

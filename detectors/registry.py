@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from llmwatch.core.errors import ConfigError, DetectorLoadError
 from llmwatch.detectors.base import Detector
-from llmwatch.errors import ConfigError, DetectorLoadError
 
 __all__ = ["DETECTORS", "available", "load", "load_all"]
 

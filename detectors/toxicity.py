@@ -6,14 +6,14 @@ Backends (setting `toxicity_model`):
   insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
   and the higher score counts (bench/quality.py measures the gain on obfuscated text).
 * a path to a detoxify checkpoint (`.ckpt`, original / unbiased / multilingual, saved with its
-  tokenizer and config in a local folder: see README "Models"). Runs on the GPU when present, in
+  tokenizer and config in a local folder: see docs/detectors.md). Runs on the GPU when present, in
   length-sorted batches under fp16 autocast. With `toxicity_cascade_below` > 0 the cheap model
   scores everything first and only texts it scores at or above that value go to detoxify.
 
 Examples:
     >>> from datetime import datetime, timezone
     >>> import uuid
-    >>> from llmwatch.ingest.events import TraceEvent
+    >>> from llmwatch.core.events import TraceEvent
     >>> event = TraceEvent(uuid.UUID(int=1), "t", datetime.now(timezone.utc), "app",
     ...                    input="have a nice day", output="shut up, you idiot")
     >>> [(r.target, r.label) for r in ProfanityCheckToxicity().score([event])]
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from llmwatch.core.errors import DetectorLoadError
+from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import TARGETS, ScoreRow
-from llmwatch.errors import DetectorLoadError
-from llmwatch.ingest.events import TraceEvent
 
 __all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify"]
 

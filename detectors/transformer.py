@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from llmwatch.core.errors import DetectorLoadError
 from llmwatch.detectors.embedding import pick_device
-from llmwatch.errors import DetectorLoadError
 
 log = logging.getLogger(__name__)
 

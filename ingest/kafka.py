@@ -11,29 +11,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
+from llmwatch.core.kafka_config import producer_config
+
 log = logging.getLogger(__name__)
 
-__all__ = ["COMPACTED", "admin", "ensure_llmwatch_topics", "ensure_topics", "kafka_reachable", "producer", "producer_config"]
+__all__ = ["COMPACTED", "admin", "ensure_llmwatch_topics", "ensure_topics", "kafka_reachable", "producer"]
 
 # llm.control: the latest release switch per app must outlive any retention period.
 COMPACTED = {"cleanup.policy": "compact"}
-
-
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        # Batches small messages into few requests; 5 ms is invisible next to an LLM call.
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        # Not idempotent on purpose: tansu's memory broker forgets producer ids on restart and an
-        # idempotent producer then never delivers again (see docs/operations.md). Duplicates from
-        # retries are harmless: the worker stores each event_id once.
-        "enable.idempotence": False,
-        "message.max.bytes": 16 * 1024 * 1024,
-    }
-    config.update(overrides)
-    return config
 
 
 def producer(bootstrap: str, **overrides: Any) -> Producer:

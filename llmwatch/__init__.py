@@ -11,7 +11,7 @@ The server (`llmwatch up`, the worker, detectors, alerts, console) lives in the 
 needs the `server` extra: `pip install 'llmwatch[server]'`.
 """
 
-from llmwatch.ingest.emitter import Emitter, LLMCall, Release
-from llmwatch.ingest.releases import ReleaseResolver, announce
+from llmwatch.ingest.sdk.emitter import Emitter, LLMCall, Release
+from llmwatch.ingest.sdk.releases import ReleaseResolver, announce
 
 __all__ = ["Emitter", "LLMCall", "Release", "ReleaseResolver", "announce"]

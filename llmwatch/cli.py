@@ -1,5 +1,5 @@
 """The `llmwatch` command. Every subcommand takes the same settings flags (one per field of
-llmwatch.settings.Settings), each also readable from its LLMWATCH_* environment variable."""
+llmwatch.core.settings.Settings), each also readable from its LLMWATCH_* environment variable."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmwatch.errors import ConfigError, LlmwatchError
-from llmwatch.settings import ENV_PREFIX, Settings
+from llmwatch.core.errors import ConfigError, LlmwatchError
+from llmwatch.core.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("llmwatch")
 
@@ -38,38 +38,36 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     return Settings.from_env(os.environ if environ is None else environ, **overrides)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        env[ENV_PREFIX + f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return env
-
-
 # --- commands -----------------------------------------------------------------------------
 
 
-def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.storage.migrate import cluster_migration, migrate, statements
+
+    if args.print:
+        db, days = settings.database, settings.retention_days
+        for sql in cluster_migration(db, days, args.cluster) if args.cluster else statements(db, days):
+            print(f"{sql};\n")
+        return 0
     from llmwatch.storage.clickhouse import connect
-    from llmwatch.storage.migrate import migrate
 
     store = connect(settings)
-    migrate(store, settings.retention_days)
-    print(f"database {settings.database} at {settings.store_url} is up to date")
+    migrate(store, settings.retention_days, cluster=args.cluster)
+    where = f" on cluster {args.cluster}" if args.cluster else ""
+    print(f"database {settings.database} at {settings.store_url}{where} is up to date")
     return 0
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from llmwatch.ingest.processor import run_worker
+    from llmwatch.ingest.pipeline.processor import run_worker
 
     run_worker(settings)
     return 0
 
 
 def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.core.processes import check_ports_free
     from llmwatch.storage.embedded import Limits, ensure_password, serve
-    from llmwatch.supervisor import check_ports_free
 
     check_ports_free(settings.host, {"clickhouse_port": settings.clickhouse_port})
     password = ensure_password(settings.store_password_file, settings.clickhouse_password)
@@ -149,7 +147,7 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
-    from llmwatch.ingest.http import run_ingest
+    from llmwatch.ingest.http.server import run_ingest
 
     run_ingest(settings)
     return 0
@@ -159,7 +157,7 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "hash-password":
         import getpass
 
-        from llmwatch.dashboards.auth import hash_password
+        from llmwatch.core.accounts import hash_password
 
         if sys.stdin.isatty():
             password = getpass.getpass("Password: ")
@@ -193,6 +191,13 @@ def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
     kappa = measured["fleiss_kappa"]
     print(f"{len(records)} reviewed event(s) written to {args.output}; Fleiss' kappa "
           f"{'n/a' if kappa is None else f'{kappa:.3f}'} over {measured['items_with_2_plus']} item(s) with 2+ reviewers")
+    return 0
+
+
+def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.core.settings import configuration_table
+
+    print(configuration_table(), end="")
     return 0
 
 
@@ -233,6 +238,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "reviews": (cmd_reviews, "export reviewers' decisions as a labelled dataset (JSONL or Parquet)"),
     "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
     "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
+    "config": (cmd_config, "print the settings reference (the table in docs/configuration.md)"),
 }
 
 
@@ -246,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--duration-s", type=float, default=None, help="stop the traffic after this long")
         if name == "generate":
             command.add_argument("--events", type=int, default=None, help="stop after this many events")
+        if name == "migrate":
+            command.add_argument("--cluster", default="", help="apply the cluster form: ON CLUSTER, Replicated "
+                                 "engines, Distributed tables (docs/operations.md)")
+            command.add_argument("--print", action="store_true", help="print the statements instead of applying them")
         if name == "alerts":
             command.add_argument("action", nargs="?", choices=["run", "check"], default="run")
             command.add_argument("--rule", default=None, help="with check: only this rule")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llmwatch.errors import ConfigError
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.settings import Settings
 from llmwatch.jsonl import read_rows
-from llmwatch.settings import Settings
 
 __all__ = ["read_texts", "run_drift"]
 

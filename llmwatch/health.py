@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llmwatch.settings import Settings
+from llmwatch.core.settings import Settings
 
 __all__ = ["Check", "check_all", "clickhouse_ready", "console_ready", "workers_alive"]
 
@@ -58,7 +58,7 @@ def workers_alive(settings: Settings, pid: int | None = None) -> int:
 
 
 def check_all(settings: Settings) -> list[Check]:
-    from llmwatch.errors import StoreError
+    from llmwatch.core.errors import StoreError
     from llmwatch.ingest.kafka import kafka_reachable
 
     checks = []

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmwatch.errors import ConfigError
+from llmwatch.core.errors import ConfigError
 
 __all__ = ["read_rows"]
 

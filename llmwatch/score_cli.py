@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.events import TraceEvent
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.registry import load
-from llmwatch.errors import ConfigError
-from llmwatch.ingest.events import TraceEvent
 from llmwatch.jsonl import read_rows
-from llmwatch.settings import Settings
 
 __all__ = ["DETECTOR_FIELDS", "run_score"]
 

@@ -7,10 +7,10 @@ import logging
 from typing import Any
 
 from llmwatch.broker import tansu_command
+from llmwatch.core.processes import check_ports_free, port_open
+from llmwatch.core.settings import Settings
 from llmwatch.health import clickhouse_ready, console_ready, workers_alive
-from llmwatch.processes import port_open
-from llmwatch.settings import Settings
-from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
+from llmwatch.supervisor import Component, Supervisor, python_command
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def build_components(
     settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None
 ) -> list[Component]:
     """The children of `up` in start order."""
-    from llmwatch.cli import settings_env
+    from llmwatch.core.settings import settings_env
     from llmwatch.ingest.kafka import ensure_llmwatch_topics, kafka_reachable
     from llmwatch.storage.clickhouse import connect
     from llmwatch.storage.migrate import migrate

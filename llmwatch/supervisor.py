@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmwatch.errors import LlmwatchError, PortInUse
-from llmwatch.processes import stop_process
+from llmwatch.core.errors import LlmwatchError
+from llmwatch.core.processes import stop_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Component", "Supervisor", "check_ports_free", "python_command"]
+__all__ = ["Component", "Supervisor", "python_command"]
 
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0  # a component that ran this long has its backoff reset
@@ -42,20 +41,6 @@ class Component:
     restarts: int = 0
     backoff_s: float = 1.0
     restart_at: float | None = None
-
-
-def check_ports_free(host: str, ports: dict[str, int]) -> None:
-    """Raise PortInUse naming the first taken port. Probed as the servers bind, with SO_REUSEADDR:
-    the TIME_WAIT connections a stopped stack leaves for a minute do not make a port taken."""
-    for name, port in ports.items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                flag = f"--{name.replace('_', '-')}"
-                msg = f"port {port} on {host} ({name}) is already in use: stop what uses it or pass {flag}"
-                raise PortInUse(msg) from None
 
 
 class Supervisor:

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from llmwatch.errors import StoreDataError, StoreError, StoreUnavailable
+from llmwatch.core.errors import StoreDataError, StoreError, StoreUnavailable
 
 __all__ = ["ClickHouseStore", "Store", "connect"]
 
@@ -63,7 +63,7 @@ def _brief(exc: Exception) -> str:
 
 
 # The rollups keep a deduplication window so that a correction written twice counts once
-# (ingest/sink.py, step 5). Blocks a materialized view derives from an insert must never be
+# (ingest/pipeline/sink.py, step 5). Blocks a materialized view derives from an insert must never be
 # deduplicated: two batches may well add identical counts to the same rollup rows.
 _INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 0}
 
@@ -214,7 +214,7 @@ class ClickHouseStore:
 
 
 def connect(settings: Any) -> ClickHouseStore:
-    """The store named by settings (llmwatch.settings.Settings)."""
+    """The store named by settings (llmwatch.core.settings.Settings)."""
     return ClickHouseStore(
         settings.store_url,
         settings.database,

@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from llmwatch.errors import ConfigError
-from llmwatch.processes import return_big_buffers_to_the_os
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.processes import return_big_buffers_to_the_os
 from llmwatch.storage.guard import refusal, setting_refusal, statement_kind
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,14 @@ import logging
 import re
 from string import Template
 
-from llmwatch.errors import SchemaError
+from llmwatch.core.errors import SchemaError
 from llmwatch.schemas import ddl_files
 from llmwatch.storage.clickhouse import Store
+from llmwatch.storage.cluster import cluster_statements
 
 log = logging.getLogger(__name__)
 
-__all__ = ["migrate", "statements"]
+__all__ = ["cluster_migration", "migrate", "statements"]
 
 # Raw text columns that expire after the retention period; the numbers stay.
 _TEXT_COLUMNS = {
@@ -45,8 +46,12 @@ def statements(database: str, retention_days: int) -> list[str]:
     return result
 
 
-def migrate(store: Store, retention_days: int) -> None:
-    """Create what is missing; set the raw-text TTL where it differs from retention_days."""
+def migrate(store: Store, retention_days: int, cluster: str = "") -> None:
+    """Create what is missing; set the raw-text TTL where it differs from retention_days. With
+    `cluster`, the cluster form (storage/cluster.py), ON CLUSTER through this node."""
+    if cluster:
+        _migrate_cluster(store, retention_days, cluster)
+        return
     new_rollups = [table for table in _ROLLUPS if not _table_exists(store, table)]
     for sql in statements(store.database, retention_days):
         store.command(sql)
@@ -61,6 +66,31 @@ def migrate(store: Store, retention_days: int) -> None:
     for table, columns in _TEXT_COLUMNS.items():
         _set_ttl(store, table, columns, retention_days)
     log.info("schema of database %s is up to date", store.database)
+
+
+def cluster_migration(database: str, retention_days: int, cluster: str) -> list[str]:
+    """Every statement of the cluster form, the raw-text TTLs included. Pure."""
+    ttls = [_ttl_statement(database, table, column, definition, retention_days)
+            for table, columns in _TEXT_COLUMNS.items() for column, definition in columns.items()]
+    return cluster_statements(statements(database, retention_days) + ttls, cluster)
+
+
+def _migrate_cluster(store: Store, retention_days: int, cluster: str) -> None:
+    for sql in cluster_migration(store.database, retention_days, cluster):
+        store.command(sql)
+    # A new cluster has nothing to roll up; rows stored before the views existed are not
+    # counted (backfill each shard with the views' SELECT over its _local tables if needed).
+    log.info("schema of database %s is up to date on cluster %s", store.database, cluster)
+
+
+def _ttl_statement(database: str, table: str, column: str, definition: str, days: int) -> str:
+    # Without materialisation existing parts pick the TTL up on their next merge, so a
+    # retention change is one cheap metadata step, not a rewrite of the table.
+    return (
+        f"ALTER TABLE {database}.{table} MODIFY COLUMN {column} {definition} "
+        f"TTL toDateTime({_TIME_COLUMN[table]}) + INTERVAL {days} DAY "
+        "SETTINGS materialize_ttl_after_modify = 0"
+    )
 
 
 def _table_exists(store: Store, table: str) -> bool:
@@ -78,16 +108,9 @@ def _set_ttl(store: Store, table: str, columns: dict[str, str], days: int) -> No
     )
     ddl = rows[0][0] if rows else ""
     wanted = f"toIntervalDay({days})"
-    time_column = _TIME_COLUMN[table]
     for column, definition in columns.items():
         current = re.search(rf"`{column}` [^`]*?TTL [^`]*?toIntervalDay\((\d+)\)", ddl)
         if current and f"toIntervalDay({current.group(1)})" == wanted:
             continue
-        # Without materialisation existing parts pick the TTL up on their next merge, so a
-        # retention change is one cheap metadata step, not a rewrite of the table.
-        store.command(
-            f"ALTER TABLE {store.database}.{table} MODIFY COLUMN {column} {definition} "
-            f"TTL toDateTime({time_column}) + INTERVAL {days} DAY "
-            "SETTINGS materialize_ttl_after_modify = 0"
-        )
+        store.command(_ttl_statement(store.database, table, column, definition, days))
         log.info("%s.%s: raw text now expires after %d days", table, column, days)

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from llmwatch.broker import tansu_command
+from llmwatch.core.processes import free_port, stop_process, wait_until
+from llmwatch.core.settings import Settings
 from llmwatch.ingest.kafka import ensure_llmwatch_topics, kafka_reachable
-from llmwatch.processes import free_port, stop_process, wait_until
-from llmwatch.settings import Settings
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
 

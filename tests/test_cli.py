@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from llmwatch.cli import COMMANDS, build_parser, settings_from_args
-from llmwatch.errors import ConfigError
-from llmwatch.settings import Settings
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.settings import Settings
 from tests.conftest import free_port, stop_process, wait_until
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from llmwatch.cli import COMMANDS, build_parser
-from llmwatch.settings import ENV_PREFIX, Settings
+from llmwatch.core.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTING_VARS = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from llmwatch.cli import COMMANDS
-from llmwatch.settings import Settings
+import httpx
+
+from llmwatch.alerts.rules import parse_rules
+from llmwatch.cli import COMMANDS, build_parser
+from llmwatch.core.settings import Settings, configuration_table
+from llmwatch.storage.clickhouse import ClickHouseStore
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -17,11 +24,79 @@ def test_readme_shows_the_two_commands_first() -> None:
     assert "make demo" in quick_start and "make test" in quick_start
 
 
-def test_every_setting_is_in_the_configuration_table() -> None:
-    for flag, env, _default, _ in Settings().describe():
-        assert f"`{flag}`" in CONFIGURATION and f"`{env}`" in CONFIGURATION, flag
+def test_the_configuration_reference_is_the_one_settings_generate() -> None:
+    """docs/configuration.md holds `llmwatch config`'s table as it is now: regenerate it with
+    `llmwatch config` after changing a setting."""
+    committed = CONFIGURATION.split("do not edit by hand -->\n", 1)[1].split("<!-- end of generated table -->", 1)[0]
+    assert committed == configuration_table(), "docs/configuration.md is stale: paste `llmwatch config` into it"
+    assert Settings().describe()  # every setting is in it, by construction
 
 
 def test_every_command_is_documented() -> None:
     for command in COMMANDS:
         assert f"`llmwatch {command}`" in README, command
+
+
+# --- code blocks: each one meant to run is run -----------------------------------------------
+
+DOCS = {path.name: path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+
+
+def blocks(language: str) -> list[tuple[str, str]]:
+    """(file, code) of every fenced block in `language`."""
+    fence = re.compile(rf"^```{language}\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+    return [(name, m.group(1)) for name, text in DOCS.items() for m in fence.finditer(text)]
+
+
+@dataclass
+class _Reply:
+    text: str = "Your order ships tomorrow."
+    input_tokens: int = 12
+    output_tokens: int = 6
+
+
+class _Client:
+    """What the README's example calls an LLM client."""
+
+    def chat(self, _messages: object) -> _Reply:
+        return _Reply()
+
+
+def test_every_python_block_runs(broker: str, tmp_path: Path) -> None:
+    """Against the test broker, with a stand-in for the app's LLM client and its inputs."""
+    python = blocks("python")
+    assert len(python) >= 2
+    for name, code in python:
+        code = re.sub(r'"(127\.0\.0\.1|kafka):9092"', repr(broker), code).replace("/var/cache/app", str(tmp_path))
+        namespace: dict[str, object] = {
+            "client": _Client(), "passages": ["Orders ship within a day."],
+            "messages": [{"role": "user", "content": "Where is my order?"}],
+        }
+        exec(compile(code, name, "exec"), namespace)  # noqa: S102 - our own documentation
+        if "llmwatch" in namespace:  # the README's emitter delivered the trace and the feedback
+            assert namespace["llmwatch"].stats()["delivered"] == 2, name  # type: ignore[attr-defined]
+
+
+def test_every_llmwatch_command_line_parses() -> None:
+    parser = build_parser()
+    lines = [(name, line.split("#")[0].split()) for name, code in blocks("bash") for line in code.splitlines()
+             if line.startswith("llmwatch ")]
+    assert len(lines) >= 6
+    for name, argv in lines:
+        parser.parse_args(argv[1:])  # exits (fails the test) on an unknown command or flag
+        assert argv[1] in COMMANDS, (name, argv)
+
+
+def test_the_rules_example_is_a_valid_rule_file() -> None:
+    (yaml_block,) = [code for _, code in blocks("yaml") if code.startswith("rules:")]
+    rules, problems = parse_rules(yaml_block, "docs/alerts.md")
+    assert problems == [] and [r.name for r in rules] == ["toxic-outputs"]
+
+
+def test_the_readme_sql_runs(embedded_url: str, embedded_store: ClickHouseStore) -> None:
+    (curl,) = [code for _, code in blocks("bash") if code.startswith("curl")]
+    sql = curl.split('--data-binary "', 1)[1].rsplit('"', 1)[0].replace("llmwatch.", f"{embedded_store.database}.")
+    url = urlsplit(embedded_url)
+    answer = httpx.post(f"http://{url.hostname}:{url.port}/", content=sql, auth=(url.username or "", url.password or ""))
+    assert answer.status_code == 200, answer.text
+    assert "app" in answer.text and "toxicity" in answer.text  # PrettyCompact's header

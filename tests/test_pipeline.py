@@ -17,8 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from llmwatch import Emitter
-from llmwatch.cli import settings_env
-from llmwatch.settings import Settings
+from llmwatch.core.settings import Settings, settings_env
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import stop_process, wait_until
 

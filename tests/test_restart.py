@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmwatch.errors import PortInUse
-from llmwatch.processes import free_port, stop_process, wait_until
-from llmwatch.supervisor import Component, Supervisor, check_ports_free, python_command
+from llmwatch.core.errors import PortInUse
+from llmwatch.core.processes import check_ports_free, free_port, stop_process, wait_until
+from llmwatch.supervisor import Component, Supervisor, python_command
 
 
 def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

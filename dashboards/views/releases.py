@@ -4,10 +4,10 @@ promote / rollback (admins, after confirming), through the same registry the ale
 import streamlit as st
 
 from llmwatch.alerts.releases import Registry, ReleaseRecord, active_release, rollback_target
+from llmwatch.core.errors import ConfigError
 from llmwatch.dashboards import console as c
 from llmwatch.dashboards import queries as q
 from llmwatch.dashboards.markup import md
-from llmwatch.errors import ConfigError
 
 settings = c.settings()
 db = settings.database

@@ -5,8 +5,8 @@ chart and a CSV download."""
 import pandas as pd
 import streamlit as st
 
+from llmwatch.core.errors import StoreError
 from llmwatch.dashboards import console as c
-from llmwatch.errors import StoreError
 
 settings = c.settings()
 db = settings.database

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmwatch import Emitter, Release
+from llmwatch.core.events import release_name
+from llmwatch.core.settings import Settings
 from llmwatch.ingest.demo import corpus
-from llmwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class DemoDeploys:
 
     @staticmethod
     def name(release: Release) -> str:
-        return f"{release.prompt_id}:{release.prompt_version}@{release.model}"
+        return release_name(release.prompt_id, release.prompt_version, release.model)
 
     def deploy(self, release: Release, reason: str) -> None:
         self.registry.promote("support-bot", self.name(release), actor="demo-deploy", reason=reason)
@@ -196,8 +197,8 @@ class DemoDeploys:
 
 def run_generator(settings: Settings, *, duration_s: float | None = None, max_events: int | None = None) -> int:
     """Emit demo events at settings.demo_rate until duration_s or max_events; returns the count."""
-    from llmwatch.errors import LlmwatchError
-    from llmwatch.ingest.releases import ReleaseResolver
+    from llmwatch.core.errors import LlmwatchError
+    from llmwatch.ingest.sdk.releases import ReleaseResolver
 
     try:
         deploys: DemoDeploys | None = DemoDeploys(settings)

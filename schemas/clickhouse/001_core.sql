@@ -1,7 +1,7 @@
 -- llmwatch core tables. Applied idempotently by `llmwatch migrate` and at start-up.
 -- ${db} and ${retention_days} are filled in from settings.
 --
--- Design (see README "Storage"): events are immutable, one row each; detector results are separate
+-- Design (see docs/architecture.md, "Storage layout"): events are immutable, one row each; detector results are separate
 -- score rows; sort keys lead with app and a coarse time bucket (the hour: no date boundary to
 -- special-case); monthly partitions; raw text expires after ${retention_days} days through column
 -- TTLs while the numbers (latency, tokens, cost, scores) stay.

@@ -16,11 +16,11 @@ from llmwatch.alerts.notify import PagerDutyNotifier, SlackNotifier, WebhookNoti
 from llmwatch.alerts.rules import parse_rules
 from llmwatch.alerts.scheduler import check_rules
 from llmwatch.alerts.silences import ALL_GROUPS, Mutes, silence, unsilence
+from llmwatch.core.errors import StoreUnavailable
+from llmwatch.core.events import TraceEvent
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.toxicity import ProfanityCheckToxicity
-from llmwatch.errors import StoreUnavailable
-from llmwatch.ingest.events import TraceEvent
-from llmwatch.ingest.sink import store_events
-from llmwatch.settings import Settings
+from llmwatch.ingest.pipeline.sink import store_events
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.alerts.receiver import Receiver
 
@@ -211,7 +211,7 @@ ROLLBACK_RULES = RULES.replace("actions: [pagerduty, slack, webhook]", "actions:
 RESOLVER = """
 import sys, time
 from llmwatch import Release
-from llmwatch.ingest.releases import ReleaseResolver
+from llmwatch.ingest.sdk.releases import ReleaseResolver
 with ReleaseResolver(sys.argv[1], {"support-bot": Release("answer", "8", "gpt")}, topic=sys.argv[2]) as resolver:
     print("serving", resolver.release("support-bot").prompt_version, flush=True)
     deadline = time.monotonic() + 60
@@ -298,9 +298,9 @@ def test_an_app_registers_its_release_through_the_sdk(embedded_store: ClickHouse
     import time
 
     from llmwatch.alerts.releases import RegistrationFollower, Registry
-    from llmwatch.ingest.emitter import Release
     from llmwatch.ingest.kafka import ensure_topics
-    from llmwatch.ingest.releases import announce
+    from llmwatch.ingest.sdk.emitter import Release
+    from llmwatch.ingest.sdk.releases import announce
 
     settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker,
                                  control_topic=f"control-{uuid.uuid4().hex[:8]}", consumer_group=f"g-{uuid.uuid4().hex[:6]}",
@@ -329,9 +329,9 @@ def test_registrations_survive_a_store_outage_and_a_restart(embedded_store: Clic
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
     from llmwatch.alerts.releases import RegistrationFollower, Registry
-    from llmwatch.ingest.emitter import Release
     from llmwatch.ingest.kafka import ensure_llmwatch_topics
-    from llmwatch.ingest.releases import announce
+    from llmwatch.ingest.sdk.emitter import Release
+    from llmwatch.ingest.sdk.releases import announce
 
     suffix = uuid.uuid4().hex[:8]
     settings = Settings.from_env({}, database=embedded_store.database, kafka_bootstrap=broker, partitions=1,
@@ -377,7 +377,7 @@ def test_a_receiver_that_times_out_or_refuses_is_retried_and_recorded(embedded_s
     import httpx
 
     slow = Receiver(delays=[2.0])
-    refused_url = f"http://127.0.0.1:{__import__('llmwatch.processes', fromlist=['free_port']).free_port()}/hook"
+    refused_url = f"http://127.0.0.1:{__import__('llmwatch.core.processes', fromlist=['free_port']).free_port()}/hook"
     try:
         for minute in range(2):
             traffic(embedded_store, T0 + timedelta(minutes=minute), toxic_share=0.5)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmwatch.dashboards.auth import hash_password
-from llmwatch.settings import Settings
+from llmwatch.core.accounts import hash_password
+from llmwatch.core.settings import Settings
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
 from tests.dashboards.seed import Seeded, seed

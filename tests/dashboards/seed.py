@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from llmwatch.alerts.releases import Registry, ReleaseRecord
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.drift_job import Window
 from llmwatch.detectors.embedding import quantise
-from llmwatch.settings import Settings
 
 STABLE = ReleaseRecord("support-bot", "answer", "7", "gpt-4o-mini", "openai")
 CANARY = ReleaseRecord("support-bot", "answer", "8", "gpt-4o-mini", "openai")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llmwatch.processes import free_port, stop_process, wait_until
+from llmwatch.core.processes import free_port, stop_process, wait_until
 from tests.dashboards.conftest import PASSWORDS
 from tests.dashboards.oidc_provider import OidcProvider
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from llmwatch.core.accounts import parse_users, verify
 from llmwatch.dashboards import reviews
-from llmwatch.dashboards.auth import parse_users, verify
 
 
 def llmwatch(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from llmwatch.alerts.releases import Registry
 from llmwatch.alerts.silences import load_mutes
+from llmwatch.core.settings import Settings
 from llmwatch.dashboards import reviews
 from llmwatch.dashboards.queries import reviews as reviews_query
-from llmwatch.settings import Settings
 from tests.dashboards.conftest import PASSWORDS
 from tests.dashboards.seed import CANARY, STABLE
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from llmwatch.dashboards.auth import LoginThrottle, allowed, hash_password, oidc_role, parse_users, verify
+from llmwatch.core.accounts import LoginThrottle, allowed, hash_password, oidc_role, parse_users, verify
+from llmwatch.core.errors import ConfigError
 from llmwatch.dashboards.markup import html_block, md
 from llmwatch.dashboards.scope import Scope, bucket_seconds, scope_from_params
 from llmwatch.dashboards.stats import cohen_kappa, fleiss_kappa, moved_most, project_2d, rate_difference, wilson
-from llmwatch.errors import ConfigError
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -115,7 +115,7 @@ def test_chart_buckets_keep_about_120_points() -> None:
 
 
 def test_bad_console_settings_are_reported_at_start() -> None:
-    from llmwatch.settings import Settings
+    from llmwatch.core.settings import Settings
 
     with pytest.raises(ConfigError, match="OIDC role entry 'a@b.c:boss'"):
         Settings.from_env({"LLMWATCH_CONSOLE_OIDC_ROLES": "a@b.c:boss"})

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from llmwatch.core.events import TraceEvent
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.anomaly import FEATURES, AnomalyDetector
 from llmwatch.detectors.base import NOT_APPLICABLE, TARGETS, Detector
 from llmwatch.detectors.registry import available, load
-from llmwatch.ingest.events import TraceEvent
-from llmwatch.settings import Settings
 
 REFUNDS = "Refunds are paid within five business days. Orders over $50 ship free."
 TEXTS = [

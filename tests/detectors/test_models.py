@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmwatch.core.errors import DetectorLoadError
+from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.grounding import Grounding, NliSupport
 from llmwatch.detectors.toxicity import load_detoxify
 from llmwatch.detectors.transformer import SequenceClassifier
-from llmwatch.errors import DetectorLoadError
-from llmwatch.ingest.events import TraceEvent
 
 TEXTS = ["you are an idiot", "hello friend", "shut up moron " * 60, "thanks for the help", "I will hurt you", "ok"]
 

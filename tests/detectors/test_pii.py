@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmwatch.core.events import TraceEvent
 from llmwatch.detectors import pii
 from llmwatch.detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
-from llmwatch.ingest.events import TraceEvent
 
 FOUND = [
     ("write to jane.doe+work@mail.example.co.uk today", "email"),

@@ -9,17 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from llmwatch.core.events import TraceEvent
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.anomaly import AnomalyDetector, store_reference
 from llmwatch.detectors.drift_job import run_drift_checks
 from llmwatch.detectors.embedding import Encoder, EventEmbedder
 from llmwatch.detectors.registry import available, load_all
-from llmwatch.ingest import sink
 from llmwatch.ingest.demo.corpus import SUPPORT_QUESTIONS, SUPPORT_QUESTIONS_SHIFTED
-from llmwatch.ingest.events import TraceEvent
 from llmwatch.ingest.kafka import producer
-from llmwatch.ingest.processor import BatchHandler
-from llmwatch.ingest.sink import RawMessage
-from llmwatch.settings import Settings
+from llmwatch.ingest.pipeline import sink
+from llmwatch.ingest.pipeline.processor import BatchHandler
+from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 
 NOW = datetime.now(UTC)

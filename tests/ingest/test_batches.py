@@ -12,12 +12,12 @@ from confluent_kafka import Consumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llmwatch.core.errors import StoreUnavailable
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.registry import load_all
-from llmwatch.errors import StoreUnavailable
 from llmwatch.ingest.kafka import ensure_topics, producer
-from llmwatch.ingest.processor import STORE_RETRY_CAP_S, BatchHandler
-from llmwatch.ingest.sink import RawMessage
-from llmwatch.settings import Settings
+from llmwatch.ingest.pipeline.processor import STORE_RETRY_CAP_S, BatchHandler
+from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import _fresh_store
 
@@ -231,7 +231,7 @@ def test_a_store_error_inside_a_detector_is_retried_not_blamed_on_events(embedde
 def test_a_rejection_whose_id_ends_in_a_zero_byte_is_recorded_once(embedded_store: ClickHouseStore, broker: str) -> None:
     """Found by the boundary-value test: 1 rejection id in 256 ends in 0x00, and the lookup that
     makes replays idempotent compared it as a String, which never matched."""
-    from llmwatch.ingest.sink import rejection_id
+    from llmwatch.ingest.pipeline.sink import rejection_id
 
     handler = handler_for(embedded_store, broker)
     junk = next(m for m in (messages([f"junk {i}".encode()], start=i) for i in range(5000))

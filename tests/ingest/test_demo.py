@@ -6,9 +6,9 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+from llmwatch.core.events import Limits, TraceEvent, parse
 from llmwatch.ingest.demo import corpus
 from llmwatch.ingest.demo.generator import CYCLE_S, Scenario, phase_at
-from llmwatch.ingest.events import Limits, TraceEvent, parse
 
 
 def emitted(scenario: Scenario, elapsed_s: float, n: int) -> list[dict]:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmwatch.ingest.events import Feedback, Limits, Rejection, TraceEvent, parse
+from llmwatch.core.events import RELEASE_SQL, Feedback, Limits, Rejection, TraceEvent, parse, release_name
+from llmwatch.storage.clickhouse import ClickHouseStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = Limits()
@@ -206,3 +207,14 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
 def test_arbitrary_json_objects_never_raise(doc: dict) -> None:
     """Objects with the contract's field names but generated values never crash the parser."""
     assert isinstance(parsed(doc), (TraceEvent, Feedback, Rejection))
+
+
+def test_the_sql_release_name_is_the_python_one(embedded_store: ClickHouseStore) -> None:
+    """Alert metrics and the console name releases in SQL (traces has no release column); the
+    worker names them in Python. Both must give the same string."""
+    cases = [(p, v, m) for p in ("", "answer") for v in ("", "7") for m in ("", "gpt-x")]
+    for prompt_id, prompt_version, model in cases:
+        (sql_name,) = embedded_store.query(
+            f"SELECT {RELEASE_SQL} FROM (SELECT {{p:String}} AS prompt_id, {{v:String}} AS prompt_version, "
+            "{m:String} AS model)", {"p": prompt_id, "v": prompt_version, "m": model})[0]
+        assert sql_name == release_name(prompt_id, prompt_version, model), (prompt_id, prompt_version, model)

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmwatch.cli import settings_env
-from llmwatch.processes import free_port, port_open, stop_process, wait_until
-from llmwatch.settings import Settings
+from llmwatch.core.processes import free_port, port_open, stop_process, wait_until
+from llmwatch.core.settings import Settings, settings_env
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.ingest.otel import captured_spans, tracer_provider
 from tests.test_pipeline import start_worker, worker_alive

@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from llmwatch.cli import settings_env
-from llmwatch.processes import free_port, port_open, stop_process, wait_until
-from llmwatch.settings import Settings
+from llmwatch.core.processes import free_port, port_open, stop_process, wait_until
+from llmwatch.core.settings import Settings, settings_env
 from tests.ingest.otel import captured_spans
 
 pytestmark = pytest.mark.slow

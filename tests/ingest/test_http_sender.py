@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llmwatch import Emitter
-from llmwatch.processes import free_port
+from llmwatch.core.processes import free_port
 
 
 class Scripted(ThreadingHTTPServer):

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmwatch.errors import StoreDataError, StoreError
+from llmwatch.core.errors import StoreDataError, StoreError
+from llmwatch.core.settings import Settings
 from llmwatch.ingest.kafka import ensure_topics, producer
-from llmwatch.ingest.processor import BatchHandler
-from llmwatch.settings import Settings
+from llmwatch.ingest.pipeline.processor import BatchHandler
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import _fresh_store
 from tests.ingest.test_batches import counts, dlq_records, handler_for, messages, valid_event
@@ -79,7 +79,7 @@ def test_values_the_client_cannot_encode_are_data_errors(embedded_store: ClickHo
 
 
 def valid_row() -> dict[str, Any]:
-    from llmwatch.ingest.events import Limits, parse
+    from llmwatch.core.events import Limits, parse
 
     event = parse(valid_event(), Limits(), datetime.now(UTC))
     return event.row(datetime.now(UTC))  # type: ignore[union-attr]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmwatch.ingest.otlp import OtlpError, decode_request, span_events
+from llmwatch.ingest.http.otlp import OtlpError, decode_request, span_events
 from tests.ingest.otel import captured_spans
 
 

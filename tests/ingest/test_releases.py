@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from llmwatch import Release
-from llmwatch.ingest.releases import ReleaseResolver
-from llmwatch.processes import free_port
+from llmwatch.core.processes import free_port
+from llmwatch.ingest.sdk.releases import ReleaseResolver
 
 V7, V8 = Release("answer", "7", "m"), Release("answer", "8", "m")
 

@@ -1,4 +1,4 @@
-"""Rollups stay exact when two workers race on the same events (ingest/sink.py, step 5).
+"""Rollups stay exact when two workers race on the same events (ingest/pipeline/sink.py, step 5).
 
 The race: a worker whose insert was stuck (a zombie) and the partition's new owner both look up
 the same events, both find nothing, both insert. The tests play it out on the real store: the
@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from llmwatch.ingest.sink import RawMessage
+from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.ingest.test_batches import handler_for, messages
 

@@ -12,7 +12,7 @@ import clickhouse_connect
 import httpx
 import pytest
 
-from llmwatch.errors import StoreError, StoreUnavailable
+from llmwatch.core.errors import StoreError, StoreUnavailable
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate, statements
 from tests.conftest import free_port

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from llmwatch.processes import free_port, stop_process, wait_until
+from llmwatch.core.processes import free_port, stop_process, wait_until
 from llmwatch.storage.embedded import ensure_password
 from tests.storage.probes import PROBES
 

@@ -26,6 +26,7 @@ import orjson
 from llmwatch.schemas import trace_event_schema
 
 __all__ = [
+    "RELEASE_SQL",
     "Feedback",
     "Limits",
     "Rejection",
@@ -52,6 +53,15 @@ def release_name(prompt_id: str, prompt_version: str, model: str) -> str:
     `release` of score rows, embeddings, alerts and the release registry."""
     prompt = ":".join(p for p in (prompt_id, prompt_version) if p)
     return f"{prompt}@{model}" if model else prompt
+
+
+# The same name in SQL, from the traces table's columns (which hold no release column); the
+# rollup trace_stats_mv (004_console.sql) writes it out too, and tests/ingest/test_events.py
+# checks the two forms agree.
+RELEASE_SQL = (
+    "if(model != '', concat(arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'), '@', model), "
+    "arrayStringConcat(arrayFilter(x -> x != '', [prompt_id, prompt_version]), ':'))"
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmwatch.ingest.emitter import Release
+from llmwatch.ingest.sdk.emitter import Release
 
 log = logging.getLogger(__name__)
 

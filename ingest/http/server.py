@@ -1,7 +1,7 @@
 """The HTTP ingest server (`llmwatch ingest`, part of `llmwatch up`), default 127.0.0.1:4318.
 
 * `POST /v1/traces`: OTLP/HTTP, protobuf or JSON, gzip accepted. LLM spans become trace events
-  (ingest/otlp.py); other spans are ignored and counted. The answer is an ExportTraceServiceResponse
+  (ingest/http/otlp.py); other spans are ignored and counted. The answer is an ExportTraceServiceResponse
   in the request's encoding, with `partial_success` naming spans that could not become events.
 * `POST /v1/events`: trace events (or feedback) as JSON, one object or an array, validated against
   the schema (the worker's own parser, so both agree). A missing event_id is derived from the
@@ -31,10 +31,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmwatch.ingest.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
-from llmwatch.ingest.otlp import OtlpError, decode_request, span_events
-from llmwatch.processes import return_big_buffers_to_the_os, trim_heap
-from llmwatch.settings import Settings
+from llmwatch.core.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
+from llmwatch.core.processes import return_big_buffers_to_the_os, trim_heap
+from llmwatch.core.settings import Settings
+from llmwatch.ingest.http.otlp import OtlpError, decode_request, span_events
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +266,8 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_ingest(settings: Settings) -> None:
+    from llmwatch.core.processes import check_ports_free
     from llmwatch.ingest.kafka import ensure_llmwatch_topics
-    from llmwatch.supervisor import check_ports_free
 
     check_ports_free(settings.host, {"ingest_port": settings.ingest_port})
     ensure_llmwatch_topics(settings)

@@ -15,7 +15,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from llmwatch.errors import ConfigError
+from llmwatch.core.errors import ConfigError
 
 __all__ = ["ROLES", "LoginThrottle", "User", "allowed", "hash_password", "oidc_role", "parse_users", "verify"]
 

@@ -1,4 +1,4 @@
-"""OTLP traces → llmwatch trace events. Pure: bytes in, event dicts out (ingest/http.py serves it).
+"""OTLP traces → llmwatch trace events. Pure: bytes in, event dicts out (ingest/http/server.py serves it).
 
 Spans that describe an LLM call become trace events (schema v1); every other span is ignored
 and counted. Conventions read side by side, first match wins (docs/ingest.md has the table):
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from llmwatch.ingest.events import nesting_depth
+from llmwatch.core.events import nesting_depth
 
 __all__ = ["OtlpError", "OtlpResult", "decode_request", "span_events"]
 

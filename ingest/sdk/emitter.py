@@ -72,7 +72,7 @@ class Emitter:
 
     `destination` is Kafka's bootstrap servers (`kafka-1:9092,kafka-2:9092`), or the URL of
     llmwatch ingest (`https://llmwatch.example.com:4318`) for apps that cannot reach Kafka: the
-    same guarantees, over HTTP (ingest/http_sender.py), with `api_key` if the server wants one."""
+    same guarantees, over HTTP (ingest/sdk/http_sender.py), with `api_key` if the server wants one."""
 
     def __init__(
         self,
@@ -91,7 +91,7 @@ class Emitter:
             raise ValueError(msg)
         self.over_http = destination.startswith(("http://", "https://"))
         if self.over_http:
-            from llmwatch.ingest.http_sender import HttpProducer
+            from llmwatch.ingest.sdk.http_sender import HttpProducer
 
             HttpProducer(destination)  # a malformed URL raises here, in the caller's hands
         self._api_key = api_key
@@ -238,12 +238,12 @@ class Emitter:
 
     def _make_producer(self) -> Any:
         if self.over_http:
-            from llmwatch.ingest.http_sender import HttpProducer
+            from llmwatch.ingest.sdk.http_sender import HttpProducer
 
             return HttpProducer(self._destination, api_key=self._api_key, **self._producer_config)
         from confluent_kafka import Producer
 
-        from llmwatch.ingest.kafka import producer_config
+        from llmwatch.core.kafka_config import producer_config
 
         return Producer(producer_config(self._destination, **self._producer_config))
 

@@ -1,7 +1,7 @@
 """The stream processor: a faust app that scores llm.traces in batches and stores the results.
 
 Per batch (size N, or whatever arrived within T seconds):
-parse and validate → score with every detector → insert (idempotently, ingest/sink.py) → produce
+parse and validate → score with every detector → insert (idempotently, ingest/pipeline/sink.py) → produce
 the rejections' DLQ records and wait for them → insert their llmwatch.rejected rows → only then ack.
 
 No single event can stop the pipeline: an exception while parsing, redacting, scoring or encoding
@@ -31,11 +31,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from llmwatch.core.errors import StoreDataError, StoreError
+from llmwatch.core.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
+from llmwatch.core.settings import Settings
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_text
-from llmwatch.errors import StoreDataError, StoreError
-from llmwatch.ingest.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
-from llmwatch.ingest.sink import (
+from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
     StoredBatch,
@@ -43,7 +44,6 @@ from llmwatch.ingest.sink import (
     store_events,
     store_rejections,
 )
-from llmwatch.settings import Settings
 from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)

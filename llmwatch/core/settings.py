@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmwatch.detectors.pii import PiiPolicy
-from llmwatch.errors import ConfigError
+from llmwatch.core.errors import ConfigError
+from llmwatch.core.pii_policy import PiiPolicy
 
 ENV_PREFIX = "LLMWATCH_"
 
@@ -197,8 +198,8 @@ class Settings:
 
     @property
     def console_accounts(self) -> dict[str, Any]:
-        """Console users by name (llmwatch.dashboards.auth.User)."""
-        from llmwatch.dashboards.auth import parse_users
+        """Console users by name (llmwatch.core.accounts.User)."""
+        from llmwatch.core.accounts import parse_users
 
         return parse_users(self.console_users)
 
@@ -262,7 +263,7 @@ class Settings:
             # An empty secret signs with a key everyone knows: receivers could not tell us from anyone.
             problems.append("webhook_secret must be set, 16 characters or more, when webhook_url is")
         try:
-            from llmwatch.dashboards.auth import oidc_role
+            from llmwatch.core.accounts import oidc_role
 
             _ = self.console_accounts
             oidc_role("check@example.com", self.console_oidc_roles)
@@ -284,6 +285,18 @@ class Settings:
         ]
 
 
+def configuration_table() -> str:
+    """The settings reference as a Markdown table: what `llmwatch config` prints and
+    docs/configuration.md holds (tests/test_docs.py fails when the two differ)."""
+    lines = ["| flag | environment | default | what |", "|---|---|---|---|"]
+    for flag, env, default, help_text in Settings().describe():
+        if default == "":
+            # An empty default is either worked out from other settings or means "none".
+            default = "(derived)" if re.search(r";\s*default\b", help_text) else "(none)"
+        lines.append(f"| `{flag}` | `{env}` | `{default}` | {help_text} |")
+    return "\n".join(lines) + "\n"
+
+
 def _coerce(type_name: Any, raw: str) -> Any:
     # Field types are strings under `from __future__ import annotations`.
     kind = type_name if isinstance(type_name, str) else type_name.__name__
@@ -301,3 +314,12 @@ def _coerce(type_name: Any, raw: str) -> Any:
     if kind == "Path":
         return Path(raw)
     return raw
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        env[ENV_PREFIX + f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return env

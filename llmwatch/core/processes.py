@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["free_port", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
+from llmwatch.core.errors import PortInUse
+
+__all__ = ["check_ports_free", "free_port", "port_open", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,3 +78,17 @@ def trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Raise PortInUse naming the first taken port. Probed as the servers bind, with SO_REUSEADDR:
+    the TIME_WAIT connections a stopped stack leaves for a minute do not make a port taken."""
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                flag = f"--{name.replace('_', '-')}"
+                msg = f"port {port} on {host} ({name}) is already in use: stop what uses it or pass {flag}"
+                raise PortInUse(msg) from None

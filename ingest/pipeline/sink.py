@@ -1,6 +1,6 @@
 """Store a batch so that replays never count twice.
 
-The mechanism (README, "Exactly-once effect"): Kafka delivers at least once, so the worker makes
+The mechanism (docs/architecture.md, "Exactly-once effect"): Kafka delivers at least once, so the worker makes
 every write idempotent by key before it commits offsets.
 
 1. Duplicates inside a batch are dropped by event_id.
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from llmwatch.core.events import Feedback, Rejection, TraceEvent
 from llmwatch.detectors.base import ScoreRow
-from llmwatch.ingest.events import Feedback, Rejection, TraceEvent
 from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""HTTP ingest: OTLP/HTTP traces and JSON events, into Kafka."""

@@ -1,0 +1,1 @@
+"""The stream processor: parse, redact, score and store each batch exactly once."""

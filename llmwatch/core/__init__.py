@@ -1,0 +1,1 @@
+"""The core: the event model, settings, errors and shared helpers. Imports nothing else of llmwatch."""
