@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import shlex
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,12 +77,16 @@ def test_every_python_block_runs(broker: str, tmp_path: Path) -> None:
         }
         exec(compile(code, name, "exec"), namespace)  # noqa: S102 - our own documentation
         if "llmwatch" in namespace:  # the README's emitter delivered the trace and the feedback
-            assert namespace["llmwatch"].stats()["delivered"] == 2, name  # type: ignore[attr-defined]
+            emitter: Any = namespace["llmwatch"]
+            assert emitter.stats()["delivered"] == 2, name
+            emitter.close()
+        if "resolver" in namespace:
+            namespace["resolver"].close()  # type: ignore[attr-defined]
 
 
 def test_every_llmwatch_command_line_parses() -> None:
     parser = build_parser()
-    lines = [(name, line.split("#")[0].split()) for name, code in blocks("bash") for line in code.splitlines()
+    lines = [(name, shlex.split(line.split("  #")[0])) for name, code in blocks("bash") for line in code.splitlines()
              if line.startswith("llmwatch ")]
     assert len(lines) >= 6
     for name, argv in lines:
@@ -95,8 +102,14 @@ def test_the_rules_example_is_a_valid_rule_file() -> None:
 
 def test_the_readme_sql_runs(embedded_url: str, embedded_store: ClickHouseStore) -> None:
     (curl,) = [code for _, code in blocks("bash") if code.startswith("curl")]
-    sql = curl.split('--data-binary "', 1)[1].rsplit('"', 1)[0].replace("llmwatch.", f"{embedded_store.database}.")
+    db = embedded_store.database
+    event = {"id": uuid.uuid4(), "app": "support-bot"}
+    embedded_store.command(f"INSERT INTO {db}.traces (event_id, app, prompt_version, timestamp, output) "
+                           "VALUES ({id:UUID}, {app:String}, '7', now64(3), 'fine')", event)
+    embedded_store.command(f"INSERT INTO {db}.scores (event_id, app, timestamp, detector, target, score, label) "
+                           "VALUES ({id:UUID}, {app:String}, now64(3), 'toxicity', 'output', 0.25, 'ok')", event)
+    sql = curl.split('--data-binary "', 1)[1].rsplit('"', 1)[0].replace("llmwatch.", f"{db}.")
     url = urlsplit(embedded_url)
     answer = httpx.post(f"http://{url.hostname}:{url.port}/", content=sql, auth=(url.username or "", url.password or ""))
     assert answer.status_code == 200, answer.text
-    assert "app" in answer.text and "toxicity" in answer.text  # PrettyCompact's header
+    assert "support-bot" in answer.text and "0.25" in answer.text, answer.text
