@@ -23,11 +23,12 @@ partition moved to a new owner) can still race: both look, both find nothing, bo
 ReplacingMergeTree tables collapse such a pair at the next merge, but a materialized view counts
 every insert, so:
 
-5. After its inserts, the worker counts the copies of its events. For each copy beyond the first
-   it inserts a negated row into the rollups (`score_counts`, `trace_stats`) with an insert
-   deduplication token named after the event and the copy. Whichever of the two racing workers
-   inserted last sees both copies; if both do, ClickHouse keeps one of the two identical
-   corrections, so each extra copy is taken back exactly once.
+5. When a race is possible (ingest/pipeline/processor.py decides), the worker counts the copies
+   of its events after its inserts (`repair_rollups`). For each copy beyond the first it inserts
+   a negated row into the rollups (`score_counts`, `trace_stats`) with an insert deduplication
+   token named after the event and the copy. Whichever of the two racing workers inserted last
+   sees both copies; if both do, ClickHouse keeps one of the two identical corrections, so each
+   extra copy is taken back exactly once.
 """
 
 from __future__ import annotations
@@ -188,7 +189,6 @@ def store_events(
         ]
     by_id = {e.event_id: e for e in unique_traces}
     store.insert("scores", [_score_row(r, by_id[r.event_id], now) for r in scores])
-    repaired = repair_rollups(store, unique_traces)
 
     seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
     new_feedback = [f for f in unique_feedback if f.event_id not in seen_feedback]
@@ -196,11 +196,13 @@ def store_events(
     store.insert("feedback", [f.row(now) for f in new_feedback])
 
     return StoredBatch(
-        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates,
-        repaired=repaired,
+        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates
     )
 
 
+# Score rows can have extra copies where the trace row has none: the new owner finds the
+# zombie's trace rows, takes the events for replays whose scores are missing, and writes them
+# just before the zombie writes its own.
 _COPIES = (
     "SELECT event_id, '', '', count() AS copies FROM {db}.traces {by_key} GROUP BY event_id HAVING copies > 1 "
     "UNION ALL "
@@ -227,7 +229,8 @@ _SCORE_COUNTS_CORRECTION = (
 
 def repair_rollups(store: Store, events: Sequence[TraceEvent]) -> int:
     """Take every extra copy of these events (and of their score rows) back out of the rollups.
-    Returns how many copies were taken back; 0, at the cost of one lookup, when nothing raced."""
+    Returns how many extra copies of events it found (an event written twice counts 1); 0, at the
+    cost of one lookup, when nothing raced."""
     if not events:
         return 0
     db = store.database
@@ -248,9 +251,11 @@ def repair_rollups(store: Store, events: Sequence[TraceEvent]) -> int:
     for event_id, pairs in score_copies.items():
         for copy in range(2, max(pairs.values()) + 1):
             _correct_score_counts(store, by_id[event_id], sorted(p for p, n in pairs.items() if n >= copy), copy)
+    extra = {event_id: max([trace_copies.get(event_id, 1), *score_copies.get(event_id, {}).values()]) - 1
+             for event_id in trace_copies.keys() | score_copies.keys()}
     log.warning("took %d extra copies of %d events back out of the rollups (two workers raced)",
-                sum(trace_copies.values()) - len(trace_copies), len(trace_copies))
-    return sum(trace_copies.values()) - len(trace_copies)
+                sum(extra.values()), len(extra))
+    return sum(extra.values())
 
 
 def _one_copy(event: TraceEvent) -> dict[str, Any]:

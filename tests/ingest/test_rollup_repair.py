@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from llmwatch.ingest.pipeline.processor import BatchHandler
 from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.ingest.test_batches import handler_for, messages
@@ -138,4 +139,60 @@ def test_identical_rollup_rows_from_separate_batches_all_count(embedded_store: C
     db = embedded_store.database
     assert embedded_store.query(f"SELECT sum(events) FROM {db}.trace_stats WHERE app = 'same'")[0][0] == 3
     assert embedded_store.query(f"SELECT sum(n) FROM {db}.score_counts WHERE app = 'same'")[0][0] == 6
+    assert_rollups_exact(embedded_store)
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def long_settled(handler: BatchHandler, clock: Clock) -> BatchHandler:
+    """A worker that got its partition an hour ago."""
+    handler.monotonic = clock
+    handler.created = clock.now - 3600
+    handler.partitions_assigned([("llm.traces", 0)])
+    handler.owned_since[("llm.traces", 0)] = clock.now - 3600
+    return handler
+
+
+def test_a_settled_worker_skips_the_check(embedded_store: ClickHouseStore, broker: str) -> None:
+    """An hour after its last rebalance a worker is the only writer of its partitions: no copy
+    lookup, so steady-state batches pay nothing for the race check."""
+    handler = long_settled(handler_for(embedded_store, broker), Clock())
+    lookups = []
+    real_query = embedded_store.query
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(embedded_store, name)
+
+        def query(self, sql: str, params: Any = None) -> Any:
+            lookups.append("copies > 1" in sql)
+            return real_query(sql, params)
+
+    handler.store = Counting()  # type: ignore[assignment]
+    assert handler.handle(messages([rich_event(i) for i in range(10)])).traces == 10
+    assert lookups and not any(lookups)
+
+
+def test_a_worker_whose_batch_outlived_its_session_checks(embedded_store: ClickHouseStore, broker: str) -> None:
+    """The zombie: settled for an hour, then its insert hangs past the consumer session (the
+    partition moves on) and lands after the new owner's. Its own check takes the copies back."""
+    events = [rich_event(i) for i in range(8)]
+    clock = Clock()
+    zombie, owner = long_settled(handler_for(embedded_store, broker), clock), handler_for(embedded_store, broker)
+    batch = messages(events)
+
+    def meanwhile() -> None:
+        clock.now += 60  # the hung insert: longer than any session timeout
+        owner.handle(batch)
+
+    zombie.store = StuckInsert(embedded_store, meanwhile)
+    assert zombie.handle(batch).repaired == 8
     assert_rollups_exact(embedded_store)
