@@ -60,14 +60,15 @@ def test_the_wheel_adds_one_top_level_name_and_carries_its_data(wheel: Path) -> 
         assert expected in names, expected
 
 
-def test_the_sdk_install_is_light(sdk_python: Path) -> None:
+def test_the_sdk_install_is_light(sdk_python: Path, capsys: pytest.CaptureFixture[str]) -> None:
     listed = subprocess.run([str(sdk_python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
                             check=True, capture_output=True, text=True).stdout
     installed = {p["name"].lower() for p in json.loads(listed)}
     assert "llmwatch" in installed and not installed & HEAVY, installed & HEAVY
     site = sdk_python.parent.parent / "lib"
     size_mb = sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20
-    print(f"\nSDK environment: {len(installed)} packages, {size_mb:.0f} MB: {sorted(installed)}")
+    with capsys.disabled():  # reported in every `make test` run
+        print(f"\nSDK environment: {len(installed)} packages, {size_mb:.0f} MB: {sorted(installed)}")
     assert size_mb < 100  # pip itself and confluent-kafka's librdkafka are most of it
     # What an app imports is there, and importing it pulls in nothing of the server.
     probe = "import sys, llmwatch; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
