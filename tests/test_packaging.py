@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,8 +33,13 @@ HEAVY = {"torch", "numpy", "pandas", "scikit-learn", "streamlit", "chdb", "faust
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the checkout without build/: setuptools reuses build/lib, where files
+    since moved or deleted would still sit and slip into the wheel."""
+    source = tmp_path_factory.mktemp("source") / "llmwatch"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".llmwatch", ".pytest_cache", ".hypothesis", "results"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "--quiet", "--wheel-dir", str(out)], check=True, cwd=out)
     (built,) = out.glob("llmwatch-*.whl")
     return built
@@ -54,10 +60,17 @@ def sdk_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_adds_one_top_level_name_and_carries_its_data(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"llmwatch"}
-    for expected in ("llmwatch/ingest/emitter.py", "llmwatch/schemas/trace_event.v1.json",
+    for expected in ("llmwatch/ingest/sdk/emitter.py", "llmwatch/core/events.py", "llmwatch/schemas/trace_event.v1.json",
                      "llmwatch/schemas/clickhouse/001_core.sql", "llmwatch/alerts/rules.yaml",
                      "llmwatch/dashboards/views/overview.py", "llmwatch/dashboards/app.py"):
         assert expected in names, expected
+    # Every module of the checkout, and nothing else (no stale copy of a moved one).
+    checkout = {
+        str(Path(folder, name).relative_to(ROOT))
+        for folder, _, files in os.walk(ROOT / "llmwatch", followlinks=True) if "__pycache__" not in folder
+        for name in files if name.endswith(".py")
+    }
+    assert {n for n in names if n.endswith(".py")} == checkout
 
 
 def test_the_sdk_install_is_light(sdk_python: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,12 +86,13 @@ def test_the_sdk_install_is_light(sdk_python: Path, capsys: pytest.CaptureFixtur
     # What an app imports is there, and importing it pulls in nothing of the server.
     probe = "import sys, llmwatch; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     probe = probe.replace("{HEAVY!r}", repr({"torch", "numpy", "pandas", "streamlit", "chdb", "faust", "aiohttp"}))
-    assert subprocess.run([str(sdk_python), "-c", probe], check=True, capture_output=True,
-                          text=True).stdout.strip() == "[]"
+    assert subprocess.run([str(sdk_python), "-c", probe], check=True, capture_output=True, text=True,
+                          cwd=sdk_python.parent).stdout.strip() == "[]"
 
 
 def test_a_server_command_names_the_extra_it_needs(sdk_python: Path) -> None:
-    done = subprocess.run([str(sdk_python), "-m", "llmwatch", "worker"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([str(sdk_python), "-m", "llmwatch", "worker"], capture_output=True, text=True, timeout=60,
+                          cwd=sdk_python.parent)
     assert done.returncode == 2
     assert re.fullmatch(r"llmwatch worker needs the `server` extra \(no module \w+\): "
                         r"pip install 'llmwatch\[server\]'\n", done.stderr), done.stderr
@@ -121,7 +135,8 @@ def test_the_light_sdk_delivers_through_kafka_and_http(
                 assert http.flush(30), http.stats()
                 print(http.stats())
         """)
-        done = subprocess.run([str(sdk_python), "-c", app], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([str(sdk_python), "-c", app], capture_output=True, text=True, timeout=120,
+                              cwd=sdk_python.parent)
         assert done.returncode == 0, done.stderr
         # The one event the server refused is reported failed; its 60 neighbours are delivered.
         assert done.stdout.strip() == "{'queued': 0, 'delivered': 60, 'failed': 1, 'dropped': 0}"
