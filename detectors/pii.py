@@ -150,14 +150,12 @@ _PATTERNS = (
         ),
     ),
     _Pattern("secret", re.compile(rf"[bB]{_WORD}(?i:earer)\s+([A-Za-z0-9._~+/-]{{16,}}=*)"), group=1),
-    _Pattern(
-        "secret",
-        re.compile(
-            # Fixed keywords: no run to enter, so the word-start check goes first (half the cost
-            # on text where every other character is a keyword's first letter).
-            r"(?<!\w)(?i:api[_-]?key|secret|token|passw(?:or)?d|pwd)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{6,})"
-        ),
-        group=1,
+    # `api_key=`, `secret:`, `token=`, `password:` and their values: one pattern per keyword, so
+    # each scan skips every character that cannot start its keyword (one pattern for all four
+    # stops at every a, s, t and p: 100 ms on a megabyte of "a.a.a.", twice this).
+    *(
+        _Pattern("secret", re.compile(rf"{first}{_WORD}(?i:{rest})\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{{6,}})"), group=1)
+        for first, rest in (("[aA]", "pi[_-]?key"), ("[sS]", "ecret"), ("[tT]", "oken"), ("[pP]", "assw(?:or)?d|wd"))
     ),
     _Pattern(
         "email",
@@ -174,16 +172,17 @@ _PATTERNS = (
     # Not inside a longer dotted number (a version, an OID): "1.2.3.4.5" is no address.
     _Pattern("ip", re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\d|\.\d)"), _ipv4_ok),
     _Pattern("ip", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ip_ok),
+    # Phone numbers: +CC, (area) or plain digits, not preceded by a word character or '+'. One
+    # pattern per first character, so the + and ( scans jump between those characters and the
+    # digit scan tries one thing per digit (one pattern for all three: 110 ms on a megabyte of
+    # digits, twice this).
     _Pattern(
         "phone",
-        # +CC, (area) or plain digits, not preceded by a word character or '+'
-        re.compile(
-            rf"\+(?<![\w+].)(?:\d{{7,15}}(?!\w)|\d{{1,3}}[ .-]?(?:\(\d{{1,4}}\)[ .-]?)?{_PHONE_REST})"
-            rf"|\((?<![\w+].)\d{{1,4}}\)[ .-]?{_PHONE_REST}"
-            rf"|\d(?<![\w+]\d)\d{{1,3}}(?:[ .-]\d{{2,4}}){{1,4}}(?!\w)"
-        ),
+        re.compile(rf"\+(?<![\w+].)(?:\d{{7,15}}(?!\w)|\d{{1,3}}[ .-]?(?:\(\d{{1,4}}\)[ .-]?)?{_PHONE_REST})"),
         _phone_ok,
     ),
+    _Pattern("phone", re.compile(rf"\((?<![\w+].)\d{{1,4}}\)[ .-]?{_PHONE_REST}"), _phone_ok),
+    _Pattern("phone", re.compile(r"\d(?<![\w+]\d)\d{1,3}(?:[ .-]\d{2,4}){1,4}(?!\w)"), _phone_ok),
 )
 
 KINDS = tuple(dict.fromkeys(p.kind for p in _PATTERNS))

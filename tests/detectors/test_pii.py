@@ -197,7 +197,7 @@ DENSE: dict[str, Callable[[int], str]] = {
 }
 
 
-def _cpu_seconds(pattern: object, text: str, runs: int = 3) -> float:
+def _cpu_seconds(pattern: object, text: str, runs: int = 7) -> float:
     """Best of `runs` CPU times of finding every match: a busy machine inflates wall time."""
     best = float("inf")
     for _ in range(runs):
