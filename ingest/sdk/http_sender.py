@@ -131,12 +131,12 @@ class HttpProducer:
             self._settle(batch, None)
         elif status in _RETRY_STATUSES:
             return self._retry_later(batch, f"HTTP {status}")
-        elif status == 400 and (refused := _refused_indexes(answer, len(batch))):
+        elif status == 400 and (refused := _refused(answer, len(batch))):
             # The server named the events it refused; report those, send the rest again.
-            for index in refused:
+            for index, reason in refused.items():
                 _, callback = batch[index]
                 if callback is not None:
-                    callback(f"refused by llmwatch ingest: {_error_for(answer, index)}", None)
+                    callback(f"refused by llmwatch ingest: {reason}", None)
             keep = [item for i, item in enumerate(batch) if i not in refused]
             self._requeue(keep)
         else:
@@ -199,16 +199,11 @@ class HttpProducer:
             self._connection = None
 
 
-def _refused_indexes(answer: bytes, size: int) -> set[int]:
+def _refused(answer: bytes, size: int) -> dict[int, str]:
+    """The events a 400 names, by their index in the batch, with the server's reason."""
     try:
         errors = json.loads(answer).get("errors") or []
-        return {e["index"] for e in errors if isinstance(e.get("index"), int) and 0 <= e["index"] < size}
+        return {e["index"]: f"{e.get('reason')}: {e.get('detail')}" for e in errors
+                if isinstance(e.get("index"), int) and 0 <= e["index"] < size}
     except (ValueError, AttributeError, TypeError, KeyError):
-        return set()
-
-
-def _error_for(answer: bytes, index: int) -> str:
-    for error in json.loads(answer).get("errors", []):
-        if error.get("index") == index:
-            return f"{error.get('reason')}: {error.get('detail')}"
-    return "refused"
+        return {}

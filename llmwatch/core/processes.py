@@ -63,10 +63,8 @@ def return_big_buffers_to_the_os() -> None:
     mmap threshold, so later multi-megabyte bodies come from the heap and stay in the process's
     memory for good (+57 % RSS after 200 fuzzed requests, measured). Pinning the threshold keeps
     every buffer over 256 KB mmapped, returned to the OS when freed (+0.7 %)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+    if (libc := _glibc()) is not None:
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
 
 
 def trim_heap() -> None:
@@ -74,10 +72,17 @@ def trim_heap() -> None:
     buffers under the mmap threshold leave holes the heap cannot shrink past, so a server that
     took a burst of big bodies keeps that memory until this runs. Costs a walk of the heap:
     call it after big bodies, not per request."""
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    """glibc, for its malloc tuning; None elsewhere (musl, macOS), where there is nothing to tune."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
