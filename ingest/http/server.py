@@ -25,13 +25,13 @@ import hmac
 import logging
 import uuid
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from llmwatch.core.events import Limits, Rejection, has_duplicate_keys, nesting_depth, parse
+from llmwatch.core.events import Rejection, has_duplicate_keys, nesting_depth, parse
 from llmwatch.core.processes import return_big_buffers_to_the_os, trim_heap
 from llmwatch.core.settings import Settings
 from llmwatch.ingest.http.otlp import OtlpError, decode_request, span_events
@@ -49,9 +49,7 @@ class Ingest:
     def __init__(self, settings: Settings, producer: Any) -> None:
         self.settings = settings
         self.producer = producer
-        self.limits = Limits(max_bytes=settings.max_event_bytes, max_depth=settings.max_event_depth,
-                             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
-                             max_age=timedelta(days=settings.retention_days))
+        self.limits = settings.event_limits
         self.counts = {"events": 0, "otlp_spans_ignored": 0, "otlp_spans_rejected": 0}
 
     # -- helpers -------------------------------------------------------------------------------

@@ -28,11 +28,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from llmwatch.core.errors import StoreDataError, StoreError
-from llmwatch.core.events import Feedback, Limits, Parsed, Rejection, TraceEvent, parse
+from llmwatch.core.events import Feedback, Parsed, Rejection, TraceEvent, parse
 from llmwatch.core.settings import Settings
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_text
@@ -86,12 +86,7 @@ class BatchHandler:
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic
-        self.limits = Limits(
-            max_bytes=settings.max_event_bytes,
-            max_depth=settings.max_event_depth,
-            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
-            max_age=timedelta(days=settings.retention_days),
-        )
+        self.limits = settings.event_limits
         self.pii = settings.pii_policy
         # When this worker got each partition (topic, partition); unknown ones count from now.
         self.created = monotonic()

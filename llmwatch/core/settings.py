@@ -12,10 +12,12 @@ import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from llmwatch.core.errors import ConfigError
+from llmwatch.core.events import Limits
 from llmwatch.core.pii_policy import PiiPolicy
 
 ENV_PREFIX = "LLMWATCH_"
@@ -191,6 +193,16 @@ class Settings:
     @property
     def link_base(self) -> str:
         return (self.console_url or f"http://{self.host}:{self.console_port}").rstrip("/")
+
+    @property
+    def event_limits(self) -> Limits:
+        """What the worker and HTTP ingest accept beyond the schema: one definition, so both agree."""
+        return Limits(
+            max_bytes=self.max_event_bytes,
+            max_depth=self.max_event_depth,
+            max_future_skew=timedelta(seconds=self.max_future_skew_s),
+            max_age=timedelta(days=self.retention_days),
+        )
 
     @property
     def pii_policy(self) -> PiiPolicy:
