@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmwatch.core.errors import ConfigError
-from llmwatch.core.events import Limits
 from llmwatch.core.pii_policy import PiiPolicy
+
+if TYPE_CHECKING:
+    # events.py needs the `server` extra (its schema validators); the SDK reads settings without it.
+    from llmwatch.core.events import Limits
 
 ENV_PREFIX = "LLMWATCH_"
 
@@ -197,6 +200,8 @@ class Settings:
     @property
     def event_limits(self) -> Limits:
         """What the worker and HTTP ingest accept beyond the schema: one definition, so both agree."""
+        from llmwatch.core.events import Limits
+
         return Limits(
             max_bytes=self.max_event_bytes,
             max_depth=self.max_event_depth,
