@@ -29,10 +29,10 @@ from typing import Any
 
 import orjson
 
-from llmwatch.core.events import TraceEvent
+from llmwatch.core.events import SpanEvent, TraceEvent
 from llmwatch.core.pii_policy import POLICIES, PiiPolicy
 
-__all__ = ["KINDS", "POLICIES", "PiiPolicy", "find", "redact_bytes", "redact_event", "redact_text"]
+__all__ = ["KINDS", "POLICIES", "PiiPolicy", "find", "redact_bytes", "redact_event", "redact_span", "redact_text"]
 
 # The policy is configuration (llmwatch.core): settings parse it, this module applies it.
 
@@ -336,3 +336,18 @@ def redact_event(event: TraceEvent, policy: PiiPolicy) -> TraceEvent:
         context=tuple(new_context),
         pii=counts,
     )
+
+
+def redact_span(span: SpanEvent, policy: PiiPolicy) -> SpanEvent:
+    """A copy of a span with PII handled: its input and output under the input and output
+    policies (a tool's arguments and results carry what users typed and what they get back),
+    its error and attributes under the strictest."""
+    counts: dict[str, int] = {}
+    (new_input,) = _redact_all([span.input], policy.input, policy.key, "input", counts)
+    (new_output,) = _redact_all([span.output], policy.output, policy.key, "output", counts)
+    strictest = policy.strictest
+    (new_error, new_name) = _redact_all([span.error, span.name], strictest, policy.key, "span", counts)
+    keys = _redact_all(span.attributes, strictest, policy.key, "attributes", counts)
+    values = _redact_all(span.attributes.values(), strictest, policy.key, "attributes", counts)
+    return replace(span, input=new_input, output=new_output, error=new_error, name=new_name,
+                   attributes=dict(zip(keys, values)), pii=counts)

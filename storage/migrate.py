@@ -23,12 +23,13 @@ _TEXT_COLUMNS = {
         "output": "String CODEC(ZSTD(3))",
         "context": "Array(String) CODEC(ZSTD(3))",
     },
+    "spans": {"input": "String CODEC(ZSTD(3))", "output": "String CODEC(ZSTD(3))"},
     "feedback": {"comment": "String CODEC(ZSTD(3))"},
     "rejected": {"raw": "String CODEC(ZSTD(3))"},
 }
 # Rollup tables and the materialized views that feed them.
 _ROLLUPS = {"score_counts": "score_counts_mv", "trace_stats": "trace_stats_mv"}
-_TIME_COLUMN = {"traces": "timestamp", "feedback": "timestamp", "rejected": "received_at"}
+_TIME_COLUMN = {"traces": "timestamp", "spans": "timestamp", "feedback": "timestamp", "rejected": "received_at"}
 
 
 def statements(database: str, retention_days: int) -> list[str]:

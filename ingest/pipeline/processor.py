@@ -32,10 +32,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmwatch.core.errors import StoreDataError, StoreError
-from llmwatch.core.events import Feedback, Parsed, Rejection, TraceEvent, parse
+from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.settings import Settings
 from llmwatch.detectors.base import Detector, ScoreRow
-from llmwatch.detectors.pii import redact_bytes, redact_event, redact_text
+from llmwatch.detectors.pii import redact_bytes, redact_event, redact_span, redact_text
+from llmwatch.ingest.pipeline.pricing import PriceTable
 from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
@@ -88,10 +89,11 @@ class BatchHandler:
         self.monotonic = monotonic
         self.limits = settings.event_limits
         self.pii = settings.pii_policy
+        self.prices = PriceTable.load(settings.price_table or None)
         # When this worker got each partition (topic, partition); unknown ones count from now.
         self.created = monotonic()
         self.owned_since: dict[tuple[str, int], float] = {}
-        self.totals = {"traces": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
+        self.totals = {"traces": 0, "spans": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         return [row for detector in self.detectors for row in _score_isolated(detector, events)]
@@ -100,7 +102,9 @@ class BatchHandler:
         """The message with PII handled per policy, before anything is stored or logged."""
         policy = self.pii
         if isinstance(parsed, TraceEvent):
-            return message, redact_event(parsed, policy)
+            return message, self.prices.priced(redact_event(parsed, policy))
+        if isinstance(parsed, SpanEvent):
+            return message, redact_span(parsed, policy)
         if isinstance(parsed, Feedback):
             return message, replace(parsed, comment=redact_text(parsed.comment, policy.input, policy.key)[0])
         # Unparsed bytes have no fields: the strictest policy of any field applies. A message over
@@ -156,7 +160,7 @@ class BatchHandler:
         for DLQ records) stays down."""
         started = self.monotonic()
         now = self.clock()
-        events: list[tuple[RawMessage, TraceEvent | Feedback]] = []
+        events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []
         rejections: list[tuple[RawMessage, Rejection]] = []
         for raw_message in messages:
             message, parsed = self._parsed(raw_message, now)
@@ -177,7 +181,8 @@ class BatchHandler:
             self.totals[key] += getattr(stored, key)
         return stored
 
-    def _store_isolated(self, events: list[tuple[RawMessage, TraceEvent | Feedback]], now: datetime) -> StoredBatch:
+    def _store_isolated(self, events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]],
+                        now: datetime) -> StoredBatch:
         """Store these events. When the store refuses the data, or encoding it fails, split the
         batch in halves until the events at fault stand alone, and return those as refused."""
         if not events:
@@ -187,6 +192,7 @@ class BatchHandler:
                 self.store,
                 traces=[e for _, e in events if isinstance(e, TraceEvent)],
                 feedback=[e for _, e in events if isinstance(e, Feedback)],
+                spans=[e for _, e in events if isinstance(e, SpanEvent)],
                 score=self.score,
                 now=now,
             )

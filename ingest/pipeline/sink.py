@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from llmwatch.core.events import Feedback, Rejection, TraceEvent
+from llmwatch.core.events import Feedback, Rejection, SpanEvent, TraceEvent
 from llmwatch.detectors.base import ScoreRow
 from llmwatch.storage.clickhouse import Store
 
@@ -88,6 +88,7 @@ class StoredBatch:
     repaired: int = 0
     # Events the store refused (a row its column types cannot hold): rejected, reason `internal`.
     refused: list[tuple[RawMessage, Rejection]] = field(default_factory=list)
+    spans: int = 0
 
     def __add__(self, other: StoredBatch) -> StoredBatch:
         return StoredBatch(
@@ -98,6 +99,7 @@ class StoredBatch:
             self.duplicates + other.duplicates,
             self.repaired + other.repaired,
             self.refused + other.refused,
+            self.spans + other.spans,
         )
 
 
@@ -117,7 +119,7 @@ _BY_KEY = (
 )
 
 
-def _key_params(events: Sequence[TraceEvent | Feedback]) -> dict[str, Any]:
+def _key_params(events: Sequence[TraceEvent | Feedback | SpanEvent]) -> dict[str, Any]:
     return {
         "apps": sorted({e.app for e in events}),
         "lo": min(e.timestamp for e in events) - RETRY_WINDOW,
@@ -126,7 +128,7 @@ def _key_params(events: Sequence[TraceEvent | Feedback]) -> dict[str, Any]:
     }
 
 
-def existing_event_ids(store: Store, table: str, events: Sequence[TraceEvent | Feedback]) -> set[uuid.UUID]:
+def existing_event_ids(store: Store, table: str, events: Sequence[TraceEvent | Feedback | SpanEvent]) -> set[uuid.UUID]:
     """Which of these events' ids `table` already holds."""
     if not events:
         return set()
@@ -163,6 +165,7 @@ def store_events(
     feedback: Sequence[Feedback],
     score: Any,
     now: datetime,
+    spans: Sequence[SpanEvent] = (),
 ) -> StoredBatch:
     """Write one parsed batch's events idempotently. `score(events) -> list[ScoreRow]` runs only on
     events that still need scores.
@@ -195,8 +198,15 @@ def store_events(
     duplicates += len(unique_feedback) - len(new_feedback)
     store.insert("feedback", [f.row(now) for f in new_feedback])
 
+    unique_spans = list({s.event_id: s for s in spans}.values())
+    seen_spans = existing_event_ids(store, "spans", unique_spans)
+    new_spans = [s for s in unique_spans if s.event_id not in seen_spans]
+    duplicates += len(spans) - len(new_spans)
+    store.insert("spans", [s.row(now) for s in new_spans])
+
     return StoredBatch(
-        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates
+        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates,
+        spans=len(new_spans),
     )
 
 

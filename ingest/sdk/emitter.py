@@ -33,9 +33,12 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from llmwatch.ingest.sdk.spans import Span
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,8 @@ class Emitter:
         self.queue_size = queue_size
         self._destination = destination
         self._producer_config = dict(producer_config or {})
-        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        # Events, or functions that build one on the background thread (emit_later).
+        self._queue: collections.deque[dict[str, Any] | Callable[[], Mapping[str, Any] | None]] = collections.deque()
         self._busy = False  # the thread holds a record it has popped but not yet produced
         self._closed = False
         self._close_deadline = 0.0
@@ -136,6 +140,33 @@ class Emitter:
             log.exception("llmwatch emitter could not queue an event")
             self._drop()
             return False
+
+    def emit_later(self, build: Callable[[], Mapping[str, Any] | None]) -> bool:
+        """Queue a function that builds the event on the background thread (None: emit nothing).
+
+        Instrumentation keeps its conversion work off the app's thread this way: the caller pays
+        for a closure and a deque append. `build` must only read what the app no longer changes."""
+        try:
+            if self._closed or len(self._queue) >= self.queue_size:
+                self._drop()
+                return False
+            self._queue.append(build)
+            return True
+        except Exception:
+            log.exception("llmwatch emitter could not queue an event")
+            self._drop()
+            return False
+
+    def span(self, name: str, *, kind: str = "chain", input: Any = None,  # noqa: A002 - the span's input
+             **attributes: Any) -> Span:
+        """A context manager for one step of a trace that is not an LLM call: a tool call, a
+        retrieval, an agent step. LLM calls and spans made inside it become its children.
+
+            with llmwatch.span("search", kind="retrieval", input=query) as span:
+                span.output = hits"""
+        from llmwatch.ingest.sdk.spans import Span
+
+        return Span(self, name, kind=kind, input=input, attributes=attributes)
 
     def feedback(self, trace_id: str, score: float, comment: str = "", **fields: Any) -> None:
         """Record a user's rating of a trace: score in [0, 1], 1 = best."""
@@ -281,10 +312,22 @@ class Emitter:
             self._busy = True
             try:
                 while queue:
-                    self._produce(producer, self._complete(queue.popleft()))
+                    item = queue.popleft()
+                    record = item if isinstance(item, dict) else self._build(item)
+                    if record is not None:
+                        self._produce(producer, self._complete(record))
             finally:
                 self._busy = False
             producer.poll(0)
+
+    def _build(self, build: Callable[[], Mapping[str, Any] | None]) -> dict[str, Any] | None:
+        try:
+            record = build()
+        except Exception:
+            log.exception("llmwatch could not build an event; dropped")
+            self._dropped += 1
+            return None
+        return None if record is None else dict(record)
 
     def _complete(self, record: dict[str, Any]) -> dict[str, Any]:
         """Fill the defaults emit() left to this thread."""
@@ -294,7 +337,7 @@ class Emitter:
             record["trace_id"] = record["event_id"]
         if self.app and "app" not in record:
             record["app"] = self.app
-        if self.release is not None and "release" not in record and record.get("kind") != "feedback":
+        if self.release is not None and "release" not in record and record.get("kind", "trace") == "trace":
             record["release"] = self.release.as_dict()
         if self.environment and "environment" not in record and record.get("kind") != "feedback":
             record["environment"] = self.environment

@@ -30,6 +30,7 @@ __all__ = [
     "Feedback",
     "Limits",
     "Rejection",
+    "SpanEvent",
     "TraceEvent",
     "has_duplicate_keys",
     "nesting_depth",
@@ -40,7 +41,10 @@ __all__ = [
 _TRACE_FIELDS = frozenset(trace_event_schema()["$defs"]["trace"]["properties"])
 _FEEDBACK_FIELDS = frozenset(trace_event_schema()["$defs"]["feedback"]["properties"])
 _RELEASE_FIELDS = ("prompt_id", "prompt_version", "model", "provider")
-_USAGE_FIELDS = ("input_tokens", "output_tokens")
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens")
+_SPAN_FIELDS = frozenset(trace_event_schema()["$defs"]["span"]["properties"])
+# A namespace for span event ids derived from trace_id and span_id (a span re-sent is the same span).
+_SPAN_NS = uuid.UUID("3f7b2a91-5c1e-4d8a-b6f0-2e9c7d4a1b53")
 # A namespace for event ids derived from content (feedback without an event_id).
 _FEEDBACK_NS = uuid.UUID("6d1c4f0e-8a53-4f4e-9d59-1b2f1f6f0a11")
 # The end of an object key: a quote that no backslash escapes, then a colon. Inside a valid JSON
@@ -97,7 +101,10 @@ class TraceEvent:
     latency_ms: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None
     cost_usd: float | None = None
+    cost_source: str = ""  # "sent" by the app, "computed" from the price table, or "" (unknown)
+    ttft_ms: float | None = None  # time to first token, for streamed calls
     user_id: str = ""
     session_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -132,7 +139,10 @@ class TraceEvent:
             "latency_ms": self.latency_ms,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
             "cost_usd": self.cost_usd,
+            "cost_source": self.cost_source,
+            "ttft_ms": self.ttft_ms,
             "user_id": self.user_id,
             "session_id": self.session_id,
             "tags": self.tags,
@@ -171,6 +181,41 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True)
+class SpanEvent:
+    """One step of a trace that is not an LLM call (kind "span"): a tool, retrieval, chain or agent step."""
+
+    event_id: uuid.UUID
+    trace_id: str
+    span_id: str
+    timestamp: datetime  # when the span started
+    name: str
+    app: str = ""
+    parent_span_id: str = ""
+    environment: str = ""
+    span_kind: str = "chain"
+    duration_ms: float | None = None
+    status: str = "unset"
+    error: str = ""
+    input: str = ""
+    output: str = ""
+    user_id: str = ""
+    session_id: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    pii: dict[str, int] = field(default_factory=dict)
+
+    def row(self, received_at: datetime) -> dict[str, Any]:
+        """The llmwatch.spans row for this event."""
+        return {
+            "event_id": self.event_id, "trace_id": self.trace_id, "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id, "timestamp": self.timestamp, "received_at": received_at,
+            "app": self.app, "environment": self.environment, "name": self.name, "span_kind": self.span_kind,
+            "duration_ms": self.duration_ms, "status": self.status, "error": self.error, "input": self.input,
+            "output": self.output, "user_id": self.user_id, "session_id": self.session_id,
+            "attributes": self.attributes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """Why a message was not accepted, with the evidence."""
 
@@ -179,7 +224,7 @@ class Rejection:
     raw: bytes
 
 
-Parsed = TraceEvent | Feedback | Rejection
+Parsed = TraceEvent | Feedback | SpanEvent | Rejection
 
 
 class _Validator:
@@ -204,6 +249,7 @@ class _Validator:
 
 _TRACE_VALIDATOR = _Validator("trace")
 _FEEDBACK_VALIDATOR = _Validator("feedback")
+_SPAN_VALIDATOR = _Validator("span")
 
 
 def parse(raw: bytes, limits: Limits, now: datetime, *, arrived: datetime | None = None) -> Parsed:
@@ -226,8 +272,9 @@ def parse(raw: bytes, limits: Limits, now: datetime, *, arrived: datetime | None
         # JSON parsers keep the last of two equal keys; which value is meant is anyone's guess.
         return Rejection("duplicate_key", "an object repeats a key", raw)
 
-    is_feedback = doc.get("kind") == "feedback"
-    validator = _FEEDBACK_VALIDATOR if is_feedback else _TRACE_VALIDATOR
+    kind = doc.get("kind")
+    is_feedback = kind == "feedback"
+    validator = _FEEDBACK_VALIDATOR if is_feedback else _SPAN_VALIDATOR if kind == "span" else _TRACE_VALIDATOR
     error = validator.error(doc)
     if error is not None:
         return Rejection("schema", error, raw)
@@ -250,6 +297,8 @@ def parse(raw: bytes, limits: Limits, now: datetime, *, arrived: datetime | None
 
     if is_feedback:
         return _feedback(doc, timestamp, raw)
+    if kind == "span":
+        return _span(doc, timestamp)
     return _trace(doc, timestamp)
 
 
@@ -289,13 +338,50 @@ def _trace(doc: dict[str, Any], timestamp: datetime) -> TraceEvent:
         latency_ms=_float_or_none(doc.get("latency_ms")),
         input_tokens=_int_or_none(usage.get("input_tokens")),
         output_tokens=_int_or_none(usage.get("output_tokens")),
+        cached_input_tokens=_int_or_none(usage.get("cached_input_tokens")),
         cost_usd=_float_or_none(doc.get("cost_usd")),
+        cost_source="sent" if doc.get("cost_usd") is not None else "",
+        ttft_ms=_float_or_none(doc.get("ttft_ms")),
         user_id=doc.get("user_id", ""),
         session_id=doc.get("session_id", ""),
         tags=doc.get("tags") or {},
         error=error or "",
         extra=extra,
     )
+
+
+def _span(doc: dict[str, Any], timestamp: datetime) -> SpanEvent:
+    extra = {k: v for k, v in doc.items() if k not in _SPAN_FIELDS}
+    attributes = {**(doc.get("tags") or {}), **(doc.get("attributes") or {})}
+    if extra:  # unknown fields are kept, as for traces
+        attributes["extra"] = json.dumps(extra, ensure_ascii=False)
+    error = doc.get("error") or ""
+    return SpanEvent(
+        event_id=uuid.UUID(doc["event_id"]) if "event_id" in doc
+        else uuid.uuid5(_SPAN_NS, f"{doc['trace_id']}\0{doc['span_id']}"),
+        trace_id=doc["trace_id"],
+        span_id=doc["span_id"],
+        timestamp=timestamp,
+        name=doc["name"],
+        app=doc.get("app", ""),
+        parent_span_id=doc.get("parent_span_id", ""),
+        environment=doc.get("environment", ""),
+        span_kind=doc.get("span_kind", "chain"),
+        duration_ms=_float_or_none(doc.get("duration_ms")),
+        status=doc.get("status") or ("error" if error else "unset"),
+        error=error,
+        input=_as_text(doc.get("input")),
+        output=_as_text(doc.get("output")),
+        user_id=doc.get("user_id", ""),
+        session_id=doc.get("session_id", ""),
+        attributes=attributes,
+    )
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _feedback(doc: dict[str, Any], timestamp: datetime, raw: bytes) -> Feedback:

@@ -144,6 +144,7 @@ class Settings:
         "PII policy before anything is stored: redact, hash or keep, or per field, "
         "e.g. input=hash,output=redact,context=keep",
     )
+    price_table: str = setting("", "YAML price table read before the shipped one (same format as ingest/pipeline/prices.yaml): costs of events sent without cost_usd")
     pii_hash_key: str = setting("", "secret key for `hash` digests, 16+ characters (required by the `hash` policy: unkeyed hashes of short values can be guessed)")
 
     # Storage.

@@ -1,0 +1,201 @@
+"""What every instrumentation shares: turning one captured call into one trace event.
+
+The app's thread only times the call and keeps references (a shallow copy of what it may still
+change, like its message list); the event is built on the emitter's thread (`Emitter.emit_later`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmwatch.ingest.sdk.context import current_release, current_scope, current_span, new_span_id, new_trace_id
+
+if TYPE_CHECKING:
+    from llmwatch.ingest.sdk.emitter import Emitter, Release
+    from llmwatch.ingest.sdk.releases import ReleaseResolver
+
+log = logging.getLogger("llmwatch.instrument")
+
+
+_elsewhere: ContextVar[bool] = ContextVar("llmwatch_recorded_elsewhere", default=False)
+
+
+def recorded_elsewhere() -> bool:
+    """True inside a call a framework we instrument records already (LiteLLM calls the openai
+    client): the client's own call is not recorded a second time."""
+    return _elsewhere.get()
+
+
+@contextmanager
+def recording_elsewhere() -> Iterator[None]:
+    token = _elsewhere.set(True)
+    try:
+        yield
+    finally:
+        _elsewhere.reset(token)
+
+
+def get(obj: Any, name: str, default: Any = None) -> Any:
+    """A field of a response object or of the dict an app passed: client types and plain JSON alike."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def text_of(content: Any) -> str:
+    """Message content as text: a string, or the text of a list of parts (images as a marker)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        parts = []
+        for part in content:
+            kind = get(part, "type", "text")
+            text = get(part, "text")
+            if isinstance(text, str):
+                parts.append(text)
+            elif kind in ("image_url", "image", "input_image"):
+                parts.append("[image]")
+            elif kind in ("input_audio", "audio"):
+                parts.append("[audio]")
+        return "\n".join(parts)
+    return str(content)
+
+
+def tool_call_text(name: str, arguments: Any) -> str:
+    """How a tool call reads in a message list: `[tool call] name({"city": "Paris"})`."""
+    return f"[tool call] {name}({arguments if isinstance(arguments, str) else _json(arguments)})"
+
+
+def _json(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def error_text(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}{f' {status}' if status else ''}: {exc}"
+
+
+@dataclass(slots=True)
+class Call:
+    """One LLM call in flight: what the app's thread captured (cheap), filled in as it completes."""
+
+    provider: str
+    operation: str
+    model: str
+    request: dict[str, Any]
+    started_ms: int
+    started: float
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    release: dict[str, str]
+    scope: dict[str, Any]
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    result: Any = None
+    chunks: list[Any] = field(default_factory=list)
+    error: str = ""
+    streamed: bool = False
+    complete: bool = True  # False: the app stopped reading a stream before its end
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 3)
+
+    def finish(self) -> None:
+        self.latency_ms = round((time.perf_counter() - self.started) * 1000, 3)
+
+
+Converter = Callable[[Call], dict[str, Any]]
+
+
+class Recorder:
+    """Starts calls on the app's thread and hands finished ones to the emitter."""
+
+    def __init__(self, emitter: Emitter, *, resolver: ReleaseResolver | None = None, route_model: bool = False) -> None:
+        self.emitter = emitter
+        self.resolver = resolver
+        self.route_model = route_model
+
+    def release(self) -> Release | None:
+        """The release calls are labelled with now: `with llmwatch.release(...)`, else the
+        resolver's (after a rollback too), else the emitter's."""
+        explicit = current_release()
+        if explicit is not None:
+            return explicit
+        if self.resolver is not None and self.emitter.app:
+            return self.resolver.release(self.emitter.app)
+        return self.emitter.release
+
+    def routed_model(self, requested: Any) -> Any:
+        """With route_model, the model the resolver's release names replaces the app's: a rollback
+        of a model release then takes effect in instrumented apps without a deploy."""
+        if not self.route_model:
+            return requested
+        release = self.release()
+        return release.model if release is not None and release.model else requested
+
+    def start(self, provider: str, operation: str, model: Any, request: dict[str, Any]) -> Call:
+        parent = current_span()
+        if parent is not None:
+            parent.llm_calls += 1
+        release = self.release()
+        labels = release.as_dict() if release is not None else {}
+        labels["model"] = str(model or labels.get("model", ""))
+        labels["provider"] = provider
+        scope = current_scope()
+        return Call(
+            provider=provider, operation=operation, model=str(model or ""), request=request,
+            started_ms=int(time.time() * 1000), started=time.perf_counter(),
+            trace_id=parent.trace_id if parent else new_trace_id(), span_id=new_span_id(),
+            parent_span_id=parent.span_id if parent else "", release={k: v for k, v in labels.items() if v},
+            scope={"session_id": scope.session_id, "user_id": scope.user_id, "tags": dict(scope.tags)} if scope else {},
+        )
+
+    def emit(self, call: Call, convert: Converter) -> None:
+        self.emitter.emit_later(lambda: self._event(call, convert))
+
+    @staticmethod
+    def _event(call: Call, convert: Converter) -> dict[str, Any]:
+        try:
+            if type(call.result).__name__ == "LegacyAPIResponse":
+                # `client.with_raw_response.create(...)` (langchain-openai calls it so): the parsed
+                # body is cached in the response, so the app's own parse() reuses this one.
+                call.result = call.result.parse()
+            body = convert(call)
+        except Exception as exc:  # an unexpected response shape: keep the call, say what failed
+            log.warning("llmwatch could not read a %s %s response: %r", call.provider, call.operation, exc)
+            body = {"input": "", "output": "", "error": call.error or f"llmwatch could not read the response: {exc!r}"}
+        event: dict[str, Any] = {
+            "trace_id": call.trace_id, "span_id": call.span_id, "timestamp": call.started_ms,
+            "release": call.release, **body,
+        }
+        if call.parent_span_id:
+            event["parent_span_id"] = call.parent_span_id
+        if call.latency_ms is not None:
+            event["latency_ms"] = call.latency_ms
+        if call.ttft_ms is not None:
+            event["ttft_ms"] = call.ttft_ms
+        if call.error:
+            event["error"] = call.error
+        tags = {"llm.operation": call.operation}
+        if call.streamed:
+            tags["llm.stream"] = "complete" if call.complete else "abandoned"
+        for key in ("session_id", "user_id"):
+            if call.scope.get(key) and key not in event:
+                event[key] = call.scope[key]
+        event["tags"] = {**call.scope.get("tags", {}), **tags, **event.get("tags", {})}
+        return event
