@@ -24,6 +24,8 @@ from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
 
 SERVER_URL = os.environ.get("LLMWATCH_TEST_CLICKHOUSE_URL", "")
+# LiteLLM fetches its price map from GitHub when imported (instrumentation tests import it): offline.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(scope="session")

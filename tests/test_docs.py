@@ -75,6 +75,9 @@ def test_every_python_block_runs(broker: str, tmp_path: Path) -> None:
             "client": _Client(), "passages": ["Orders ship within a day."],
             "messages": [{"role": "user", "content": "Where is my order?"}],
         }
+        if "llmwatch.instrument(" in code:  # the real openai client, against the local provider
+            _run_instrumented(name, code, namespace)
+            continue
         exec(compile(code, name, "exec"), namespace)  # noqa: S102 - our own documentation
         if "llmwatch" in namespace:  # the README's emitter delivered the trace and the feedback
             emitter: Any = namespace["llmwatch"]
@@ -82,6 +85,24 @@ def test_every_python_block_runs(broker: str, tmp_path: Path) -> None:
             emitter.close()
         if "resolver" in namespace:
             namespace["resolver"].close()  # type: ignore[attr-defined]
+
+
+def _run_instrumented(name: str, code: str, namespace: dict[str, object]) -> None:
+    import openai
+
+    import llmwatch
+    from tests.instrument.providers import ProviderServer
+
+    with ProviderServer() as provider:
+        namespace["client"] = openai.OpenAI(base_url=provider.url + "/v1", api_key="docs", max_retries=0)
+        try:
+            exec(compile(code, name, "exec"), namespace)  # noqa: S102 - our own documentation
+        finally:
+            llmwatch.instrument(namespace["emitter"], only=[]).uninstrument()  # type: ignore[arg-type]
+    emitter: Any = namespace["emitter"]
+    emitter.flush(30)
+    assert emitter.stats()["delivered"] >= 2, name  # the span and the call
+    emitter.close()
 
 
 def test_every_llmwatch_command_line_parses() -> None:

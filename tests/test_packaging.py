@@ -61,7 +61,7 @@ def test_the_wheel_adds_one_top_level_name_and_carries_its_data(wheel: Path) -> 
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"llmwatch"}
     for expected in ("llmwatch/ingest/sdk/emitter.py", "llmwatch/core/events.py", "llmwatch/schemas/trace_event.v1.json",
-                     "llmwatch/schemas/clickhouse/001_core.sql", "llmwatch/alerts/rules.yaml",
+                     "llmwatch/schemas/clickhouse/006_agents.sql", "llmwatch/alerts/rules.yaml", "llmwatch/ingest/pipeline/prices.yaml",
                      "llmwatch/dashboards/views/overview.py", "llmwatch/dashboards/app.py"):
         assert expected in names, expected
     # Every module of the checkout, and nothing else (no stale copy of a moved one).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,8 +9,6 @@ import pytest
 
 from llmwatch import Emitter
 from tests.instrument.providers import ProviderServer
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch its price map
 
 
 class RecordingEmitter(Emitter):

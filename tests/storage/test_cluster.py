@@ -67,7 +67,7 @@ def test_alters_reach_local_tables_and_column_changes_the_distributed_ones(ddl: 
     settings = [s for s in alters if "deduplication_window" in s]
     assert settings and all("_local ON CLUSTER" in s and "non_replicated" not in s for s in settings)
     ttls = [s for s in alters if " TTL " in s]
-    assert len(ttls) == 6 and all("_local ON CLUSTER" in s for s in ttls)
+    assert len(ttls) == 8 and all("_local ON CLUSTER" in s for s in ttls)  # traces 4, spans 2, feedback, rejected
 
 
 def test_bad_cluster_names_and_unknown_statements_are_refused() -> None:
