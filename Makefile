@@ -50,6 +50,7 @@ browser:
 
 bench: install
 	$(PY) bench/emit.py
+	$(PY) bench/instrument.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py
