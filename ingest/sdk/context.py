@@ -16,12 +16,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from llmwatch.ingest.sdk.emitter import Release
 
 __all__ = ["Scope", "SpanContext", "current_scope", "current_span", "new_span_id", "new_trace_id", "release",
-           "session", "use_span"]
+           "scoped", "session"]
 
 
 @dataclass(slots=True)
@@ -43,6 +43,8 @@ class Scope:
     user_id: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
 
+
+T = TypeVar("T")
 
 _span: ContextVar[SpanContext | None] = ContextVar("llmwatch_span", default=None)
 _release: ContextVar[Release | None] = ContextVar("llmwatch_release", default=None)
@@ -72,12 +74,13 @@ def current_scope() -> Scope | None:
 
 
 @contextmanager
-def use_span(span: SpanContext) -> Iterator[SpanContext]:
-    token = _span.set(span)
+def scoped(var: ContextVar[T], value: T) -> Iterator[T]:
+    """`var` holds `value` inside the block, and what it held before after it."""
+    token = var.set(value)
     try:
-        yield span
+        yield value
     finally:
-        _span.reset(token)
+        var.reset(token)
 
 
 def set_span(span: SpanContext | None) -> None:
@@ -88,11 +91,8 @@ def set_span(span: SpanContext | None) -> None:
 @contextmanager
 def release(value: Release) -> Iterator[Release]:
     """Label the LLM calls made inside the block with this prompt release."""
-    token = _release.set(value)
-    try:
+    with scoped(_release, value):
         yield value
-    finally:
-        _release.reset(token)
 
 
 @contextmanager
@@ -100,15 +100,12 @@ def session(session_id: str, *, user_id: str = "", tags: Mapping[str, str] | Non
     """Group the events emitted inside the block into one conversation (the console's Sessions page)."""
     outer = _scope.get()
     scope = Scope(session_id, user_id or (outer.user_id if outer else ""), {**(outer.tags if outer else {}), **(tags or {})})
-    token = _scope.set(scope)
-    try:
+    with scoped(_scope, scope):
         yield scope
-    finally:
-        _scope.reset(token)
 
 
 def stamp(record: dict[str, Any]) -> dict[str, Any]:
-    """Add the current span, session and release to an event about to be emitted (the caller's thread)."""
+    """Add the current span and session to an event about to be emitted (the caller's thread)."""
     span = _span.get()
     if span is not None:
         record.setdefault("trace_id", span.trace_id)

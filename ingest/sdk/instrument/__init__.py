@@ -68,19 +68,16 @@ def instrument(emitter: Emitter, only: Iterable[str] | None = None, *, resolver:
     if unknown:
         msg = f"cannot instrument {unknown}: supported are {sorted(LIBRARIES)}"
         raise ValueError(msg)
-    if only is not None:
-        missing = [name for name in wanted if importlib.util.find_spec(LIBRARIES[name]) is None]
-        if missing:
-            msg = f"cannot instrument {missing}: not installed"
-            raise ValueError(msg)
+    installed = [name for name in wanted if importlib.util.find_spec(LIBRARIES[name]) is not None]
+    if only is not None and len(installed) < len(wanted):
+        msg = f"cannot instrument {[n for n in wanted if n not in installed]}: not installed"
+        raise ValueError(msg)
     if _active is not None:
         _active.uninstrument()
     recorder = Recorder(emitter, resolver=resolver, route_model=route_model)
     done: list[str] = []
     undo: list[Callable[[], None]] = []
-    for name in wanted:
-        if importlib.util.find_spec(LIBRARIES[name]) is None:
-            continue
+    for name in installed:
         patches = Patches()
         options = {"stream_usage": stream_usage} if name == "openai" else {}
         try:

@@ -53,7 +53,7 @@ def sync_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Ca
             try:
                 result = original(self, *args, **kwargs)
             except BaseException as exc:
-                _failed(recorder, api, call, exc)
+                failed(recorder, api, call, exc)
                 raise
             return _returned(recorder, api, call, result, hide, is_async=False)
 
@@ -75,7 +75,7 @@ def async_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], C
             try:
                 result = await original(self, *args, **kwargs)
             except BaseException as exc:
-                _failed(recorder, api, call, exc)
+                failed(recorder, api, call, exc)
                 raise
             return _returned(recorder, api, call, result, hide, is_async=True)
 
@@ -84,13 +84,29 @@ def async_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], C
     return make
 
 
-def _failed(recorder: Recorder, api: Api, call: Call, exc: BaseException) -> None:
+def failed(recorder: Recorder, api: Api, call: Call, exc: BaseException) -> None:
+    """The call raised: record it with the error (the caller re-raises)."""
     try:
-        call.finish()
         call.error = error_text(exc)
-        recorder.emit(call, api.convert)
+        finished(recorder, api, call)
     except Exception:
         log.exception("llmwatch could not record a failed %s call", api.provider)
+
+
+def finished(recorder: Recorder, api: Api, call: Call, result: Any = None) -> None:
+    """The call (or its stream) is over: time it and hand it to the emitter."""
+    call.finish()
+    if result is not None:
+        call.result = result
+    recorder.emit(call, api.convert)
+
+
+def observed(api: Api, call: Call, item: Any, hide: bool) -> bool:
+    """Record one stream item; False for an item only we asked for, which the app must not see."""
+    call.chunks.append(item)
+    if call.ttft_ms is None and api.is_token(item):
+        call.first_token()
+    return not (hide and api.is_ours is not None and api.is_ours(item))
 
 
 def _returned(recorder: Recorder, api: Api, call: Call, result: Any, hide: bool, *, is_async: bool) -> Any:
@@ -101,9 +117,7 @@ def _returned(recorder: Recorder, api: Api, call: Call, result: Any, hide: bool,
             watch = _watch_async if is_async else _watch_sync
             result.__dict__["_iterator"] = watch(result._iterator, recorder, api, call, hide)
         else:
-            call.finish()
-            call.result = result
-            recorder.emit(call, api.convert)
+            finished(recorder, api, call, result)
     except Exception:
         log.exception("llmwatch could not record a %s call", api.provider)
     return result
@@ -112,12 +126,8 @@ def _returned(recorder: Recorder, api: Api, call: Call, result: Any, hide: bool,
 def _watch_sync(items: Iterator[Any], recorder: Recorder, api: Api, call: Call, hide: bool) -> Iterator[Any]:
     try:
         for item in items:
-            call.chunks.append(item)
-            if call.ttft_ms is None and api.is_token(item):
-                call.first_token()
-            if hide and api.is_ours is not None and api.is_ours(item):
-                continue
-            yield item
+            if observed(api, call, item, hide):
+                yield item
     except GeneratorExit:
         call.complete = False  # the app stopped reading (or dropped the stream)
         raise
@@ -125,20 +135,15 @@ def _watch_sync(items: Iterator[Any], recorder: Recorder, api: Api, call: Call, 
         call.error = error_text(exc)
         raise
     finally:
-        call.finish()
-        recorder.emit(call, api.convert)
+        finished(recorder, api, call)
 
 
 async def _watch_async(items: AsyncIterator[Any], recorder: Recorder, api: Api, call: Call,
                        hide: bool) -> AsyncIterator[Any]:
     try:
         async for item in items:
-            call.chunks.append(item)
-            if call.ttft_ms is None and api.is_token(item):
-                call.first_token()
-            if hide and api.is_ours is not None and api.is_ours(item):
-                continue
-            yield item
+            if observed(api, call, item, hide):
+                yield item
     except GeneratorExit:
         call.complete = False
         raise
@@ -146,5 +151,4 @@ async def _watch_async(items: AsyncIterator[Any], recorder: Recorder, api: Api, 
         call.error = error_text(exc)
         raise
     finally:
-        call.finish()
-        recorder.emit(call, api.convert)
+        finished(recorder, api, call)

@@ -6,15 +6,23 @@ change, like its message list); the event is built on the emitter's thread (`Emi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmwatch.ingest.sdk.context import current_release, current_scope, current_span, new_span_id, new_trace_id
+from llmwatch.ingest.sdk.context import (
+    current_release,
+    current_scope,
+    current_span,
+    new_span_id,
+    new_trace_id,
+    scoped,
+)
 
 if TYPE_CHECKING:
     from llmwatch.ingest.sdk.emitter import Emitter, Release
@@ -32,13 +40,9 @@ def recorded_elsewhere() -> bool:
     return _elsewhere.get()
 
 
-@contextmanager
-def recording_elsewhere() -> Iterator[None]:
-    token = _elsewhere.set(True)
-    try:
-        yield
-    finally:
-        _elsewhere.reset(token)
+def recording_elsewhere() -> AbstractContextManager[bool]:
+    """Inside this block, instrumented client calls are not recorded (the framework records them)."""
+    return scoped(_elsewhere, True)
 
 
 def get(obj: Any, name: str, default: Any = None) -> Any:
@@ -71,16 +75,17 @@ def text_of(content: Any) -> str:
 
 def tool_call_text(name: str, arguments: Any) -> str:
     """How a tool call reads in a message list: `[tool call] name({"city": "Paris"})`."""
-    return f"[tool call] {name}({arguments if isinstance(arguments, str) else _json(arguments)})"
+    if not isinstance(arguments, str):
+        try:
+            arguments = json.dumps(arguments, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            arguments = str(arguments)
+    return f"[tool call] {name}({arguments})"
 
 
-def _json(value: Any) -> str:
-    import json
-
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)
+def message_text(content: str, tool_calls: list[str]) -> str:
+    """A message's text followed by its tool calls, one per line."""
+    return "\n".join([content, *tool_calls] if content else tool_calls)
 
 
 def error_text(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmwatch.ingest.sdk.context import SpanContext, current_span, new_span_id, new_trace_id, set_span
 from llmwatch.ingest.sdk.instrument._patch import Patches
-from llmwatch.ingest.sdk.instrument._recorder import Recorder, error_text, get, text_of, tool_call_text
+from llmwatch.ingest.sdk.instrument._recorder import Recorder, error_text, get, message_text, text_of, tool_call_text
 from llmwatch.ingest.sdk.spans import span_event
 
 __all__ = ["instrument"]
@@ -201,7 +201,7 @@ def _message(message: Any) -> dict[str, str]:
     role = _ROLES.get(str(get(message, "type", "")), str(get(message, "type", "user")))
     content = text_of(get(message, "content"))
     calls = [tool_call_text(get(c, "name", ""), get(c, "args", {})) for c in get(message, "tool_calls") or ()]
-    return {"role": role, "content": "\n".join([content, *calls] if content else calls)}
+    return {"role": role, "content": message_text(content, calls)}
 
 
 def _messages(value: Any) -> Any:

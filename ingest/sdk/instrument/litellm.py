@@ -7,69 +7,58 @@ OpenAI models) is not recorded a second time: the call is LiteLLM's.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from llmwatch.ingest.sdk.instrument._calls import Api, failed, finished, observed
 from llmwatch.ingest.sdk.instrument._patch import Patches
 from llmwatch.ingest.sdk.instrument._recorder import Call, Recorder, error_text, recording_elsewhere
-from llmwatch.ingest.sdk.instrument.openai import chat_event, chat_token
+from llmwatch.ingest.sdk.instrument.openai import chat_api
 
 __all__ = ["instrument"]
-
-log = logging.getLogger("llmwatch.instrument")
 
 def instrument(recorder: Recorder, patches: Patches) -> None:
     """Wrap the module functions and the stream class's iteration."""
     import litellm
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
+    api = chat_api(stream_usage=False)
     originals = {name: getattr(litellm, name) for name in ("completion", "acompletion")}
     stream_methods = {name: CustomStreamWrapper.__dict__[name] for name in ("__next__", "__anext__")}
 
     def start(kwargs: dict[str, Any]) -> Call:
+        if "model" in kwargs:
+            kwargs["model"] = recorder.routed_model(kwargs["model"])
         model = str(kwargs.get("model") or "")
         provider, _, name = model.rpartition("/")
         request = {**kwargs, "messages": list(kwargs.get("messages") or ())}
-        call = recorder.start(str(kwargs.get("custom_llm_provider") or provider or "litellm"), "chat", name or model,
+        return recorder.start(str(kwargs.get("custom_llm_provider") or provider or "litellm"), "chat", name or model,
                               request)
-        call.release["model"] = name or model
-        return call
 
     def done(call: Call, result: Any) -> Any:
-        if _is_stream(call) and isinstance(result, CustomStreamWrapper):
+        if call.request.get("stream") is True and isinstance(result, CustomStreamWrapper):
             call.streamed = True
             result.__dict__["_llmwatch_call"] = call
         else:
-            call.finish()
-            call.result = result
-            recorder.emit(call, chat_event)
+            finished(recorder, api, call, result)
         return result
 
     def completion(*args: Any, **kwargs: Any) -> Any:
-        if "model" in kwargs:
-            kwargs["model"] = recorder.routed_model(kwargs["model"])
         call = start(kwargs)
         try:
             with recording_elsewhere():
                 result = originals["completion"](*args, **kwargs)
         except BaseException as exc:
-            call.finish()
-            call.error = error_text(exc)
-            recorder.emit(call, chat_event)
+            failed(recorder, api, call, exc)
             raise
         return done(call, result)
 
     async def acompletion(*args: Any, **kwargs: Any) -> Any:
-        if "model" in kwargs:
-            kwargs["model"] = recorder.routed_model(kwargs["model"])
         call = start(kwargs)
         try:
             with recording_elsewhere():
                 result = await originals["acompletion"](*args, **kwargs)
         except BaseException as exc:
-            call.finish()
-            call.error = error_text(exc)
-            recorder.emit(call, chat_event)
+            failed(recorder, api, call, exc)
             raise
         return done(call, result)
 
@@ -81,13 +70,13 @@ def instrument(recorder: Recorder, patches: Patches) -> None:
             with recording_elsewhere():
                 item = stream_methods["__next__"](self)
         except StopIteration:
-            _finish_stream(recorder, self, call)
+            _stream_over(recorder, api, self)
             raise
         except BaseException as exc:
             call.error = error_text(exc)
-            _finish_stream(recorder, self, call)
+            _stream_over(recorder, api, self)
             raise
-        _observe(call, item)
+        observed(api, call, item, hide=False)
         return item
 
     async def stream_anext(self: Any) -> Any:
@@ -98,13 +87,13 @@ def instrument(recorder: Recorder, patches: Patches) -> None:
             with recording_elsewhere():
                 item = await stream_methods["__anext__"](self)
         except StopAsyncIteration:
-            _finish_stream(recorder, self, call)
+            _stream_over(recorder, api, self)
             raise
         except BaseException as exc:
             call.error = error_text(exc)
-            _finish_stream(recorder, self, call)
+            _stream_over(recorder, api, self)
             raise
-        _observe(call, item)
+        observed(api, call, item, hide=False)
         return item
 
     patches.replace(litellm, "completion", completion)
@@ -113,18 +102,7 @@ def instrument(recorder: Recorder, patches: Patches) -> None:
     patches.replace(CustomStreamWrapper, "__anext__", stream_anext)
 
 
-def _is_stream(call: Call) -> bool:
-    return call.request.get("stream") is True
-
-
-def _observe(call: Call, item: Any) -> None:
-    call.chunks.append(item)
-    if call.ttft_ms is None and chat_token(item):
-        call.first_token()
-
-
-def _finish_stream(recorder: Recorder, stream: Any, call: Call) -> None:
-    if stream.__dict__.pop("_llmwatch_call", None) is None:
-        return  # already recorded
-    call.finish()
-    recorder.emit(call, chat_event)
+def _stream_over(recorder: Recorder, api: Api, stream: Any) -> None:
+    call = stream.__dict__.pop("_llmwatch_call", None)
+    if call is not None:  # else already recorded
+        finished(recorder, api, call)

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmwatch.ingest.sdk.instrument._calls import Api, async_call, sync_call
 from llmwatch.ingest.sdk.instrument._patch import Patches
-from llmwatch.ingest.sdk.instrument._recorder import Call, Recorder, get, text_of, tool_call_text
+from llmwatch.ingest.sdk.instrument._recorder import Call, Recorder, get, message_text, text_of, tool_call_text
 
 __all__ = ["chat_api", "chat_event", "chat_token", "instrument"]
 
@@ -62,7 +62,7 @@ def _chat_message(message: Any) -> dict[str, str]:
     content = text_of(get(message, "content"))
     calls = [tool_call_text(get(get(c, "function"), "name", ""), get(get(c, "function"), "arguments", ""))
              for c in get(message, "tool_calls") or ()]
-    return {"role": str(get(message, "role", "user")), "content": "\n".join([content, *calls] if content else calls)}
+    return {"role": str(get(message, "role", "user")), "content": message_text(content, calls)}
 
 
 def chat_event(call: Call) -> dict[str, Any]:
