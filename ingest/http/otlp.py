@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from llmwatch.core.events import nesting_depth
+from llmwatch.ingest.sdk.spans import SPAN_KINDS
 
 __all__ = ["OtlpError", "OtlpResult", "decode_request", "span_events"]
 
@@ -47,8 +48,8 @@ class OtlpError(ValueError):
 
 @dataclass
 class OtlpResult:
-    events: list[dict[str, Any]] = field(default_factory=list)
-    ignored_spans: int = 0  # not LLM calls
+    events: list[dict[str, Any]] = field(default_factory=list)  # trace events and span events
+    other_spans: int = 0  # not LLM calls: kept as span events (tools, retrievals, chains, HTTP ...)
     rejected_spans: int = 0  # LLM spans without the fields an event needs
     errors: list[str] = field(default_factory=list)
 
@@ -213,7 +214,7 @@ def _number(value: Any) -> float | None:
 
 
 def span_events(request: Any) -> OtlpResult:
-    """Trace events for the LLM spans of one export request."""
+    """Trace events for the LLM spans of one export request, span events for the others."""
     result = OtlpResult()
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
@@ -223,7 +224,8 @@ def span_events(request: Any) -> OtlpResult:
             for span in scope_spans.spans:
                 attrs = _attributes(span.attributes)
                 if not _is_llm_span(attrs):
-                    result.ignored_spans += 1
+                    result.other_spans += 1
+                    result.events.append(_span_event(span, attrs, app, environment))
                     continue
                 event = _event(span, attrs, app, environment)
                 if event is None:
@@ -232,6 +234,60 @@ def span_events(request: Any) -> OtlpResult:
                     continue
                 result.events.append(event)
     return result
+
+
+# OpenInference's span kinds are ours; GenAI operations that are not LLM calls map to the nearest.
+_KIND_OF_OPERATION = {"execute_tool": "tool", "invoke_agent": "agent", "create_agent": "agent",
+                      "embeddings": "embedding"}
+# Span attributes kept on a span event: the schema's bounds for a map of strings.
+_MAX_ATTRIBUTES, _MAX_KEY, _MAX_VALUE = 100, 128, 4096
+# Read into the span's own fields rather than kept as attributes.
+_SPAN_FIELDS = frozenset({"openinference.span.kind", "gen_ai.operation.name", "input.value", "output.value",
+                          "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "user.id", "enduser.id",
+                          "session.id", "gen_ai.conversation.id"})
+
+
+def _span_event(span: Any, attrs: dict[str, Any], app: str, environment: str) -> dict[str, Any]:
+    """The span event of a span that is not an LLM call."""
+    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+    start = span.start_time_unix_nano or span.end_time_unix_nano
+    kind = str(attrs.get("openinference.span.kind") or "").lower()
+    if kind not in SPAN_KINDS:
+        kind = _KIND_OF_OPERATION.get(str(attrs.get("gen_ai.operation.name")), "chain")
+    event: dict[str, Any] = {
+        "kind": "span",
+        "event_id": str(uuid.uuid5(_EVENT_NS, f"{trace_id}/{span_id}")),
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "name": (span.name or "span")[:256],
+        "span_kind": kind,
+        "timestamp": datetime.fromtimestamp(start / 1e9, tz=UTC).isoformat(timespec="milliseconds"),
+        "app": app,
+        "status": "error" if span.status.code == STATUS_ERROR else "ok",
+    }
+    if span.parent_span_id:
+        event["parent_span_id"] = span.parent_span_id.hex()
+    if environment:
+        event["environment"] = environment
+    if span.end_time_unix_nano and span.start_time_unix_nano:
+        event["duration_ms"] = max(0.0, (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6)
+    value_in = _first(attrs, "input.value", "gen_ai.tool.call.arguments")
+    value_out = _first(attrs, "output.value", "gen_ai.tool.call.result")
+    if value_in is not None:
+        event["input"] = _text(value_in)
+    if value_out is not None:
+        event["output"] = _text(value_out)
+    user, session = _first(attrs, "user.id", "enduser.id"), _first(attrs, "session.id", "gen_ai.conversation.id")
+    if user is not None:
+        event["user_id"] = str(user)[:256]
+    if session is not None:
+        event["session_id"] = str(session)[:256]
+    if span.status.code == STATUS_ERROR:
+        event["error"] = span.status.message or str(attrs.get("error.type") or "error")
+    kept = [(k, v) for k, v in attrs.items() if k not in _SPAN_FIELDS][:_MAX_ATTRIBUTES]
+    if kept:
+        event["attributes"] = {k[:_MAX_KEY]: (v if isinstance(v, str) else orjson.dumps(v).decode())[:_MAX_VALUE] for k, v in kept}
+    return event
 
 
 def _event(span: Any, attrs: dict[str, Any], app: str, environment: str) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ class Ingest:
         self.settings = settings
         self.producer = producer
         self.limits = settings.event_limits
-        self.counts = {"events": 0, "otlp_spans_ignored": 0, "otlp_spans_rejected": 0}
+        self.counts = {"events": 0, "otlp_spans_other": 0, "otlp_spans_rejected": 0}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class Ingest:
             accepted.append((event["trace_id"].encode(), raw))
         await self._produce(accepted)
         rejected = len(problems)
-        self.counts["otlp_spans_ignored"] += result.ignored_spans
+        self.counts["otlp_spans_other"] += result.other_spans
         self.counts["otlp_spans_rejected"] += rejected
         return _otlp_response(content_type, rejected, "; ".join(problems[:5]))
 

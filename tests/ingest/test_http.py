@@ -75,6 +75,9 @@ def genai_spans(provider_factory):  # type: ignore[no-untyped-def]
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR, "rate limited"))
+        with tracer.start_as_current_span("lookup") as span:
+            span.set_attributes({"openinference.span.kind": "TOOL", "input.value": '{"order": 7}',
+                                 "output.value": "shipped", "tool.name": "lookup"})
 
 
 RESOURCE = {"service.name": "otel-app", "deployment.environment.name": "prod"}
@@ -95,14 +98,23 @@ def test_otlp_protobuf_from_the_real_sdk_becomes_trace_events(
     wait_until(lambda: len(rows(embedded_store)) >= 3, 60, "rows")
     time.sleep(1)
     (a, b, c) = rows(embedded_store)
-    assert len(rows(embedded_store)) == 3  # the http span was ignored
+    assert len(rows(embedded_store)) == 3  # the other spans are spans, not trace events
     assert a[:2] == ("otel-app", "prod") and a[4:7] == ("When are refunds paid?", "a: within five days.",
                                                           ["Refunds are paid within five days."])
     assert a[7:12] == ("gpt-4o", "openai", "7", 12, 7) and len(a[2]) == 32 and len(a[3]) == 16
     assert b[4:6] == ("hi", "b: hello there") and b[7:9] == ("claude", "anthropic") and b[10:12] == (3, 2)
     assert c[4:6] == ("ping", "c: pong") and c[7] == "mistral" and c[13] == "rate limited"
     health = httpx.get(f"{url}/health").json()
-    assert (health["events"], health["otlp_spans_ignored"]) == (3, 1)
+    assert (health["events"], health["otlp_spans_other"]) == (5, 2)  # the other spans are kept as span events
+    spans = {row[0]: row[1:] for row in embedded_store.query(
+        f"SELECT name, span_kind, span_id, parent_span_id, input, output, attributes, trace_id "
+        f"FROM {embedded_store.database}.spans")}
+    assert spans["http GET /ask"][:1] == ("chain",) and spans["http GET /ask"][2] == ""
+    assert spans["lookup"][:1] == ("tool",) and spans["lookup"][3:6] == ('{"order": 7}', "shipped", {"tool.name": "lookup"})
+    http_span = spans["http GET /ask"][1]
+    assert spans["lookup"][2] == http_span and spans["lookup"][6] == a[2]  # one trace, one tree
+    parents = embedded_store.query(f"SELECT DISTINCT parent_span_id FROM {embedded_store.database}.traces")
+    assert parents == [(http_span,)]
     scores = embedded_store.query(f"SELECT count() FROM {embedded_store.database}.scores")[0][0]
     assert scores == 6  # the same pipeline: each event scored (toxicity, input and output)
 

@@ -21,7 +21,7 @@ def encoded(*attribute_sets: dict) -> bytes:
     return encode_spans(captured_spans(emit, {"service.name": "svc"})).SerializeToString()
 
 
-def test_llm_spans_map_and_others_are_counted() -> None:
+def test_llm_spans_become_events_and_the_others_spans() -> None:
     body = encoded(
         {"gen_ai.operation.name": "chat", "gen_ai.prompt": "hi", "gen_ai.completion": "hello",
          "gen_ai.usage.input_tokens": 2, "llm.cost.total": 0.001, "session.id": "s1"},
@@ -30,8 +30,10 @@ def test_llm_spans_map_and_others_are_counted() -> None:
         {"gen_ai.operation.name": "embeddings", "gen_ai.prompt": "x"},  # not a call with an answer to judge
     )
     result = span_events(decode_request(body, "application/x-protobuf"))
-    (event,) = result.events
-    assert (result.ignored_spans, result.rejected_spans) == (2, 1)
+    event, http_span, embedding_span = result.events
+    assert (result.other_spans, result.rejected_spans) == (2, 1)
+    assert (http_span["kind"], http_span["span_kind"], http_span["attributes"]) == ("span", "chain", {"http.method": "GET"})
+    assert embedding_span["span_kind"] == "embedding"
     assert {k: event[k] for k in ("app", "input", "output", "usage", "cost_usd", "session_id")} == {
         "app": "svc", "input": "hi", "output": "hello", "usage": {"input_tokens": 2}, "cost_usd": 0.001, "session_id": "s1"}
     again = span_events(decode_request(body, "application/x-protobuf")).events[0]
