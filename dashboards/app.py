@@ -21,6 +21,7 @@ PAGES = {
     "Monitor": [
         st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
         st.Page("views/traces.py", title="Traces", icon=":material/manage_search:"),
+        st.Page("views/sessions.py", title="Sessions", icon=":material/forum:"),
         st.Page("views/quality.py", title="Quality", icon=":material/fact_check:"),
         st.Page("views/drift.py", title="Drift", icon=":material/scatter_plot:"),
     ],

@@ -32,9 +32,12 @@ __all__ = [
     "review_next",
     "reviews",
     "score_details",
+    "session_list",
+    "session_turns",
     "trace_detail",
     "trace_scores",
     "trace_search",
+    "trace_steps",
     "traffic_by_release",
     "traffic_series",
     "traffic_totals",
@@ -230,6 +233,74 @@ def trace_detail(db: str, event_id: str) -> Query:
         f"input, input_messages, output, context, context_ids, latency_ms, input_tokens, output_tokens, cost_usd, "
         f"user_id, session_id, tags, error, pii FROM {db}.traces WHERE event_id = {{id:UUID}} LIMIT 1",
         {"id": event_id},
+    )
+
+
+def trace_steps(db: str, trace_id: str) -> Query:
+    """Every step of one trace: its LLM calls (trace events) and its other spans, for the tree."""
+    return (
+        f"SELECT 'llm' AS source, toString(event_id) AS event_id, span_id, parent_span_id, timestamp, "
+        f"if(model != '', model, 'llm call') AS name, 'llm' AS span_kind, latency_ms AS duration_ms, error, "
+        f"substring(output, 1, 120) AS summary FROM {db}.traces WHERE trace_id = {{t:String}} "
+        f"UNION ALL "
+        f"SELECT 'span', toString(event_id), span_id, parent_span_id, timestamp, name, span_kind, duration_ms, error, "
+        f"substring(output, 1, 120) FROM {db}.spans WHERE trace_id = {{t:String}} "
+        f"ORDER BY timestamp LIMIT 2000",
+        {"t": trace_id},
+    )
+
+
+def _session_flags(scope: Scope, db: str) -> str:
+    """Per-session counts of what a reviewer looks for: toxic turns, unsupported answers,
+    negative feedback, errors (over the rows `s` of one session's turns)."""
+    score_where, _ = scope.where("timestamp")
+    feedback_where, _ = scope.where("timestamp", skip=("release", "environment", "model"))  # columns it lacks
+    toxic, unsupported = LABELS["toxic"], LABELS["unsupported"]
+    return (
+        f"countIf(event_id IN (SELECT event_id FROM {db}.scores WHERE {score_where} AND detector = '{toxic[0]}' "
+        f"AND label = '{toxic[1]}' AND target = '{toxic[2]}')) AS toxic, "
+        f"countIf(event_id IN (SELECT event_id FROM {db}.scores WHERE {score_where} AND detector = '{unsupported[0]}' "
+        f"AND label = '{unsupported[1]}')) AS unsupported, "
+        f"countIf(trace_id IN (SELECT trace_id FROM {db}.feedback WHERE {feedback_where} AND score < 0.5)) "
+        f"AS negative_feedback, "
+        f"countIf(error != '') AS errors"
+    )
+
+
+def session_list(scope: Scope, db: str, *, text: str = "", flagged_only: bool = False, limit: int = 100) -> Query:
+    """Conversations (events grouped by session_id), newest first, with their flags. `text`
+    matches a session id, a user, or a word of any turn."""
+    where, params = scope.where("timestamp", {"release": RELEASE_SQL})
+    conditions = [where, "session_id != ''"]
+    if text:
+        conditions.append(
+            f"session_id IN (SELECT session_id FROM {db}.traces WHERE {where} AND session_id != '' AND "
+            "(session_id = {text:String} OR user_id = {text:String} OR positionCaseInsensitiveUTF8(input, {text:String}) > 0 "
+            "OR positionCaseInsensitiveUTF8(output, {text:String}) > 0))")
+        params["text"] = text
+    params["limit"] = limit
+    having = " HAVING toxic + unsupported + negative_feedback + errors > 0" if flagged_only else ""
+    return (
+        f"SELECT app, session_id, any(user_id) AS user_id, min(timestamp) AS started, max(timestamp) AS last_turn, "
+        f"count() AS turns, {_session_flags(scope, db)} "
+        f"FROM {db}.traces WHERE {' AND '.join(conditions)} GROUP BY app, session_id{having} "
+        f"ORDER BY last_turn DESC LIMIT {{limit:UInt32}}",
+        params,
+    )
+
+
+def session_turns(db: str, app: str, session_id: str) -> Query:
+    """One conversation's turns in time order, with each turn's bad labels."""
+    toxic, unsupported = LABELS["toxic"], LABELS["unsupported"]
+    return (
+        f"SELECT toString(t.event_id) AS event_id, t.trace_id AS trace_id, t.timestamp AS timestamp, t.input AS input, "
+        f"t.output AS output, t.error AS error, "
+        f"countIf(s.detector = '{toxic[0]}' AND s.label = '{toxic[1]}' AND s.target = '{toxic[2]}') > 0 AS toxic, "
+        f"countIf(s.detector = '{unsupported[0]}' AND s.label = '{unsupported[1]}') > 0 AS unsupported "
+        f"FROM {db}.traces AS t LEFT JOIN {db}.scores AS s ON s.event_id = t.event_id AND s.app = t.app "
+        f"WHERE t.app = {{app:String}} AND t.session_id = {{s:String}} "
+        f"GROUP BY event_id, trace_id, timestamp, input, output, error ORDER BY timestamp LIMIT 1000",
+        {"app": app, "s": session_id},
     )
 
 

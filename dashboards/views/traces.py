@@ -11,6 +11,7 @@ import streamlit as st
 from llmwatch.dashboards import console as c
 from llmwatch.dashboards import queries as q
 from llmwatch.dashboards.markup import html_block, md
+from llmwatch.dashboards.trees import waterfall, waterfall_html
 from llmwatch.detectors.pii import KINDS
 
 db = c.settings().database
@@ -77,6 +78,31 @@ pii = {k: v for k, v in dict(t["pii"] or {}).items() if v}
 if pii:
     st.warning("Redacted before storage: " + ", ".join(f"{n} {md(kind)}" for kind, n in pii.items())
                + ". Marks like [EMAIL] show where.")
+
+steps = waterfall(c.query(q.trace_steps(db, t["trace_id"])).to_dict("records"))
+if len(steps) > 1:
+    step_scores = c.query(q.trace_scores(db, [s.event_id for s in steps if s.event_id]))
+    bad = step_scores[step_scores["label"].isin([b for _, b, _ in q.LABELS.values()])]
+    notes = {str(e): ", ".join(sorted(set(group["label"]))) for e, group in bad.groupby("event_id")}
+    failed = sum(1 for s in steps if s.error)
+    slowest = next((s for s in steps if s.slowest), None)
+    st.markdown(f"**Trace** · {len(steps)} steps" + (f" · {failed} failed" if failed else "")
+                + (f" · slowest: {md(slowest.name)} ({slowest.duration_ms:,.0f} ms)" if slowest else ""))
+    st.markdown(html_block(waterfall_html(steps, notes)), unsafe_allow_html=True)
+    llm_steps = {f"{s.name} · {s.start_ms:,.0f} ms": s.event_id for s in steps if s.event_id and s.event_id != event_id}
+    if llm_steps:
+        def open_step(choices: dict[str, str]) -> None:
+            choice = st.session_state.get("step")
+            if choice:
+                st.query_params["event"] = choices[choice]
+                st.session_state.pop("found", None)  # a picked row would win over the link
+                st.session_state["step"] = ""
+
+        st.selectbox("Open another LLM call of this trace", ["", *llm_steps], key="step", on_change=open_step,
+                     args=(llm_steps,))
+if t["session_id"]:
+    st.page_link("views/sessions.py", label=f"Session {md(t['session_id'])}", icon=":material/forum:",
+                 query_params={"session": t["session_id"], "session_app": t["app"]})
 
 REDACTION = re.compile(r"\[(" + "|".join(k.upper() for k in KINDS) + r")(:[0-9a-f]+)?\]")
 

@@ -21,6 +21,7 @@ from llmwatch.detectors.embedding import quantise
 STABLE = ReleaseRecord("support-bot", "answer", "7", "gpt-4o-mini", "openai")
 CANARY = ReleaseRecord("support-bot", "answer", "8", "gpt-4o-mini", "openai")
 RAG = ReleaseRecord("docs-rag", "rag", "4", "llama-3-8b", "local")
+SESSION = "conv-7"  # five docs-rag turns; one of them the unsupported answer with negative feedback
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def seed(store: Any, settings: Settings) -> Seeded:
             "input": f"question {i} about refunds", "input_messages": [("user", f"question {i} about refunds")],
             "output": output, "context": ["Refunds are possible within 30 days.", "Refunds go to the original card."] if rag else [],
             "context_ids": ["kb-1", "kb-2"] if rag else [], "latency_ms": float(200 + (i % 40) * 10 + (5000 if i == 450 else 0)),
-            "input_tokens": 20, "output_tokens": 40, "cost_usd": 0.0004, "user_id": f"user-{i % 17}", "session_id": "",
+            "input_tokens": 20, "output_tokens": 40, "cost_usd": 0.0004, "user_id": f"user-{i % 17}",
+            "session_id": SESSION if rag and 294 <= i <= 306 else "", "parent_span_id": "agent-root" if i == 300 else "",
             "tags": {"channel": "web"}, "error": error, "input_chars": 24, "output_chars": len(output), "extra": "{}",
             "pii": {"output.email": 1} if i == 100 else {},
         })
@@ -95,6 +97,21 @@ def seed(store: Any, settings: Settings) -> Seeded:
                            "target": "input", "model": "all-MiniLM-L6-v2",
                            "vector": quantise((vector / np.linalg.norm(vector))[None, :])[0].tolist()})
     store.insert("traces", traces)
+    # The unsupported answer was the last step of an agent run: a search, a failed tool call, the LLM call.
+    answered = next(t["timestamp"] for t in traces if t["event_id"] == unsupported_event_id)
+    span = {"trace_id": "trace-300", "received_at": now, "app": "docs-rag", "environment": "production",
+            "status": "ok", "error": "", "input": "", "output": "", "user_id": "user-11", "session_id": SESSION,
+            "attributes": {}}
+    store.insert("spans", [
+        {**span, "event_id": str(uuid.uuid4()), "span_id": "agent-root", "parent_span_id": "", "name": "answer question",
+         "span_kind": "agent", "timestamp": answered - timedelta(seconds=1), "duration_ms": 1500.0},
+        {**span, "event_id": str(uuid.uuid4()), "span_id": "search-1", "parent_span_id": "agent-root", "name": "search kb",
+         "span_kind": "retriever", "timestamp": answered - timedelta(milliseconds=900), "duration_ms": 300.0,
+         "output": "Refunds go to the original card."},
+        {**span, "event_id": str(uuid.uuid4()), "span_id": "tool-1", "parent_span_id": "agent-root", "name": "lookup order",
+         "span_kind": "tool", "timestamp": answered - timedelta(milliseconds=500), "duration_ms": 400.0,
+         "status": "error", "error": "order service timed out"},
+    ])
     store.insert("scores", scores)
     store.insert("embeddings", embeddings)
     store.insert("feedback", [{"event_id": str(uuid.uuid4()), "trace_id": "trace-300", "app": "docs-rag", "timestamp": now,

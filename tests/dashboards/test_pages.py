@@ -17,7 +17,7 @@ from llmwatch.core.settings import Settings
 from llmwatch.dashboards import reviews
 from llmwatch.dashboards.queries import reviews as reviews_query
 from tests.dashboards.conftest import PASSWORDS
-from tests.dashboards.seed import CANARY, STABLE
+from tests.dashboards.seed import CANARY, SESSION, STABLE
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 
@@ -121,6 +121,35 @@ def test_traces_search_and_a_trace_with_claims_redactions_and_feedback(open_cons
     at.run()
     assert "Redacted before storage" in texts(at.warning)
     assert "<code>[EMAIL]</code>" in texts(at.markdown)
+
+
+def test_a_trace_opens_as_a_tree_with_its_failing_and_slowest_steps(open_console, console_env) -> None:  # noqa: ANN001
+    seeded = console_env[2]
+    at = visit(open_console(url={"event": seeded.unsupported_event_id}), "traces")
+    page = texts(at.markdown)
+    assert "**Trace** · 4 steps · 1 failed · slowest: answer question (1,500 ms)" in page
+    for step in ("answer question", "search kb", "lookup order", "order service timed out", "unsupported"):
+        assert step in page, step
+    # The tree's order: the agent, then its children in start order, the LLM call last.
+    assert page.index("search kb") < page.index("lookup order") < page.index("llama-3-8b")
+    assert [re.sub(r"\\(.)", r"\1", link.label) for link in at.get("page_link")] == [f"Session {SESSION}"]
+
+
+def test_sessions_are_flagged_and_read_in_order(open_console) -> None:  # noqa: ANN001
+    at = visit(open_console(), "sessions")
+    sessions = at.dataframe[0].value
+    (row,) = sessions[sessions["session_id"] == SESSION].to_dict("records")
+    assert (row["app"], row["turns"], row["unsupported"], row["negative_feedback"], row["toxic"]) == (
+        "docs-rag", 5, 1, 1, 0)
+    at.toggle(key="flagged_only").set_value(True).run()
+    assert list(at.dataframe[0].value["session_id"]) == [SESSION]
+    at.query_params["session"], at.query_params["session_app"] = SESSION, "docs-rag"
+    at.run()
+    assert not at.exception
+    said = [str(e.value) for e in at.text]
+    assert said[0] == "question 294 about refunds" and len(said) == 10  # five turns, question and answer each
+    assert "unsupported" in texts(at.caption)
+    assert len(at.get("page_link")) == 5  # each turn opens its trace
 
 
 def test_a_mangled_link_opens_with_warnings_not_errors(open_console) -> None:  # noqa: ANN001

@@ -152,3 +152,27 @@ def test_event_text_cannot_inject_markdown() -> None:
     assert re.sub(r"\\(.)", r"\1", escaped) == hostile  # nothing lost: only escaped
     block = html_block("a\n\nb")
     assert block == "<div>a<br><br>b</div>" and "\n" not in block
+
+
+def test_a_trace_tree_orders_steps_depth_first_and_survives_broken_links() -> None:
+    from llmwatch.dashboards.trees import waterfall, waterfall_html
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(span: str, parent: str, at_ms: int, duration: float, **extra: object) -> dict:
+        return {"source": "span", "event_id": f"e-{span}", "span_id": span, "parent_span_id": parent,
+                "timestamp": t0 + timedelta(milliseconds=at_ms), "name": span, "span_kind": "chain",
+                "duration_ms": duration, "error": "", "summary": "", **extra}
+
+    rows = [row("llm", "root", 300, 900.0, source="llm", span_kind="llm"), row("root", "", 0, 1000.0),
+            row("tool", "root", 100, 150.0, error="boom <b>"), row("orphan", "gone", 50, 10.0),
+            row("a", "b", 500, 1.0), row("b", "a", 600, None)]
+    steps = waterfall(rows)
+    assert [(s.name, s.depth) for s in steps] == [("root", 0), ("tool", 1), ("llm", 1), ("orphan", 0), ("a", 0),
+                                                  ("b", 1)]
+    assert [s.name for s in steps if s.slowest] == ["root"]
+    assert steps[2].event_id == "e-llm" and steps[0].event_id == ""  # only LLM calls open as trace events
+    assert steps[1].start_ms == 100 and steps[5].duration_ms == 0.0
+    page = waterfall_html(steps, {"e-llm": "unsupported"})
+    assert "boom &lt;b&gt;" in page and "<b>root</b>" in page and "900 ms · unsupported" in page
+    assert waterfall([]) == []
