@@ -20,6 +20,10 @@ _ALL = ("app", "environment", "release", "model")
 ROLLUP_BUCKET_S = 10
 
 
+def _in_window(column: str) -> str:
+    return f"{{start:DateTime64(3, 'UTC')}} <= {column} AND {column} < {{end:DateTime64(3, 'UTC')}}"
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -33,6 +37,9 @@ class Metric:
     columns: tuple[tuple[str, str], ...] = ()  # dimension -> SQL expression, where not a column
     worst: tuple[str, str] | None = None  # (condition, score) picking the events behind a breach, worst first
     bucket_s: int = 0  # read from a rollup of this granularity: the window is widened to whole buckets
+    # A derived table to read instead of `table` ({db} is the database); it may use the window's
+    # {start} and {end} parameters.
+    source: str = ""
 
 
 def _label_rate(name: str, detector: str, bad: str, good: str, description: str) -> Metric:
@@ -54,6 +61,26 @@ def _latency(q: int) -> Metric:
         samples="countIf(latency_ms IS NOT NULL)", columns=(("release", RELEASE_SQL),),
         worst=("latency_ms IS NOT NULL", "latency_ms"),
     )
+
+
+# One row per conversation with a turn in the window: its dimensions and whether any turn was
+# flagged. Feedback is looked up a day back from the window, as it comes after the answer.
+_SESSIONS = (
+    "(SELECT app, any(environment) AS environment, any(turn_release) AS release, any(turn_model) AS model, "
+    "session_id, max(timestamp) AS last_turn, "
+    "max(trace_id IN (SELECT trace_id FROM {db}.feedback WHERE score < 0.5 "
+    "AND timestamp >= {start:DateTime64(3, 'UTC')} - INTERVAL 1 DAY)) AS negative_feedback, "
+    "max(event_id IN (SELECT event_id FROM {db}.scores WHERE detector = 'toxicity' AND label = 'toxic' "
+    "AND target = 'output' AND " + _in_window("timestamp") + ")) AS toxic, "
+    "max(error != '') AS failed "
+    # The release and model of each turn under other names: `model` is the session's below.
+    "FROM (SELECT *, " + RELEASE_SQL + " AS turn_release, model AS turn_model FROM {db}.traces "
+    "WHERE session_id != '' AND " + _in_window("timestamp") + ") GROUP BY app, session_id)"
+)
+
+
+def _session_rate(name: str, flag: str, description: str) -> Metric:
+    return Metric(name, description, "traces", "last_turn", value=f"avg({flag})", samples="count()", source=_SESSIONS)
 
 
 METRICS: dict[str, Metric] = {
@@ -78,6 +105,10 @@ METRICS: dict[str, Metric] = {
                value="countIf(error != '') / count()", samples="count()", columns=(("release", RELEASE_SQL),)),
         Metric("negative_feedback_rate", "share of feedback scored below 0.5", "feedback", "timestamp",
                value="countIf(score < 0.5) / count()", samples="count()", dimensions=("app",)),
+        _session_rate("negative_feedback_session_rate", "negative_feedback",
+                      "share of sessions (with a turn in the window) with feedback scored below 0.5"),
+        _session_rate("toxic_session_rate", "toxic", "share of sessions with at least one output labelled toxic"),
+        _session_rate("failed_session_rate", "failed", "share of sessions with at least one failed call"),
         Metric("drift_p_value", "smallest MMD p-value of the window's drift checks (low = drift)", "drift",
                "checked_at", value="min(p_value)", samples="min(current_size)",
                where="method = 'mmd' AND p_value IS NOT NULL", dimensions=("app",)),
@@ -108,7 +139,8 @@ def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tu
         params[f"f{i}"] = wanted
     groups = [f"{expressions.get(g, g)} AS {g}" for g in rule.group_by]
     select = ", ".join([*groups, f"{metric.value} AS value", f"{metric.samples} AS samples"])
-    sql = f"SELECT {select} FROM {database}.{metric.table} WHERE {' AND '.join(conditions)}"
+    source = metric.source.replace("{db}", database) if metric.source else f"{database}.{metric.table}"
+    sql = f"SELECT {select} FROM {source} WHERE {' AND '.join(conditions)}"
     if rule.group_by:
         sql += f" GROUP BY {', '.join(rule.group_by)} ORDER BY {', '.join(rule.group_by)}"
     return sql, params
@@ -138,6 +170,3 @@ def worst_events_query(rule: Any, labels: dict[str, str], start: datetime, end: 
 def _floor(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, tz=moment.tzinfo)
 
-
-def _in_window(column: str) -> str:
-    return f"{{start:DateTime64(3, 'UTC')}} <= {column} AND {column} < {{end:DateTime64(3, 'UTC')}}"
