@@ -48,6 +48,9 @@ def test_the_app_gets_the_same_results_streams_and_exceptions(provider: Provider
             claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO[1:]).model_dump(),
             chunks_of(claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO[1:], stream=True)),
         ]
+        with claude.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=HELLO[1:]) as helper:
+            results.append([*helper.text_stream])
+            results.append(helper.get_final_message().model_dump())
         stream = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
         results.append(type(stream))
         for model in ("error-429", "error-500"):
@@ -139,6 +142,28 @@ def test_streams_record_text_tool_calls_usage_and_time_to_first_token(provider: 
     assert claude_text["usage"] == {"input_tokens": USAGE["input"] + USAGE["cached"], "output_tokens": USAGE["output"],
                                     "cached_input_tokens": USAGE["cached"]}
     assert responses["usage"]["output_tokens"] == USAGE["output"]
+
+
+def test_the_anthropic_stream_helper_is_recorded(provider: ProviderServer, recorded: RecordingEmitter) -> None:
+    with anthropic_client(provider).messages.stream(model="claude-haiku-4-5", max_tokens=64,
+                                                    messages=HELLO[1:]) as stream:
+        assert "".join(stream.text_stream) == REPLY
+
+    async def run() -> None:
+        claude = anthropic.AsyncAnthropic(base_url=provider.url, api_key="test", max_retries=0)
+        async with claude.messages.stream(model="claude-haiku-4-5-tools", max_tokens=64, messages=HELLO[1:]) as s:
+            await s.get_final_message()
+        with pytest.raises(anthropic.RateLimitError):
+            async with claude.messages.stream(model="error-429", max_tokens=8, messages=HELLO[1:]):
+                pass
+        await claude.close()
+
+    asyncio.run(run())
+    text, tools, failed = recorded.events()
+    assert text["output"] == REPLY and text["usage"]["output_tokens"] == USAGE["output"]
+    assert 0 < text["ttft_ms"] <= text["latency_ms"] and text["tags"]["llm.stream"] == "complete"
+    assert tools["tool_calls"][0]["name"] == "get_weather"
+    assert failed["error"].startswith("RateLimitError 429")
 
 
 def test_a_stream_the_app_abandons_is_recorded_as_such(provider: ProviderServer, recorded: RecordingEmitter) -> None:

@@ -32,7 +32,7 @@ class Api:
     is_ours: Callable[[Any], bool] | None = None
 
 
-def _begin(recorder: Recorder, api: Api, kwargs: dict[str, Any]) -> tuple[Call, bool]:
+def begin(recorder: Recorder, api: Api, kwargs: dict[str, Any]) -> tuple[Call, bool]:
     if "model" in kwargs:
         kwargs["model"] = recorder.routed_model(kwargs["model"])
     hide = api.prepare(kwargs) if api.prepare is not None and kwargs.get("stream") is True else False
@@ -46,7 +46,7 @@ def sync_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Ca
             if recorded_elsewhere():
                 return original(self, *args, **kwargs)
             try:
-                call, hide = _begin(recorder, api, kwargs)
+                call, hide = begin(recorder, api, kwargs)
             except Exception:
                 log.exception("llmwatch could not start recording a %s call", api.provider)
                 return original(self, *args, **kwargs)
@@ -55,7 +55,7 @@ def sync_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Ca
             except BaseException as exc:
                 failed(recorder, api, call, exc)
                 raise
-            return _returned(recorder, api, call, result, hide, is_async=False)
+            return returned(recorder, api, call, result, hide, is_async=False)
 
         return call_and_record
 
@@ -68,7 +68,7 @@ def async_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], C
             if recorded_elsewhere():
                 return await original(self, *args, **kwargs)
             try:
-                call, hide = _begin(recorder, api, kwargs)
+                call, hide = begin(recorder, api, kwargs)
             except Exception:
                 log.exception("llmwatch could not start recording a %s call", api.provider)
                 return await original(self, *args, **kwargs)
@@ -77,7 +77,7 @@ def async_call(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], C
             except BaseException as exc:
                 failed(recorder, api, call, exc)
                 raise
-            return _returned(recorder, api, call, result, hide, is_async=True)
+            return returned(recorder, api, call, result, hide, is_async=True)
 
         return call_and_record
 
@@ -109,7 +109,8 @@ def observed(api: Api, call: Call, item: Any, hide: bool) -> bool:
     return not (hide and api.is_ours is not None and api.is_ours(item))
 
 
-def _returned(recorder: Recorder, api: Api, call: Call, result: Any, hide: bool, *, is_async: bool) -> Any:
+def returned(recorder: Recorder, api: Api, call: Call, result: Any, hide: bool, *, is_async: bool) -> Any:
+    """The call returned: record it now, or, for a stream, as the app reads it."""
     try:
         if call.request.get("stream") is True and hasattr(result, "_iterator"):
             # The client's own Stream object stays what the app gets; only its item source is ours.

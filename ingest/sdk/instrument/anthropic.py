@@ -1,22 +1,100 @@
-"""The `anthropic` client: messages, sync and async, streamed (`stream=True`) or not."""
+"""The `anthropic` client: messages, sync and async, streamed (`stream=True` or the `stream()`
+helper) or not."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from llmwatch.ingest.sdk.instrument._calls import Api, async_call, sync_call
+from llmwatch.ingest.sdk.instrument._calls import Api, async_call, begin, failed, returned, sync_call
 from llmwatch.ingest.sdk.instrument._patch import Patches
-from llmwatch.ingest.sdk.instrument._recorder import Call, Recorder, get, text_of, tool_call_text
+from llmwatch.ingest.sdk.instrument._recorder import (
+    Call,
+    Recorder,
+    get,
+    recorded_elsewhere,
+    text_of,
+    tool_call_text,
+)
 
 __all__ = ["instrument"]
 
+log = logging.getLogger("llmwatch.instrument")
+
 
 def instrument(recorder: Recorder, patches: Patches) -> None:
+    from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
     from anthropic.resources.messages import AsyncMessages, Messages
 
     api = Api("anthropic", "messages", _messages_event, ("messages",), _first_output)
     patches.wrap(Messages, "create", sync_call(recorder, api))
     patches.wrap(AsyncMessages, "create", async_call(recorder, api))
+    # `messages.stream(...)`, the helper: it posts without `create`, when its manager is entered.
+    patches.wrap(Messages, "stream", _stream_helper(recorder, api))
+    patches.wrap(AsyncMessages, "stream", _stream_helper(recorder, api))
+    patches.wrap(MessageStreamManager, "__enter__", _entered(recorder, api))
+    patches.wrap(AsyncMessageStreamManager, "__aenter__", _entered_async(recorder, api))
+
+
+def _stream_helper(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def stream_and_record(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if recorded_elsewhere():
+                return original(self, *args, **kwargs)
+            try:
+                request = {**kwargs, "stream": True}
+                call, _ = begin(recorder, api, request)
+                if "model" in kwargs:
+                    kwargs["model"] = request["model"]  # routed, with route_model
+            except Exception:
+                log.exception("llmwatch could not start recording an anthropic stream")
+                return original(self, *args, **kwargs)
+            manager = original(self, *args, **kwargs)
+            manager.__dict__["_llmwatch_call"] = call  # the request is made when it is entered
+            return manager
+
+        return stream_and_record
+
+    return make
+
+
+def _entered(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def enter_and_record(self: Any) -> Any:
+            call = self.__dict__.pop("_llmwatch_call", None)
+            if call is None:
+                return original(self)
+            try:
+                stream = original(self)
+            except BaseException as exc:
+                failed(recorder, api, call, exc)
+                raise
+            returned(recorder, api, call, stream._raw_stream, hide=False, is_async=False)
+            return stream
+
+        return enter_and_record
+
+    return make
+
+
+def _entered_async(recorder: Recorder, api: Api) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def enter_and_record(self: Any) -> Any:
+            call = self.__dict__.pop("_llmwatch_call", None)
+            if call is None:
+                return await original(self)
+            try:
+                stream = await original(self)
+            except BaseException as exc:
+                failed(recorder, api, call, exc)
+                raise
+            returned(recorder, api, call, stream._raw_stream, hide=False, is_async=True)
+            return stream
+
+        return enter_and_record
+
+    return make
 
 
 def _first_output(event: Any) -> bool:
