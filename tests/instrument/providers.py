@@ -23,7 +23,7 @@ class ProviderServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (path, body) as received
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._http = _Server(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -36,6 +36,14 @@ class ProviderServer:
     def __exit__(self, *exc: object) -> None:
         self._http.shutdown()
         self._http.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is not news
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmwatch.ingest.sdk.context import (
+    Scope,
+    SpanContext,
     current_release,
     current_scope,
     current_span,
@@ -103,11 +105,11 @@ class Call:
     request: dict[str, Any]
     started_ms: int
     started: float
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    release: dict[str, str]
-    scope: dict[str, Any]
+    # What the call belongs to, read on the app's thread (context variables); ids and labels are
+    # made from them on the emitter's thread.
+    parent: SpanContext | None
+    release: Release | None
+    scope: Scope | None
     latency_ms: float | None = None
     ttft_ms: float | None = None
     result: Any = None
@@ -157,18 +159,9 @@ class Recorder:
         parent = current_span()
         if parent is not None:
             parent.llm_calls += 1
-        release = self.release()
-        labels = release.as_dict() if release is not None else {}
-        labels["model"] = str(model or labels.get("model", ""))
-        labels["provider"] = provider
-        scope = current_scope()
-        return Call(
-            provider=provider, operation=operation, model=str(model or ""), request=request,
-            started_ms=int(time.time() * 1000), started=time.perf_counter(),
-            trace_id=parent.trace_id if parent else new_trace_id(), span_id=new_span_id(),
-            parent_span_id=parent.span_id if parent else "", release={k: v for k, v in labels.items() if v},
-            scope={"session_id": scope.session_id, "user_id": scope.user_id, "tags": dict(scope.tags)} if scope else {},
-        )
+        return Call(provider=provider, operation=operation, model=str(model or ""), request=request,
+                    started_ms=int(time.time() * 1000), started=time.perf_counter(), parent=parent,
+                    release=self.release(), scope=current_scope())
 
     def emit(self, call: Call, convert: Converter) -> None:
         self.emitter.emit_later(lambda: self._event(call, convert))
@@ -184,12 +177,16 @@ class Recorder:
         except Exception as exc:  # an unexpected response shape: keep the call, say what failed
             log.warning("llmwatch could not read a %s %s response: %r", call.provider, call.operation, exc)
             body = {"input": "", "output": "", "error": call.error or f"llmwatch could not read the response: {exc!r}"}
+        labels = call.release.as_dict() if call.release is not None else {}
+        labels["model"] = call.model or labels.get("model", "")
+        labels["provider"] = call.provider
+        parent = call.parent
         event: dict[str, Any] = {
-            "trace_id": call.trace_id, "span_id": call.span_id, "timestamp": call.started_ms,
-            "release": call.release, **body,
+            "trace_id": parent.trace_id if parent else new_trace_id(), "span_id": new_span_id(),
+            "timestamp": call.started_ms, "release": {k: v for k, v in labels.items() if v}, **body,
         }
-        if call.parent_span_id:
-            event["parent_span_id"] = call.parent_span_id
+        if parent is not None:
+            event["parent_span_id"] = parent.span_id
         if call.latency_ms is not None:
             event["latency_ms"] = call.latency_ms
         if call.ttft_ms is not None:
@@ -199,8 +196,11 @@ class Recorder:
         tags = {"llm.operation": call.operation}
         if call.streamed:
             tags["llm.stream"] = "complete" if call.complete else "abandoned"
-        for key in ("session_id", "user_id"):
-            if call.scope.get(key) and key not in event:
-                event[key] = call.scope[key]
-        event["tags"] = {**call.scope.get("tags", {}), **tags, **event.get("tags", {})}
+        scope = call.scope
+        if scope is not None:
+            if scope.session_id:
+                event.setdefault("session_id", scope.session_id)
+            if scope.user_id:
+                event.setdefault("user_id", scope.user_id)
+        event["tags"] = {**(scope.tags if scope else {}), **tags, **event.get("tags", {})}
         return event
