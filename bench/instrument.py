@@ -92,9 +92,13 @@ def wrapper_alone(emitter: Emitter, stream: bool, n: int = 20_000) -> tuple[floa
     return min(w for w, _ in runs), min(c for _, c in runs)
 
 
-def openinference() -> Callable[[], Callable[[], None]] | None:
+def openinference(module: str, name: str) -> Callable[[], Callable[[], None]] | None:
+    """An OpenInference instrumentor with a private TracerProvider and a batch span processor, so
+    its spans are built on the app's thread and exported off it."""
     try:
-        from openinference.instrumentation.openai import OpenAIInstrumentor
+        import importlib
+
+        instrumentor = getattr(importlib.import_module(module), name)()
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -102,13 +106,28 @@ def openinference() -> Callable[[], Callable[[], None]] | None:
         return None
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-    instrumentor = OpenAIInstrumentor()
 
     def on() -> Callable[[], None]:
         instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
         return instrumentor.uninstrument
 
     return on
+
+
+def compare(call: Callable[[], None], variants: dict[str, Callable[[], Callable[[], None]]], calls: int,
+            block: int) -> dict[str, dict[str, float]]:
+    """Median wall and app-thread CPU per call of each variant, in interleaved blocks (the
+    machine's drift hits all alike)."""
+    timed(call, 50)  # warm up connections and imports
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in variants}
+    for _ in range(calls // block):
+        for name, on in variants.items():
+            off = on()
+            wall, cpu = timed(call, block)
+            off()
+            samples[name][0].extend(wall)
+            samples[name][1].extend(cpu)
+    return {name: {"wall_us": statistics.median(w), "cpu_us": statistics.median(c)} for name, (w, c) in samples.items()}
 
 
 def main() -> None:
@@ -122,31 +141,26 @@ def main() -> None:
     broker = start_tansu(port)
     emitter = Emitter(f"127.0.0.1:{port}", app="bench")
     # Each variant switches itself on and returns what switches it off.
-    variants: dict[str, Callable[[], Callable[[], None]]] = {
-        "plain": lambda: lambda: None,
-        "llmwatch": lambda: llmwatch.instrument(emitter, only=["openai"]).uninstrument,
-    }
-    if (other := openinference()) is not None:
-        variants["openinference"] = other
+    plain: Callable[[], Callable[[], None]] = lambda: lambda: None  # noqa: E731
     results: dict[str, Any] = {}
     try:
         with ProviderServer() as server:
             client = openai.OpenAI(base_url=server.url + "/v1", api_key="bench", max_retries=0)
+            openai_variants = {"plain": plain,
+                               "llmwatch": lambda: llmwatch.instrument(emitter, only=["openai"]).uninstrument}
+            if (other := openinference("openinference.instrumentation.openai", "OpenAIInstrumentor")) is not None:
+                openai_variants["openinference"] = other
             for stream in (False, True):
-                call = one_call(client, stream)
-                timed(call, 50)  # warm up connections and imports
-                samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in variants}
-                for _ in range(args.calls // args.block):  # interleaved blocks: the machine's drift hits all alike
-                    for name, on in variants.items():
-                        off = on()
-                        wall, cpu = timed(call, args.block)
-                        off()
-                        samples[name][0].extend(wall)
-                        samples[name][1].extend(cpu)
-                results["stream" if stream else "json"] = {
-                    name: {"wall_us": statistics.median(w), "cpu_us": statistics.median(c)}
-                    for name, (w, c) in samples.items()
-                }
+                results["stream" if stream else "json"] = compare(one_call(client, stream), openai_variants,
+                                                                  args.calls, args.block)
+            from langchain_openai import ChatOpenAI
+
+            model = ChatOpenAI(model="gpt-4o-mini", base_url=server.url + "/v1", api_key="bench", max_retries=0)
+            chain_variants = {"plain": plain,
+                              "llmwatch": lambda: llmwatch.instrument(emitter, only=["langchain", "openai"]).uninstrument}
+            if (other := openinference("openinference.instrumentation.langchain", "LangChainInstrumentor")) is not None:
+                chain_variants["openinference"] = other
+            results["langchain"] = compare(lambda: model.invoke(MESSAGES), chain_variants, args.calls, args.block)
             emitter.flush(30)
             alone = {"json": wrapper_alone(emitter, stream=False), "stream": wrapper_alone(emitter, stream=True)}
             results["wrapper_alone_us"] = alone
@@ -154,15 +168,15 @@ def main() -> None:
         emitter.close()
         stop_process(broker)
     rows = []
-    for mode in ("json", "stream"):
+    for mode in ("json", "stream", "langchain"):
         by_variant = results[mode]
-        plain = by_variant["plain"]
+        base = by_variant["plain"]
         for name, m in by_variant.items():
-            added_cpu = m["cpu_us"] - plain["cpu_us"]
+            added_cpu = m["cpu_us"] - base["cpu_us"]
             rows.append([mode, name, f"{m['wall_us']:.0f}", f"{m['cpu_us']:.0f}", f"{added_cpu:+.0f}",
-                         f"{m['wall_us'] / plain['wall_us']:.3f}", f"{m['cpu_us'] / plain['cpu_us']:.3f}"])
-    print_table(f"app-thread cost per openai call, median of {args.calls} (local server: a call is ~1 ms, a real "
-                "provider's is 300-3,000 ms)",
+                         f"{m['wall_us'] / base['wall_us']:.3f}", f"{m['cpu_us'] / base['cpu_us']:.3f}"])
+    print_table(f"app-thread cost per call, median of {args.calls} (local server: a call is ~1 ms, a real "
+                "provider's is 300-3,000 ms); langchain: ChatOpenAI.invoke, llmwatch recording LangChain and openai",
                 ["mode", "variant", "wall us", "app CPU us", "added CPU us", "wall ratio", "CPU ratio"], rows)
     print("\nllmwatch's wrapper alone, around a call that returns at once (best of 5 x 20,000), wall / app-thread CPU: "
           f"{alone['json'][0]:.1f} / {alone['json'][1]:.1f} us per call, "
