@@ -334,9 +334,14 @@ def test_litellm_calls_are_recorded_once(provider: ProviderServer, recorded: Rec
     options = {"api_base": provider.url + "/v1", "api_key": "test", "messages": HELLO}
     response = litellm.completion(model="openai/gpt-4o-mini", **options)
     assert response.choices[0].message.content == REPLY
-    text = "".join(c.choices[0].delta.content or "" for c in litellm.completion(model="openai/gpt-4o-mini",
-                                                                                stream=True, **options))
-    assert text == REPLY
+    chunks = list(litellm.completion(model="openai/gpt-4o-mini", stream=True, **options))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY  # every chunk has choices
+    assert provider.requests[-1][1]["stream_options"] == {"include_usage": True}
+    # A provider LiteLLM sends no stream_options to is not asked (LiteLLM would refuse the call).
+    claude = litellm.completion(model="anthropic/claude-haiku-4-5", api_base=provider.url, api_key="test",
+                                messages=HELLO[1:], max_tokens=64, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in claude) == REPLY
+    assert provider.requests[-1][0] == "/v1/messages" and "stream_options" not in provider.requests[-1][1]
 
     async def run() -> str:
         response = await litellm.acompletion(model="openai/gpt-4o-mini", **options)
@@ -344,10 +349,10 @@ def test_litellm_calls_are_recorded_once(provider: ProviderServer, recorded: Rec
 
     assert asyncio.run(run()) == REPLY
     events = recorded.events()
-    assert [e["output"] for e in events] == [REPLY] * 3  # not once more by the openai client underneath
-    assert all(e["release"] == {"model": "gpt-4o-mini", "provider": "openai"} for e in events)
+    assert [e["output"] for e in events] == [REPLY] * 4  # not once more by the openai client underneath
+    assert [e["release"]["provider"] for e in events] == ["openai", "openai", "anthropic", "openai"]
     assert events[0]["usage"]["output_tokens"] == USAGE["output"]
-    assert "ttft_ms" in events[1]
+    assert "ttft_ms" in events[1] and events[1]["usage"]["output_tokens"] == USAGE["output"]  # asked for, hidden
 
 
 def test_only_and_uninstrument(provider: ProviderServer) -> None:

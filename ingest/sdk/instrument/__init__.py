@@ -60,7 +60,8 @@ def instrument(emitter: Emitter, only: Iterable[str] | None = None, *, resolver:
 
     resolver: label calls with the app's current release from a ReleaseResolver (rollbacks too).
     route_model: also send each call to the model that release names (a model rollback without
-        a deploy). stream_usage: ask OpenAI streams for their token usage (hidden from the app).
+        a deploy). stream_usage: ask OpenAI (and LiteLLM) streams for their token usage, the extra
+    chunk hidden from the app.
     Calling it again replaces the previous instrumentation."""
     global _active
     wanted = list(LIBRARIES) if only is None else list(only)
@@ -79,7 +80,7 @@ def instrument(emitter: Emitter, only: Iterable[str] | None = None, *, resolver:
     undo: list[Callable[[], None]] = []
     for name in installed:
         patches = Patches()
-        options = {"stream_usage": stream_usage} if name == "openai" else {}
+        options = {"stream_usage": stream_usage} if name in ("openai", "litellm") else {}
         try:
             module = importlib.import_module(f"llmwatch.ingest.sdk.instrument.{name}")
             module.instrument(recorder, patches, **options)
