@@ -82,8 +82,12 @@ if pii:
 steps = waterfall(c.query(q.trace_steps(db, t["trace_id"])).to_dict("records"))
 if len(steps) > 1:
     step_scores = c.query(q.trace_scores(db, [s.event_id for s in steps if s.event_id]))
-    bad = step_scores[step_scores["label"].isin([b for _, b, _ in q.LABELS.values()])]
-    notes = {str(e): ", ".join(sorted(set(group["label"]))) for e, group in bad.groupby("event_id")}
+    bad_labels = {bad for _, bad, _ in q.LABELS.values()}
+    notes = {  # each LLM call's scores, a bad label named first
+        str(e): ", ".join(f"{r.label} " * (r.label in bad_labels) + f"{r.detector} {r.score:.2f}"
+                          for r in group.sort_values("detector").itertuples())
+        for e, group in step_scores.groupby("event_id")
+    }
     failed = sum(1 for s in steps if s.error)
     slowest = next((s for s in steps if s.slowest), None)
     st.markdown(f"**Trace** · {len(steps)} steps" + (f" · {failed} failed" if failed else "")
