@@ -143,6 +143,40 @@ class Scenario:
             event["error"] = "TimeoutError: tool call exceeded 30 s"
         return event
 
+    def spans_for(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The steps around an agent's LLM call, as an agent framework would trace them: the run,
+        a schema lookup and the SQL tool (which times out with the call in the latency spike).
+        Links the event to the run. Needs the event's trace_id; other apps have none."""
+        if event["app"] != "sql-agent":
+            return []
+        rng = self.rng
+        now_ms = int(time.time() * 1000)
+        latency = event["latency_ms"]
+        schema_ms, sql_ms = round(rng.uniform(20, 60), 1), round(rng.uniform(80, 400), 1)
+        run_ms = round(schema_ms + latency + sql_ms, 1)
+        root = f"{rng.getrandbits(64):016x}"
+        event["span_id"], event["parent_span_id"] = f"{rng.getrandbits(64):016x}", root
+        event["timestamp"] = now_ms - int(latency + sql_ms)
+
+        def span(name: str, kind: str, started_ms: int, duration_ms: float, **fields: Any) -> dict[str, Any]:
+            return {"kind": "span", "app": "sql-agent", "environment": "production", "trace_id": event["trace_id"],
+                    "span_id": f"{rng.getrandbits(64):016x}", "parent_span_id": root, "name": name, "span_kind": kind,
+                    "timestamp": started_ms, "duration_ms": duration_ms, "status": "ok", **fields}
+
+        failed = "error" in event
+        run = span("answer analyst question", "agent", now_ms - int(run_ms), run_ms, input=event["input"],
+                   output=event["output"], user_id=event["user_id"])
+        run["span_id"] = root
+        del run["parent_span_id"]
+        return [
+            span("list_tables", "tool", now_ms - int(run_ms), schema_ms, input={"schema": "analytics"},
+                 output=["orders", "customers", "events"]),
+            span("run_sql", "tool", now_ms - int(sql_ms), sql_ms,
+                 input={"sql": "SELECT region, sum(total) FROM orders GROUP BY region"},
+                 **({"status": "error", "error": event["error"]} if failed else {"output": "5 rows"})),
+            run,
+        ]
+
     def feedback_for(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Some users rate answers; bad answers get thumbs down far more often."""
         rng = self.rng
@@ -220,6 +254,8 @@ def run_generator(settings: Settings, *, duration_s: float | None = None, max_ev
                 deploys.tick(elapsed)
             event = scenario.event(elapsed)
             event["trace_id"] = f"{random.getrandbits(64):016x}"
+            for span in scenario.spans_for(event):
+                emitter.emit(span)
             emitter.emit(event)
             feedback = scenario.feedback_for(event)
             if feedback is not None:

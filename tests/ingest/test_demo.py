@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from llmwatch.core.events import Limits, TraceEvent, parse
+from llmwatch.core.events import Limits, SpanEvent, TraceEvent, parse
 from llmwatch.ingest.demo import corpus
 from llmwatch.ingest.demo.generator import CYCLE_S, Scenario, phase_at
 
@@ -26,6 +26,22 @@ def test_every_demo_event_satisfies_the_schema() -> None:
     for t in range(0, int(CYCLE_S), 5):
         for event in emitted(scenario, t, 20):
             assert isinstance(parse(json.dumps(event).encode(), Limits(), now), TraceEvent)
+
+
+def test_agent_runs_come_with_their_spans() -> None:
+    scenario = Scenario(seed=3)
+    now = datetime.now(UTC)
+    events = [e for e in emitted(scenario, 210, 300) if e["app"] == "sql-agent"]
+    assert events
+    for event in events:
+        spans = [parse(json.dumps(s).encode(), Limits(), now) for s in scenario.spans_for(event)]
+        assert all(isinstance(s, SpanEvent) for s in spans), spans
+        assert isinstance(parse(json.dumps(event).encode(), Limits(), now), TraceEvent)
+        tools, run = spans[:2], spans[2]
+        assert run.span_kind == "agent" and not run.parent_span_id and event["parent_span_id"] == run.span_id
+        assert all(s.parent_span_id == run.span_id and s.trace_id == event["trace_id"] for s in tools)
+        assert (tools[1].status == "error") == ("error" in event)
+    assert scenario.spans_for({"app": "support-bot"}) == []
 
 
 def test_incidents_happen_only_in_their_phase() -> None:
