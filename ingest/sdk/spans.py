@@ -12,15 +12,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llmwatch.ingest.sdk.context import SpanContext, current_span, new_span_id, new_trace_id, set_span, stamp
+from llmwatch.schemas import trace_event_schema
 
 if TYPE_CHECKING:
     from llmwatch.ingest.sdk.emitter import Emitter
 
 __all__ = ["SPAN_KINDS", "Span", "span_event"]
 
-# OpenInference's span kinds, lower-cased; OTLP spans of other kinds are stored as "chain".
-SPAN_KINDS = frozenset({"agent", "chain", "tool", "retriever", "embedding", "reranker", "guardrail", "evaluator",
-                        "llm", "prompt"})
+# The contract's span kinds (OpenInference's, lower-cased); any other kind is sent as "chain".
+SPAN_KINDS = frozenset(trace_event_schema()["$defs"]["span"]["properties"]["span_kind"]["enum"])
 
 
 def span_event(*, name: str, kind: str, trace_id: str, span_id: str, parent_span_id: str, started_ms: int,

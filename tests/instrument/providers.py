@@ -169,15 +169,36 @@ def _response(model: str, tools: bool) -> dict[str, Any]:
 
 
 def _response_events(model: str, tools: bool) -> list[tuple[str | None, Any]]:
+    """The documented order: created, then per output item added, its parts and deltas, done."""
     whole = _response(model, tools)
     started = {**whole, "status": "in_progress", "output": [], "usage": None}
-    events: list[tuple[str | None, Any]] = [("response.created", {"type": "response.created", "response": started})]
-    if not tools:
-        events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
-                                                   "output_index": 0, "content_index": 0, "delta": word})
-                   for word in _words(REPLY)]
-    events.append(("response.completed", {"type": "response.completed", "response": whole}))
-    return [(name, {**data, "sequence_number": i}) for i, (name, data) in enumerate(events)]
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": started}]
+    for index, item in enumerate(whole["output"]):
+        if item["type"] == "function_call":
+            events += [
+                {"type": "response.output_item.added", "output_index": index, "item": {**item, "arguments": ""}},
+                {"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": index,
+                 "delta": item["arguments"]},
+                {"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": index,
+                 "arguments": item["arguments"]},
+            ]
+        else:
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events += [
+                {"type": "response.output_item.added", "output_index": index,
+                 "item": {**item, "status": "in_progress", "content": []}},
+                {"type": "response.content_part.added", "item_id": item["id"], "output_index": index,
+                 "content_index": 0, "part": part},
+                *({"type": "response.output_text.delta", "item_id": item["id"], "output_index": index,
+                   "content_index": 0, "delta": word} for word in _words(REPLY)),
+                {"type": "response.output_text.done", "item_id": item["id"], "output_index": index,
+                 "content_index": 0, "text": REPLY},
+                {"type": "response.content_part.done", "item_id": item["id"], "output_index": index,
+                 "content_index": 0, "part": {**part, "text": REPLY}},
+            ]
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    events.append({"type": "response.completed", "response": whole})
+    return [(event["type"], {**event, "sequence_number": i}) for i, event in enumerate(events)]
 
 
 # --- Anthropic messages -----------------------------------------------------------------------------

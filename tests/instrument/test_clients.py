@@ -144,6 +144,18 @@ def test_streams_record_text_tool_calls_usage_and_time_to_first_token(provider: 
     assert responses["usage"]["output_tokens"] == USAGE["output"]
 
 
+def test_the_openai_stream_helpers_are_recorded(provider: ProviderServer, recorded: RecordingEmitter) -> None:
+    client = openai_client(provider)
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=HELLO) as chat:
+        assert chat.get_final_completion().choices[0].message.content == REPLY
+    with client.responses.stream(model="gpt-4.1", input="Capital?") as responses:
+        assert responses.get_final_response().output_text == REPLY
+    chat_event, responses_event = recorded.events()
+    assert chat_event["output"] == responses_event["output"] == REPLY
+    assert chat_event["usage"]["output_tokens"] == responses_event["usage"]["output_tokens"] == USAGE["output"]
+    assert "ttft_ms" in chat_event and "ttft_ms" in responses_event
+
+
 def test_the_anthropic_stream_helper_is_recorded(provider: ProviderServer, recorded: RecordingEmitter) -> None:
     with anthropic_client(provider).messages.stream(model="claude-haiku-4-5", max_tokens=64,
                                                     messages=HELLO[1:]) as stream:
