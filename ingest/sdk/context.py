@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from llmwatch.ingest.sdk.emitter import Release
 
 __all__ = ["Scope", "SpanContext", "current_scope", "current_span", "new_span_id", "new_trace_id", "release",
-           "scoped", "session"]
+           "scoped", "session", "stamp", "with_scope"]
 
 
 @dataclass(slots=True)
@@ -104,13 +104,8 @@ def session(session_id: str, *, user_id: str = "", tags: Mapping[str, str] | Non
         yield scope
 
 
-def stamp(record: dict[str, Any]) -> dict[str, Any]:
-    """Add the current span and session to an event about to be emitted (the caller's thread)."""
-    span = _span.get()
-    if span is not None:
-        record.setdefault("trace_id", span.trace_id)
-        record.setdefault("parent_span_id", span.span_id)
-    scope = _scope.get()
+def with_scope(record: dict[str, Any], scope: Scope | None) -> dict[str, Any]:
+    """`record` with the session, user and tags of `scope` (its own values win)."""
     if scope is not None:
         if scope.session_id:
             record.setdefault("session_id", scope.session_id)
@@ -119,3 +114,12 @@ def stamp(record: dict[str, Any]) -> dict[str, Any]:
         if scope.tags:
             record["tags"] = {**scope.tags, **record.get("tags", {})}
     return record
+
+
+def stamp(record: dict[str, Any]) -> dict[str, Any]:
+    """Add the current span and session to an event about to be emitted (the caller's thread)."""
+    span = _span.get()
+    if span is not None:
+        record.setdefault("trace_id", span.trace_id)
+        record.setdefault("parent_span_id", span.span_id)
+    return with_scope(record, _scope.get())

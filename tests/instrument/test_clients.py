@@ -20,12 +20,24 @@ from tests.instrument.providers import REPLY, SLOW_S, USAGE, ProviderServer
 HELLO = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Capital of France?"}]
 
 
+_open: list[Any] = []  # clients a test made, closed after it (an unclosed socket is a warning, so an error)
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Any:
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def openai_client(provider: ProviderServer, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=provider.url + "/v1", api_key="test", max_retries=0, **options)
+    _open.append(openai.OpenAI(base_url=provider.url + "/v1", api_key="test", max_retries=0, **options))
+    return _open[-1]
 
 
 def anthropic_client(provider: ProviderServer, **options: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=provider.url, api_key="test", max_retries=0, **options)
+    _open.append(anthropic.Anthropic(base_url=provider.url, api_key="test", max_retries=0, **options))
+    return _open[-1]
 
 
 def chunks_of(stream: Any) -> list[dict[str, Any]]:
@@ -314,6 +326,7 @@ def test_langchain_steps_become_spans_and_the_model_call_is_scored_once(provider
         return f"sunny in {city}"
 
     model = ChatOpenAI(model="gpt-4o-mini", base_url=provider.url + "/v1", api_key="test", max_retries=0)
+    _open.append(model.root_client)
     chain = RunnableLambda(lambda question: [("user", question)]) | model
     assert chain.invoke("Capital of France?").content == REPLY
     assert get_weather.invoke({"city": "Paris"}) == "sunny in Paris"
@@ -327,17 +340,23 @@ def test_langchain_steps_become_spans_and_the_model_call_is_scored_once(provider
     assert spans["ChatOpenAI"]["parent_span_id"] == spans["RunnableSequence"]["span_id"]
     assert spans["get_weather"]["span_kind"] == "tool" and spans["get_weather"]["output"] == "sunny in Paris"
     assert call["trace_id"] == spans["RunnableSequence"]["trace_id"] != spans["get_weather"]["trace_id"]
+    with llmwatch.session("conv-9"):
+        get_weather.invoke({"city": "Rome"})
+    (tool_span,) = recorded.events()
+    assert tool_span["session_id"] == "conv-9"  # LangChain's spans carry the session too
 
 
 def test_a_langchain_model_without_an_instrumented_client_is_scored_itself(recorded: RecordingEmitter) -> None:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     model = FakeListChatModel(responses=[REPLY])
-    assert model.invoke("Capital of France?").content == REPLY
+    with llmwatch.session("conv-9", user_id="u-1"):
+        assert model.invoke("Capital of France?").content == REPLY
     (event,) = recorded.events()
     assert event.get("kind") != "span"
     assert event["input"] == [{"role": "user", "content": "Capital of France?"}]
     assert event["output"] == REPLY
+    assert (event["session_id"], event["user_id"], event["tags"]["llm.operation"]) == ("conv-9", "u-1", "langchain")
 
 
 def test_litellm_calls_are_recorded_once(provider: ProviderServer, recorded: RecordingEmitter) -> None:

@@ -24,6 +24,7 @@ from llmwatch.ingest.sdk.context import (
     new_span_id,
     new_trace_id,
     scoped,
+    with_scope,
 )
 
 if TYPE_CHECKING:
@@ -155,8 +156,10 @@ class Recorder:
         release = self.release()
         return release.model if release is not None and release.model else requested
 
-    def start(self, provider: str, operation: str, model: Any, request: dict[str, Any]) -> Call:
-        parent = current_span()
+    def start(self, provider: str, operation: str, model: Any, request: dict[str, Any],
+              parent: SpanContext | None = None) -> Call:
+        """A call starting now, a child of `parent` (default: the current span)."""
+        parent = parent or current_span()
         if parent is not None:
             parent.llm_calls += 1
         return Call(provider=provider, operation=operation, model=str(model or ""), request=request,
@@ -193,14 +196,7 @@ class Recorder:
             event["ttft_ms"] = call.ttft_ms
         if call.error:
             event["error"] = call.error
-        tags = {"llm.operation": call.operation}
+        event["tags"] = {"llm.operation": call.operation, **event.get("tags", {})}
         if call.streamed:
-            tags["llm.stream"] = "complete" if call.complete else "abandoned"
-        scope = call.scope
-        if scope is not None:
-            if scope.session_id:
-                event.setdefault("session_id", scope.session_id)
-            if scope.user_id:
-                event.setdefault("user_id", scope.user_id)
-        event["tags"] = {**(scope.tags if scope else {}), **tags, **event.get("tags", {})}
-        return event
+            event["tags"]["llm.stream"] = "complete" if call.complete else "abandoned"
+        return with_scope(event, call.scope)

@@ -14,9 +14,26 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from llmwatch.ingest.sdk.context import SpanContext, current_span, new_span_id, new_trace_id, set_span
+from llmwatch.ingest.sdk.context import (
+    Scope,
+    SpanContext,
+    current_scope,
+    current_span,
+    new_span_id,
+    new_trace_id,
+    set_span,
+    with_scope,
+)
 from llmwatch.ingest.sdk.instrument._patch import Patches
-from llmwatch.ingest.sdk.instrument._recorder import Recorder, error_text, get, message_text, text_of, tool_call_text
+from llmwatch.ingest.sdk.instrument._recorder import (
+    Call,
+    Recorder,
+    error_text,
+    get,
+    message_text,
+    text_of,
+    tool_call_text,
+)
 from llmwatch.ingest.sdk.spans import span_event
 
 __all__ = ["instrument"]
@@ -51,9 +68,8 @@ class _Run:
     started_ms: int
     started: float
     input: Any
-    model: str = ""
-    provider: str = ""
-    ttft_ms: float | None = None
+    scope: Scope | None
+    call: Call | None = None  # a model step: the LLM event it becomes when no client call inside is recorded
 
 
 def _handler_class(base: type) -> type:
@@ -69,12 +85,14 @@ def _handler_class(base: type) -> type:
         # --- starts -------------------------------------------------------------------------
 
         def _start(self, run_id: uuid.UUID, parent_run_id: uuid.UUID | None, name: str, kind: str,
-                   value: Any, **extra: Any) -> None:
+                   value: Any, model: str = "", provider: str = "") -> None:
             parent_run = self.runs.get(parent_run_id) if parent_run_id else None
             parent = parent_run.span if parent_run else current_span()
             span = SpanContext(parent.trace_id if parent else new_trace_id(), new_span_id())
-            self.runs[run_id] = _Run(span, parent, name, kind, int(time.time() * 1000), time.perf_counter(), value,
-                                     **extra)
+            run = _Run(span, parent, name, kind, int(time.time() * 1000), time.perf_counter(), value, current_scope())
+            if kind == "llm":
+                run.call = self.recorder.start(provider, "langchain", model, {"input": value}, parent=parent)
+            self.runs[run_id] = run
             set_span(span)
 
         def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: uuid.UUID,
@@ -93,26 +111,19 @@ def _handler_class(base: type) -> type:
 
         def on_chat_model_start(self, serialized: Any, messages: list[list[Any]], *, run_id: uuid.UUID,
                                 parent_run_id: uuid.UUID | None = None, **kwargs: Any) -> None:
-            metadata = kwargs.get("metadata") or {}
-            params = kwargs.get("invocation_params") or {}
-            model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name") or ""
             # Only the first prompt of a batch is recorded; a copy, as the caller keeps its list.
             self._start(run_id, parent_run_id, _name(serialized, kwargs, "chat_model"), "llm",
-                        list(messages[0]) if messages else [], model=str(model),
-                        provider=str(metadata.get("ls_provider") or "langchain"))
+                        list(messages[0]) if messages else [], *_model_and_provider(kwargs))
 
         def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: uuid.UUID,
                          parent_run_id: uuid.UUID | None = None, **kwargs: Any) -> None:
-            metadata = kwargs.get("metadata") or {}
-            params = kwargs.get("invocation_params") or {}
             self._start(run_id, parent_run_id, _name(serialized, kwargs, "llm"), "llm", prompts[0] if prompts else "",
-                        model=str(params.get("model") or params.get("model_name") or metadata.get("ls_model_name") or ""),
-                        provider=str(metadata.get("ls_provider") or "langchain"))
+                        *_model_and_provider(kwargs))
 
         def on_llm_new_token(self, token: str, *, run_id: uuid.UUID, **_: Any) -> None:
             run = self.runs.get(run_id)
-            if run is not None and run.ttft_ms is None:
-                run.ttft_ms = round((time.perf_counter() - run.started) * 1000, 3)
+            if run is not None and run.call is not None:
+                run.call.first_token()
 
         # --- ends ---------------------------------------------------------------------------
 
@@ -121,42 +132,19 @@ def _handler_class(base: type) -> type:
             if run is None:
                 return
             set_span(run.parent)
-            duration_ms = (time.perf_counter() - run.started) * 1000
-            if run.kind == "llm" and run.span.llm_calls == 0:
-                self._emit_llm(run, output, error, duration_ms)
+            call = run.call
+            if call is not None and run.span.llm_calls == 0:  # no client call inside recorded it: this is the call
+                call.finish()
+                call.result = output
+                call.error = error_text(error) if error is not None else ""
+                self.recorder.emit(call, _llm_event)
                 return
-            if run.kind == "llm" and run.parent is not None:
-                run.parent.llm_calls += 1
-            recorder = self.recorder
-            recorder.emitter.emit_later(lambda: span_event(
+            duration_ms = (time.perf_counter() - run.started) * 1000
+            self.recorder.emitter.emit_later(lambda: with_scope(span_event(
                 name=run.name, kind=run.kind, trace_id=run.span.trace_id, span_id=run.span.span_id,
                 parent_span_id=run.parent.span_id if run.parent else "", started_ms=run.started_ms,
                 duration_ms=duration_ms, error=error_text(error) if error is not None else "",
-                input=_plain(run.input), output=_plain(output)))
-
-        def _emit_llm(self, run: _Run, result: Any, error: BaseException | None, duration_ms: float) -> None:
-            if run.parent is not None:
-                run.parent.llm_calls += 1
-            release = self.recorder.release()
-            labels = {**(release.as_dict() if release else {}), "model": run.model, "provider": run.provider}
-
-            def build() -> dict[str, Any]:
-                event: dict[str, Any] = {
-                    "trace_id": run.span.trace_id, "span_id": run.span.span_id, "timestamp": run.started_ms,
-                    "release": {k: v for k, v in labels.items() if v}, "latency_ms": round(duration_ms, 3),
-                    "input": _messages(run.input), "output": "", "tags": {"llm.operation": "langchain"},
-                }
-                if run.parent is not None:
-                    event["parent_span_id"] = run.parent.span_id
-                if run.ttft_ms is not None:
-                    event["ttft_ms"] = run.ttft_ms
-                if error is not None:
-                    event["error"] = error_text(error)
-                if result is not None:
-                    event.update(_generation(result))
-                return event
-
-            self.recorder.emitter.emit_later(build)
+                input=_plain(run.input), output=_plain(output)), run.scope))
 
         def on_chain_end(self, outputs: Any, *, run_id: uuid.UUID, **_: Any) -> None:
             self._end(run_id, outputs)
@@ -183,6 +171,23 @@ def _handler_class(base: type) -> type:
             self._end(run_id, error=error)
 
     return LlmwatchCallbackHandler
+
+
+def _model_and_provider(kwargs: dict[str, Any]) -> tuple[str, str]:
+    """The model and provider of a model step, from LangChain's invocation params and metadata."""
+    metadata = kwargs.get("metadata") or {}
+    params = kwargs.get("invocation_params") or {}
+    model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name") or ""
+    return str(model), str(metadata.get("ls_provider") or "langchain")
+
+
+def _llm_event(call: Call) -> dict[str, Any]:
+    """The body of a model step's LLM event: its messages, and the output, tool calls and usage of
+    its LLMResult (none when it failed)."""
+    event = {"input": _messages(call.request["input"]), "output": ""}
+    if call.result is not None:
+        event.update(_generation(call.result))
+    return event
 
 
 def _name(serialized: Any, kwargs: dict[str, Any], default: str) -> str:
