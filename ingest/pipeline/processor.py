@@ -102,7 +102,7 @@ class BatchHandler:
         """The message with PII handled per policy, before anything is stored or logged."""
         policy = self.pii
         if isinstance(parsed, TraceEvent):
-            return message, self.prices.priced(redact_event(parsed, policy))
+            return message, redact_event(parsed, policy)
         if isinstance(parsed, SpanEvent):
             return message, redact_span(parsed, policy)
         if isinstance(parsed, Feedback):
@@ -117,10 +117,13 @@ class BatchHandler:
         return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 
     def _parsed(self, message: RawMessage, now: datetime) -> tuple[RawMessage, Parsed]:
-        """Parse and redact one message. Never raises: whatever goes wrong rejects this message."""
+        """Parse, redact and price one message. Never raises: whatever goes wrong rejects this message."""
         try:
             parsed = parse(message.value, self.limits, now, arrived=message.arrived)
-            return self._redacted(message, parsed)
+            message, parsed = self._redacted(message, parsed)
+            if isinstance(parsed, TraceEvent):
+                parsed = self.prices.priced(parsed)  # cost_usd from the price table when the app sent none
+            return message, parsed
         except Exception as exc:
             log.exception("parsing message %s/%d/%d failed", *_position(message))
             return self._internal(message, exc, "parsing")
