@@ -33,10 +33,16 @@ class Api:
 
 
 def begin(recorder: Recorder, api: Api, kwargs: dict[str, Any]) -> tuple[Call, bool]:
-    if "model" in kwargs:
+    """Start recording a call about to be made with `kwargs` (adjusted in place: a routed model,
+    a stream's usage asked for). Returns the call and whether the stream carries items of ours."""
+    if recorder.route_model and "model" in kwargs:
         kwargs["model"] = recorder.routed_model(kwargs["model"])
     hide = api.prepare(kwargs) if api.prepare is not None and kwargs.get("stream") is True else False
-    request = {k: (list(v) if k in api.copy_fields and isinstance(v, (list, tuple)) else v) for k, v in kwargs.items()}
+    request = dict(kwargs)
+    for name in api.copy_fields:  # what the app may still change after the call: its own lists
+        value = request.get(name)
+        if isinstance(value, (list, tuple)):
+            request[name] = list(value)
     return recorder.start(api.provider, api.operation, kwargs.get("model"), request), hide
 
 

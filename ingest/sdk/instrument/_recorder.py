@@ -121,10 +121,10 @@ class Call:
 
     def first_token(self) -> None:
         if self.ttft_ms is None:
-            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 3)
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
 
     def finish(self) -> None:
-        self.latency_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        self.latency_ms = (time.perf_counter() - self.started) * 1000
 
 
 Converter = Callable[[Call], dict[str, Any]]
@@ -162,9 +162,9 @@ class Recorder:
         parent = parent or current_span()
         if parent is not None:
             parent.llm_calls += 1
-        return Call(provider=provider, operation=operation, model=str(model or ""), request=request,
-                    started_ms=int(time.time() * 1000), started=time.perf_counter(), parent=parent,
-                    release=self.release(), scope=current_scope())
+        # Positional: this runs on the app's thread for every call.
+        return Call(provider, operation, str(model or ""), request, int(time.time() * 1000), time.perf_counter(),
+                    parent, self.release(), current_scope())
 
     def emit(self, call: Call, convert: Converter) -> None:
         self.emitter.emit_later(lambda: self._event(call, convert))
@@ -191,9 +191,9 @@ class Recorder:
         if parent is not None:
             event["parent_span_id"] = parent.span_id
         if call.latency_ms is not None:
-            event["latency_ms"] = call.latency_ms
+            event["latency_ms"] = round(call.latency_ms, 3)
         if call.ttft_ms is not None:
-            event["ttft_ms"] = call.ttft_ms
+            event["ttft_ms"] = round(call.ttft_ms, 3)
         if call.error:
             event["error"] = call.error
         event["tags"] = {"llm.operation": call.operation, **event.get("tags", {})}
