@@ -17,6 +17,7 @@ from llmwatch.ingest.sdk.instrument.openai import chat_api
 
 __all__ = ["instrument"]
 
+
 def instrument(recorder: Recorder, patches: Patches, *, stream_usage: bool = True) -> None:
     """Wrap the module functions and the stream class's iteration."""
     import litellm
@@ -34,6 +35,7 @@ def instrument(recorder: Recorder, patches: Patches, *, stream_usage: bool = Tru
                                         or ())
         except Exception:
             return False
+
     originals = {name: getattr(litellm, name) for name in ("completion", "acompletion")}
     stream_methods = {name: CustomStreamWrapper.__dict__[name] for name in ("__next__", "__anext__")}
 
