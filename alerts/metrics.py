@@ -90,6 +90,8 @@ METRICS: dict[str, Metric] = {
         _label_rate("hallucination_rate", "grounding", "unsupported", "supported",
                     "share of answers with context labelled unsupported"),
         _label_rate("anomaly_rate", "anomaly", "outlier", "ok", "share of events labelled outlier"),
+        _label_rate("injection_rate", "injection", "injection", "ok",
+                    "share of scored inputs and retrieved-context sets labelled injection"),
         _latency(50),
         _latency(95),
         _latency(99),

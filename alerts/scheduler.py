@@ -1,6 +1,7 @@
 """The scheduled work of the monitoring side, on apscheduler.
 
-* `llmwatch jobs`: the drift checks every `drift_interval_s`.
+* `llmwatch jobs`: the drift checks every `drift_interval_s`, and training from reviews every
+  `review_training_interval_h` when that is set (off by default).
 * `llmwatch alerts`: every rule on its own cadence, and the notification outbox every 2 s.
 * `llmwatch alerts check [--rule NAME]`: every rule once, printing what would change; nothing is
   written or sent.
@@ -46,7 +47,19 @@ def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) ->
 
     scheduler, every = _scheduler(blocking, first_run_in_s=5)
     every(run_drift_checks, settings.drift_interval_s, [store, settings], "drift")
+    if settings.review_training_interval_h > 0:
+        every(_train_from_reviews, settings.review_training_interval_h * 3600, [store, settings], "review-training")
     return scheduler
+
+
+def _train_from_reviews(store: Any, settings: Settings) -> None:
+    from llmwatch.alerts.review_training import train_and_audit
+    from llmwatch.core.errors import StoreError
+
+    try:
+        train_and_audit(store, settings, ["toxicity", "grounding"], "llmwatch-jobs")
+    except StoreError as exc:
+        log.warning("training from reviews skipped, the store is unavailable: %s", exc)
 
 
 def run_jobs(settings: Settings) -> None:

@@ -1,25 +1,32 @@
-"""Detector quality on ../shared/eval, per source, beside the trivial baselines.
+"""Detector quality per source, on data each model did not see, beside the trivial baselines.
 
-For every detector and source: ROC AUC, F1 at the best threshold (chosen on the same data, so an
-upper bound), and precision / recall / F1 of the label the detector ships (bad at score >= 0.5).
-Baselines:
-* toxicity: text length, and alt-profanity-check alone; also on a copy of the data whose profane
-  words are hidden the way people hide them from filters (f*ck, 1d10t, f u c k, fuuuck);
-* grounding: response length, and the share of response words missing from the context.
-Drift quality (20 % mix detected at p < 0.01, false alarms) is in bench/drift.py.
+The shipped models are trained on ../shared/train and ../shared/eval, so scoring them there would
+be scoring the training data. Every "llmwatch" figure below comes from a model trained here, in
+this run, with the training command's code and without the rows it is measured on:
+* toxicity: leave one source out (the model that scores a source never saw it); baselines: text
+  length, alt-profanity-check alone, and the previous default (profanity-check + de-obfuscation);
+  also on a copy whose profane words are hidden (f*ck, 1d10t, f u c k, fuuuck);
+* grounding: leave one source out, and 5-fold cross-validation (the other source plus 4/5 of this
+  one); baselines: response length, the share of response words missing from the context, and
+  the previous hand-set default;
+* injection: 5-fold cross-validation with rows that open with the same five words kept in one
+  fold (templates never straddle train and test); baselines: text length and the keyword rule
+  `ignore|previous instructions|system prompt|jailbreak|DAN`. "hidden in documents": each test
+  fold's short injections planted in its benign reading passages, against the same passages
+  clean. False alarms: the share flagged among ordinary user questions (../shared/eval drift sets:
+  trivia questions and chit-chat) and the issue's examples.
+Each row: ROC AUC, precision / recall at the shipped threshold 0.5, ECE (10 equal-width bins) and
+sample sizes. The reliability diagrams (predicted vs observed per bin) are in the JSON.
 
-Model-backed variants run when given local models: --detoxify CKPT, --nli DIR.
-Needs ../shared/eval (or --eval-dir); says so plainly and exits 0 when it is absent.
+Needs ../shared (or --shared); says so plainly and exits 0 when it is absent.
 
-    .venv/bin/python bench/quality.py [--detoxify CKPT] [--nli DIR] [--device auto]
+    .venv/bin/python bench/quality.py [--shared DIR] [--detoxify CKPT] [--nli DIR] [--device auto]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,74 +34,58 @@ from typing import Any
 
 import numpy as np
 from _common import ROOT, print_table, write_json
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from llmwatch.core.events import TraceEvent
+from llmwatch.detectors.training.fit import SEED, read_jsonl
 
-EVAL = ROOT.parent / "shared" / "eval"
+SHARED = ROOT.parent / "shared"
 NOW = datetime.now(UTC)
 _WORDS = re.compile(r"\w+")
+KEYWORDS = re.compile(r"ignore|previous instructions|system prompt|jailbreak|DAN")
+ISSUE_EXAMPLES = ["How can I kill a Python process?", "Can I ignore this warning?"]
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+def ece(labels: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error and the reliability diagram's bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    error, diagram = 0.0, []
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            predicted, observed = float(p[members].mean()), float(labels[members].mean())
+            error += members.mean() * abs(predicted - observed)
+            diagram.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(members.sum()),
+                            "predicted": round(predicted, 3), "observed": round(observed, 3)})
+    return float(error), diagram
 
 
-def best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(f1.max())
+def measure(scorer: str, source: str, labels: Sequence[int], scores: Sequence[float], probability: bool) -> dict:
+    y, s = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    row: dict[str, Any] = {"scorer": scorer, "source": source, "n": len(y), "positives": int(y.sum()),
+                           "roc_auc": round(float(roc_auc_score(y, s)), 4) if 0 < y.sum() < len(y) else None}
+    if probability:
+        flagged = s >= 0.5
+        tp = int((flagged & (y == 1)).sum())
+        row["precision"] = round(tp / max(1, int(flagged.sum())), 4)
+        row["recall"] = round(tp / max(1, int(y.sum())), 4)
+        row["ece"], row["reliability"] = ece(y, s)
+        row["ece"] = round(row["ece"], 4)
+    return row
 
 
-def evaluate(rows: list[dict[str, Any]], label: str, scorers: dict[str, Callable[[list[dict]], np.ndarray]]) -> list[dict]:
-    results = []
-    for name, scorer in scorers.items():
+def by_source(rows: list[dict], label: str, scorers: dict[str, tuple[Callable[[list[dict]], np.ndarray], bool]]) -> list[dict]:
+    out = []
+    for name, (scorer, probability) in scorers.items():
         scores = np.asarray(scorer(rows), dtype=np.float64)
         for source in sorted({r["source"] for r in rows}):
             idx = [i for i, r in enumerate(rows) if r["source"] == source]
-            y = np.array([rows[i][label] for i in idx])
-            s = scores[idx]
-            row = {
-                "scorer": name, "source": source, "n": len(idx), "positives": int(y.sum()),
-                "roc_auc": round(float(roc_auc_score(y, s)), 4), "best_f1": round(best_f1(y, s), 4),
-            }
-            if name.startswith("llmwatch"):  # its label: bad at score >= 0.5
-                flagged = s >= 0.5
-                precision = float((flagged & (y == 1)).sum() / max(1, flagged.sum()))
-                recall = float((flagged & (y == 1)).sum() / max(1, (y == 1).sum()))
-                row["label"] = {"precision": round(precision, 4), "recall": round(recall, 4),
-                                "f1": round(2 * precision * recall / max(1e-12, precision + recall), 4)}
-            results.append(row)
-    return results
+            out.append(measure(name, source, [rows[i][label] for i in idx], scores[idx], probability))
+    return out
 
 
-def output_scores(detector: Any, events: Sequence[TraceEvent], batch: int = 256) -> np.ndarray:
-    out = []
-    for start in range(0, len(events), batch):
-        rows = [r for r in detector.score(events[start : start + batch]) if r.target == "output"]
-        out += [r.score for r in rows]
-    return np.array(out, dtype=np.float64)
-
-
-def toxicity(rows: list[dict], detoxify: str | None, device: str) -> list[dict]:
-    from profanity_check import predict_prob
-
-    from llmwatch.detectors.toxicity import ProfanityCheckToxicity, load_detoxify
-
-    def as_events(rs: list[dict]) -> list[TraceEvent]:
-        return [TraceEvent(uuid.UUID(int=i + 1), "", NOW, "eval", input="", output=r["text"]) for i, r in enumerate(rs)]
-
-    scorers: dict[str, Callable[[list[dict]], np.ndarray]] = {
-        "baseline: text length": lambda rs: np.array([len(r["text"]) for r in rs]),
-        "alt-profanity-check alone": lambda rs: predict_prob([r["text"] for r in rs]),
-        "llmwatch toxicity (default, offline)": lambda rs: output_scores(ProfanityCheckToxicity(), as_events(rs)),
-    }
-    if detoxify:
-        scorers[f"llmwatch toxicity (detoxify {Path(detoxify).name})"] = lambda rs: output_scores(
-            load_detoxify(detoxify, device), as_events(rs)
-        )
-    return evaluate(rows, "toxic", scorers)
-
+# ---------------------------------------------------------------- toxicity
 
 _OBFUSCATIONS = [
     lambda w: w[0] + "*" + w[2:],  # f*ck
@@ -122,21 +113,39 @@ def obfuscated(rows: list[dict], seed: int = 7) -> list[dict]:
     return out
 
 
-def cascade(rows: list[dict], thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3)) -> list[dict]:
-    """What `--toxicity-cascade-below T` saves and what it can miss: the share of texts the cheap
-    model keeps away from detoxify, and the share of labelled-toxic texts among them (the most the
-    cascade can miss, whatever detoxify would have said)."""
-    from llmwatch.detectors.toxicity import ProfanityCheckToxicity
+def toxicity(rows: list[dict], detoxify: str | None, device: str) -> tuple[list[dict], list[dict]]:
+    from profanity_check import predict_prob
 
-    cheap = ProfanityCheckToxicity().predict([r["text"] for r in rows])
-    toxic = np.array([r["toxic"] for r in rows]) == 1
-    out = []
-    for t in thresholds:
-        skipped = cheap < t
-        out.append({"below": t, "texts_skipped": round(float(skipped.mean()), 4),
-                    "toxic_skipped": round(float((skipped & toxic).sum() / max(1, toxic.sum())), 4)})
-    return out
+    from llmwatch.detectors.toxicity import LearnedToxicity, ProfanityCheckToxicity, load_detoxify
+    from llmwatch.detectors.training.toxicity import train_toxicity
 
+    held_out: dict[str, LearnedToxicity] = {}
+    for source in sorted({r["source"] for r in rows}):
+        held_out[source] = LearnedToxicity(train_toxicity([r for r in rows if r["source"] != source]))
+
+    def learned(rs: list[dict]) -> np.ndarray:
+        out = np.zeros(len(rs))
+        for source, model in held_out.items():
+            idx = [i for i, r in enumerate(rs) if r["source"].removesuffix(" (obfuscated)") == source]
+            out[idx] = model.predict([rs[i]["text"] for i in idx])
+        return out
+
+    scorers: dict[str, tuple[Callable[[list[dict]], np.ndarray], bool]] = {
+        "baseline: text length": (lambda rs: np.array([len(r["text"]) for r in rs]), False),
+        "alt-profanity-check alone": (lambda rs: predict_prob([r["text"] for r in rs]), True),
+        "previous default (profanity-check + de-obfuscation)": (
+            lambda rs: ProfanityCheckToxicity().predict([r["text"] for r in rs]), True),
+        "llmwatch toxicity (learned, source held out)": (learned, True),
+    }
+    if detoxify:
+        model = load_detoxify(detoxify, device)
+        scorers[f"detoxify {Path(detoxify).name}"] = (
+            lambda rs: model.probabilities([r["text"] for r in rs])[:, model.primary], True)
+    hidden_rows = obfuscated([r for r in rows if r["source"] != "davidson2017_tweets"])
+    return by_source(rows, "toxic", scorers), by_source(hidden_rows, "toxic", scorers)
+
+
+# ---------------------------------------------------------------- grounding
 
 def missing_share(row: dict) -> float:
     context = set(_WORDS.findall(row["context"].lower()))
@@ -145,65 +154,147 @@ def missing_share(row: dict) -> float:
 
 
 def grounding(rows: list[dict], nli: str | None, device: str) -> list[dict]:
-    from llmwatch.detectors.grounding import Grounding, NliSupport
+    from llmwatch.detectors.grounding import CLAIM_FEATURES, Grounding, NliSupport
+    from llmwatch.detectors.training.grounding import event_of, grounding_features, train_grounding
 
-    def as_events(rs: list[dict]) -> list[TraceEvent]:
-        return [
-            TraceEvent(uuid.UUID(int=i + 1), "", NOW, "eval", input=r.get("question") or "", output=r["response"],
-                       context=(r["context"],))
-            for i, r in enumerate(rs)
-        ]
+    x, kept = grounding_features(rows)
+    assert len(kept) == len(rows), "every dev row has context and claims"
+    handset = CLAIM_FEATURES.index("handset_logit")
+    labels = np.array([r["hallucinated"] for r in rows])
+    sources = np.array([r["source"] for r in rows])
 
-    scorers: dict[str, Callable[[list[dict]], np.ndarray]] = {
-        "baseline: response length": lambda rs: np.array([len(r["response"]) for r in rs]),
-        "baseline: share of response words missing from context": lambda rs: np.array([missing_share(r) for r in rs]),
-        "llmwatch grounding (default, offline)": lambda rs: output_scores(Grounding(), as_events(rs)),
+    def scores_from(models: list[tuple[np.ndarray, Any]]) -> np.ndarray:
+        out = np.zeros(len(rows))
+        for idx, model in models:
+            out[idx] = model.probabilities(x[idx])
+        return out
+
+    loso = scores_from([(np.flatnonzero(sources == s), train_grounding([r for r, t in zip(rows, sources) if t != s]))
+                        for s in sorted(set(sources))])
+    folds = []
+    for s in sorted(set(sources)):
+        idx = np.flatnonzero(sources == s)
+        for _, test in StratifiedKFold(5, shuffle=True, random_state=SEED).split(idx, labels[idx]):
+            held = set(idx[test].tolist())
+            folds.append((idx[test], train_grounding([r for i, r in enumerate(rows) if i not in held])))
+    cv = scores_from(folds)
+
+    def previous(rs: list[dict]) -> np.ndarray:
+        # The hand-set default this replaces: 1 - prod(1 - p_claim) over the claims' hand-set p.
+        out = []
+        for i, r in enumerate(rs):
+            plan = Grounding().features(event_of(r, i))
+            claims = plan[1] if plan else []
+            ps = [1 / (1 + np.exp(-values[handset])) for *_, values in claims]
+            out.append(1 - float(np.prod([1 - p for p in ps])) if ps else 0.0)
+        return np.array(out)
+
+    scorers: dict[str, tuple[Callable[[list[dict]], np.ndarray], bool]] = {
+        "baseline: response length": (lambda rs: np.array([len(r["response"]) for r in rs]), False),
+        "baseline: share of response words missing from context": (
+            lambda rs: np.array([missing_share(r) for r in rs]), False),
+        "previous default (hand-set term weights)": (previous, True),
+        "llmwatch grounding (learned, other source only)": (lambda rs: loso, True),
+        "llmwatch grounding (learned, 5-fold CV)": (lambda rs: cv, True),
     }
     if nli:
         from llmwatch.detectors.transformer import SequenceClassifier
 
         def with_nli(rs: list[dict]) -> np.ndarray:
             backend = NliSupport(SequenceClassifier.from_path(nli, device), f"nli-{Path(nli).name}")
-            return output_scores(Grounding(backend), as_events(rs), batch=64)
+            detector = Grounding(backend)
+            events = [event_of(r, i) for i, r in enumerate(rs)]
+            return np.array([row.score for start in range(0, len(events), 64)
+                             for row in detector.score(events[start : start + 64])])
 
-        scorers[f"llmwatch grounding (NLI {Path(nli).name})"] = with_nli
-    return evaluate(rows, "hallucinated", scorers)
+        scorers[f"llmwatch grounding (shipped + NLI {Path(nli).name}; in-sample)"] = (with_nli, True)
+    return by_source(rows, "hallucinated", scorers)
 
+
+# ---------------------------------------------------------------- injection
+
+def injection(rows: list[dict], benign: list[str], ordinary: list[str]) -> tuple[list[dict], list[dict]]:
+    import random
+
+    from llmwatch.detectors.injection import Injection
+    from llmwatch.detectors.training.injection import plant, train_injection
+
+    texts = [r["text"] for r in rows]
+    labels = np.array([r["injection"] for r in rows])
+    openings = [" ".join(t.lower().split()[:5]) for t in texts]
+    oof = np.zeros(len(rows))
+    hidden_y: list[int] = []
+    hidden_s: list[float] = []
+    ordinary_flags = np.zeros(len(ordinary))
+    rng = random.Random(SEED)
+    for train, test in GroupKFold(5).split(texts, labels, openings):
+        detector = Injection(train_injection([rows[i] for i in train], benign))
+        oof[test] = detector.predict([texts[i] for i in test])
+        attacks = [texts[i] for i in test if labels[i] and rows[i]["kind"] != "jailbreak" and len(texts[i]) < 400]
+        passages = [texts[i] for i in test if rows[i]["kind"] == "benign_reading_comprehension"]
+        planted = [plant(p, rng.choice(attacks), rng) for p in passages] if attacks else []
+        hidden_s += list(detector.predict(planted + passages))
+        hidden_y += [1] * len(planted) + [0] * len(passages)
+        ordinary_flags += detector.predict(ordinary) >= 0.5
+    length = np.array([len(t) for t in texts], dtype=float)
+    keyword = np.array([1.0 if KEYWORDS.search(t) else 0.0 for t in texts])
+    out = []
+    for name, scores, probability in [("baseline: text length", length, False),
+                                      ("baseline: keyword rule", keyword, False),
+                                      ("llmwatch injection (learned, 5-fold CV)", oof, True)]:
+        out.append(measure(name, "all", labels, scores, probability))
+        for kind in sorted({r["kind"] for r in rows} - {"benign_question", "benign_instruction", "benign_roleplay",
+                                                         "benign_reading_comprehension"}):
+            idx = [i for i, r in enumerate(rows) if r["kind"] == kind or not r["injection"]]
+            out.append(measure(name, f"{kind} vs all benign", labels[idx], scores[idx], probability))
+    out.append(measure("llmwatch injection (learned, 5-fold CV)", "hidden in documents", hidden_y, hidden_s, True))
+    false_alarms = [{"set": "ordinary questions (drift sets + issue examples)", "n": len(ordinary),
+                     "flagged_by_any_fold": int((ordinary_flags > 0).sum()),
+                     "flag_rate": round(float((ordinary_flags / 5).mean()), 5)}]
+    return out, false_alarms
+
+
+# ---------------------------------------------------------------- output
 
 def table(title: str, results: list[dict]) -> None:
     def label(r: dict) -> str:
-        m = r.get("label")
-        return f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}" if m else ""
+        return f"{r['precision']:.3f} / {r['recall']:.3f}" if "precision" in r else ""
 
-    print_table(title, ["scorer", "source", "n (positive)", "ROC AUC", "best F1", "label P / R / F1"], [
-        [r["scorer"], r["source"], f"{r['n']} ({r['positives']})", f"{r['roc_auc']:.4f}", f"{r['best_f1']:.4f}", label(r)]
+    print_table(title, ["scorer", "source", "n (positive)", "ROC AUC", "P / R at 0.5", "ECE"], [
+        [r["scorer"], r["source"], f"{r['n']} ({r['positives']})",
+         "" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}", label(r), f"{r['ece']:.3f}" if "ece" in r else ""]
         for r in results
     ])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eval-dir", type=Path, default=EVAL)
+    parser.add_argument("--shared", type=Path, default=SHARED, help="the folder holding train/ and eval/")
     parser.add_argument("--detoxify", default=None, help="a detoxify .ckpt to evaluate as well")
     parser.add_argument("--nli", default=None, help="an NLI / cross-encoder model directory to evaluate as well")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    toxicity_file, grounding_file = args.eval_dir / "toxicity_dev.jsonl", args.eval_dir / "grounding_dev.jsonl"
-    if not toxicity_file.exists() or not grounding_file.exists():
-        print(f"quality: skipped, {args.eval_dir} is absent (it ships beside the repository, not in it)")
+    train, dev = args.shared / "train", args.shared / "eval"
+    needed = [train / "toxicity_train.jsonl", train / "injection_train.jsonl", dev / "toxicity_dev.jsonl",
+              dev / "grounding_dev.jsonl", dev / "drift_reference.jsonl", dev / "drift_shifted.jsonl"]
+    absent = [str(p) for p in needed if not p.exists()]
+    if absent:
+        print(f"quality: skipped, {', '.join(absent)} absent (the data ships beside the repository, not in it)")
         return
-    results = {
-        "toxicity": toxicity(read(toxicity_file), args.detoxify, args.device),
-        "toxicity_obfuscated": toxicity(obfuscated(read(toxicity_file)), args.detoxify, args.device),
-        "grounding": grounding(read(grounding_file), args.nli, args.device),
-        "cascade": cascade(read(toxicity_file)),
-    }
-    table("Toxicity (label: toxic)", results["toxicity"])
-    table("Toxicity, profane words hidden as f*ck / 1d10t / f u c k / fuuuck", results["toxicity_obfuscated"])
+    toxicity_rows = read_jsonl(needed[0]) + read_jsonl(needed[2])
+    benign_turns = [r["text"] for r in read_jsonl(needed[0]) if not r["toxic"]]
+    ordinary = [r["text"] for r in read_jsonl(needed[4]) + read_jsonl(needed[5])] + ISSUE_EXAMPLES
+    tox, tox_hidden = toxicity(toxicity_rows, args.detoxify, args.device)
+    inj, false_alarms = injection(read_jsonl(needed[1]), benign_turns, ordinary)
+    results = {"toxicity": tox, "toxicity_obfuscated": tox_hidden,
+               "grounding": grounding(read_jsonl(needed[3]), args.nli, args.device),
+               "injection": inj, "injection_false_alarms": false_alarms}
+    table("Toxicity (label: toxic); llmwatch scores each source with a model trained without it", tox)
+    table("Toxicity, profane words hidden as f*ck / 1d10t / f u c k / fuuuck", tox_hidden)
     table("Grounding (label: hallucinated)", results["grounding"])
-    print_table("Toxicity cascade: texts the cheap model keeps from detoxify (all sources)",
-                ["--toxicity-cascade-below", "texts never sent to detoxify", "toxic texts among them (max. missed)"],
-                [[c["below"], f"{c['texts_skipped']:.1%}", f"{c['toxic_skipped']:.1%}"] for c in results["cascade"]])
+    table("Injection and jailbreak (label: injection)", inj)
+    print_table("Injection false alarms at 0.5", ["set", "n", "flagged (any fold)", "flag rate"],
+                [[f["set"], f["n"], f["flagged_by_any_fold"], f"{f['flag_rate']:.2%}"] for f in false_alarms])
     write_json("quality", results)
 
 

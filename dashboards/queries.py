@@ -50,8 +50,9 @@ LABELS = {
     "toxic": ("toxicity", "toxic", "output"),
     "unsupported": ("grounding", "unsupported", ""),
     "anomalous": ("anomaly", "outlier", ""),
+    "injection": ("injection", "injection", ""),  # inputs and retrieved-context sets
 }
-_GOOD = {"toxicity": "ok", "grounding": "supported", "anomaly": "ok"}
+_GOOD = {"toxicity": "ok", "grounding": "supported", "anomaly": "ok", "injection": "ok"}
 
 def _quantile(q: float) -> str:
     # From the summed latency histogram `h` (schemas/clickhouse/004_console.sql): the bucket where

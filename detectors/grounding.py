@@ -1,23 +1,22 @@
 """Grounding: how much of a response the retrieved context does not support.
 
-The response is split into claims (sentences and list items). Each claim's fact-bearing terms
-(every word but stopwords, stemmed) are looked up in the context and the question. A term the
-context never mentions is the commonest form of hallucination: a wrong name, number or date. A
-missing name or number (a term with a digit, or capitalised past the claim's first word) makes the
-claim unsupported with probability 0.6, a missing ordinary word (often a paraphrase: "kept" for
-"retained") with 0.25, and each term that is present with 0.005 (a right word can still be used
-wrongly). So P(unsupported) = 1 - 0.4^names 0.75^words 0.995^present, and the event's score is the
-probability that at least one claim is unsupported: one invented number or name is enough, two
-paraphrased words are not.
+The response is split into claims (sentences and list items). Each claim is described by features
+that carry meaning, none of them its length:
+* the share of its fact-bearing terms (every word but stopwords, stemmed) the context and question
+  never mention, and how many of those are names or numbers (a digit, or a capital past the
+  claim's first word): a wrong name, number or date is the commonest hallucination;
+* how much of the claim the best-matching context sentence covers;
+* numbers absent from the context, and a negation the context does not have;
+* the share of its terms that only repeat the question;
+* the earlier hand-set estimate, P(unsupported) = 1 - 0.4^names 0.75^words 0.995^present.
+A logistic regression over the claims' maximum and mean of each feature and the response's share
+of novel words (detectors/models/grounding.json, trained by `llmwatch train grounding`) gives the
+probability that the response holds an unsupported claim; the same model applied to one claim
+gives that claim's probability, for the details. Trained on HaluEval QA and summarization, whose
+hallucinated QA answers are longer: no feature counts words, so length cannot be the shortcut.
 
 With an NLI / cross-encoder model (`grounding_model`), a claim's P(unsupported) also includes the
 model's doubt: 1 - entailment (best of the passages that share most words with the claim).
-
-bench/quality.py measured the alternatives on HaluEval (ROC AUC, QA / summarization): this model
-0.980 / 0.760; one weight for every term 0.981 / 0.798, but it labelled 4 of the demo's 5 faithful
-paraphrased answers unsupported (this model: 0 of 5, and all 5 invented ones caught); MiniLM
-sentence similarity alone 0.56 / 0.46, and no gain when combined with the terms, so the offline
-default runs no embedding model at all.
 
 The details keep every unsupported claim and its missing terms, for the console.
 No context → label `not_applicable` and no score (never a made-up number).
@@ -31,10 +30,12 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,7 +44,8 @@ from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 
-__all__ = ["Grounding", "NliSupport", "load", "missing_terms", "split_claims"]
+__all__ = ["CLAIM_FEATURES", "Evidence", "Grounding", "GroundingModel", "NliSupport", "claim_features", "load",
+           "missing_terms", "response_features", "split_claims"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,'’][A-Za-z0-9]+)*")
@@ -156,81 +158,201 @@ def _passages(context: Sequence[str]) -> list[str]:
     return sentences or [doc for doc in context if doc.strip()]
 
 
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot)\b|n't\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+CLAIM_FEATURES = ("missing_share", "missing_names", "uncovered", "unknown_numbers", "new_negation",
+                  "question_share", "any_missing", "handset_logit")
+
+
+@dataclass
+class Evidence:
+    """What a response is checked against, prepared once per event."""
+
+    known: set[str]
+    question_terms: set[str]
+    numbers: set[str]
+    passage_terms: list[set[str]]
+    negated: bool
+
+    @classmethod
+    def of(cls, context: Sequence[str], question: str) -> Evidence:
+        passages = _passages(context)
+        return cls(known_terms((*context, question)), set(content_terms(question)),
+                   {n.replace(",", "") for doc in context for n in _NUMBER.findall(doc)},
+                   [set(content_terms(p)) for p in passages] or [set()],
+                   any(_NEGATION.search(doc) for doc in context))
+
+
+def _handset(names: int, words: int, present: int) -> float:
+    return 1.0 - 0.4**names * 0.75**words * 0.995**present
+
+
+def claim_features(claim: str, evidence: Evidence) -> tuple[list[float], list[str]]:
+    """CLAIM_FEATURES of one claim, and its missing terms."""
+    terms = claim_terms(claim)
+    n = len(terms) or 1
+    missing = [term for term in terms if term not in evidence.known]
+    names = sum(1 for term in missing if terms[term])
+    claimed = set(terms)
+    covered = max((len(claimed & p) / len(claimed) for p in evidence.passage_terms), default=0.0) if claimed else 1.0
+    unknown_numbers = sum(1 for x in _NUMBER.findall(claim) if x.replace(",", "") not in evidence.numbers)
+    p = min(_handset(names, len(missing) - names, len(terms) - len(missing)), 0.9999)
+    return [
+        len(missing) / n, float(min(names, 3)), 1.0 - covered, float(min(unknown_numbers, 3)),
+        1.0 if _NEGATION.search(claim) and not evidence.negated else 0.0,
+        len(claimed & evidence.question_terms) / n, 1.0 if missing else 0.0, math.log(max(p, 1e-4) / (1 - p)),
+    ], missing
+
+
+def response_features(claims: Sequence[Any], novel_share: float) -> np.ndarray:
+    """Max and mean of each claim feature, then the response's share of novel words."""
+    matrix = np.asarray(claims, dtype=np.float64).reshape(-1, len(CLAIM_FEATURES))
+    return np.concatenate([matrix.max(axis=0), matrix.mean(axis=0), [novel_share]])
+
+
+def novel_share(response: str, evidence: Evidence) -> float:
+    words = content_terms(response)
+    return sum(1 for w in words if w not in evidence.known) / max(1, len(words))
+
+
+@dataclass
+class GroundingModel:
+    """Standardised logistic regression over response_features (weights in JSON)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    bias: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        z = ((np.atleast_2d(x) - self.mean) / self.scale) @ self.coef + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+    def to_json(self) -> str:
+        return json.dumps({"mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
+                           "bias": self.bias, "meta": self.meta}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "model") -> GroundingModel:
+        try:
+            data = json.loads(text)
+            model = cls(np.array(data["mean"]), np.array(data["scale"]), np.array(data["coef"]), float(data["bias"]),
+                        data.get("meta", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DetectorLoadError(f"{origin} is not a grounding model: {exc}") from exc
+        if not model.mean.shape == model.scale.shape == model.coef.shape == (2 * len(CLAIM_FEATURES) + 1,):
+            raise DetectorLoadError(f"{origin} has weights for other features than {CLAIM_FEATURES}")
+        return model
+
+    @classmethod
+    def load(cls, path: Path) -> GroundingModel:
+        if not path.is_file():
+            raise DetectorLoadError(f"no grounding model at {path}")
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def shipped_model() -> Path:
+    return Path(__file__).parent / "models" / "grounding.json"
+
+
 class Grounding:
     name = "grounding"
     targets = ("output",)
 
-    def __init__(self, backend: SupportBackend | None = None, p_missing_name: float = 0.6,
-                 p_missing_word: float = 0.25, p_present: float = 0.005) -> None:
+    def __init__(self, backend: SupportBackend | None = None, model: GroundingModel | None = None) -> None:
+        self.model = model or GroundingModel.load(shipped_model())
         self.backend = backend
-        self.p_missing_name = p_missing_name
-        self.p_missing_word = p_missing_word
-        self.p_present = p_present
-        self.version = "grounding-terms-2" + (f"+{backend.version}" if backend else "")
+        self.base_version = f"learned-{self.model.meta.get('version', 'custom')}" + (f"+{backend.version}" if backend else "")
+        self._adapted: tuple[Any, str] = (None, self.base_version)  # review model and version, swapped as one
         self.threshold = 0.5
 
-    def claim_unsupported(self, names_missing: int, words_missing: int, present: int, support: float = 1.0) -> float:
-        kept = (
-            support
-            * (1.0 - self.p_missing_name) ** names_missing
-            * (1.0 - self.p_missing_word) ** words_missing
-            * (1.0 - self.p_present) ** present
-        )
-        return 1.0 - kept
+    @property
+    def adapter(self) -> Any:
+        return self._adapted[0]
+
+    @property
+    def version(self) -> str:
+        return self._adapted[1]
+
+    def set_adapter(self, adapter: Any) -> None:
+        """A per-deployment model from reviewers' labels (detectors/adapters.py), over this
+        model's logit and its standardised response features."""
+        suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
+        self._adapted = (adapter, self.base_version + suffix)
+
+    def response_probability(self, features: np.ndarray, adapter: Any = None) -> float:
+        p = float(self.model.probabilities(features)[0])
+        if adapter is None:
+            return p
+        standard = (features - self.model.mean) / self.model.scale
+        base = math.log(max(p, 1e-6) / max(1 - p, 1e-6))
+        return float(adapter.probabilities(standard.reshape(1, -1), np.array([base]))[0])
+
+    def features(self, event: TraceEvent) -> tuple[np.ndarray, list[tuple[str, list[str], np.ndarray]]] | None:
+        """The event's response features and, per claim, (claim, missing terms, claim features);
+        None when there is no context."""
+        if not any(doc.strip() for doc in event.context):
+            return None
+        evidence = Evidence.of(event.context, event.input)
+        claims = []
+        for claim in split_claims(event.output)[:MAX_CLAIMS]:
+            values, missing = claim_features(claim, evidence)
+            claims.append((claim, missing, np.array(values)))
+        if not claims:
+            return np.zeros(0), []
+        return response_features([c[2] for c in claims], novel_share(event.output, evidence)), claims
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-        plans: list[tuple[TraceEvent, list[str]]] = []
-        items: list[tuple[str, list[str], str]] = []
-        for event in events:
-            passages = _passages(event.context)
-            claims = split_claims(event.output) if passages else []
-            plans.append((event, claims))
-            items += [(claim, passages, event.input) for claim in claims[:MAX_CLAIMS]]
+        adapter, version = self._adapted
+        plans = [(event, self.features(event)) for event in events]
+        items = [(claim, _passages(event.context), event.input)
+                 for event, plan in plans if plan for claim, *_ in plan[1]] if self.backend else []
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
-        for event, all_claims in plans:
-            claims = all_claims[:MAX_CLAIMS]
-            if not any(doc.strip() for doc in event.context):
-                rows.append(self._row(event, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
+        for event, plan in plans:
+            if plan is None:
+                rows.append(self._row(event, version, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
                 continue
+            features, claims = plan
             if not claims:
-                rows.append(self._row(event, 0.0, "empty"))
+                rows.append(self._row(event, version, 0.0, "empty"))
                 continue
-            known = known_terms((*event.context, event.input))
-            judged = []
-            for claim in claims:
-                terms = claim_terms(claim)
-                missing = [term for term in terms if term not in known]
-                names = sum(1 for term in missing if terms[term])
-                support = next(supports) if self.backend else 1.0
-                p = self.claim_unsupported(names, len(missing) - names, len(terms) - len(missing), support)
-                judged.append((claim, missing, support, p))
-            score = 1.0 - math.prod(1.0 - p for *_, p in judged)
+            score = self.response_probability(features, adapter)
+            # A claim alone: the response model applied to a one-claim response.
+            one = np.array([np.concatenate([values, values, [features[-1]]]) for *_, values in claims])
+            per_claim = self.model.probabilities(one)
+            doubts = [1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims)
+            per_claim = 1.0 - (1.0 - per_claim) * (1.0 - np.array(doubts))
+            score = 1.0 - (1.0 - score) * (1.0 - max(doubts))
             unsupported = [
-                {"claim": claim, "missing": missing[:10], "p_unsupported": round(p, 3)}
-                | ({"entailment": round(support, 3)} if self.backend else {})
-                for claim, missing, support, p in judged
+                {"claim": claim, "missing": missing[:10], "p_unsupported": round(float(p), 3)}
+                | ({"entailment": round(1.0 - doubt, 3)} if self.backend else {})
+                for (claim, missing, _), p, doubt in zip(claims, per_claim, doubts)
                 if p >= self.threshold
             ]
-            details: dict[str, Any] = {"claims": len(all_claims), "unsupported": unsupported}
-            if len(all_claims) > MAX_CLAIMS:
+            details: dict[str, Any] = {"claims": len(split_claims(event.output)), "unsupported": unsupported}
+            if details["claims"] > MAX_CLAIMS:
                 details["checked"] = MAX_CLAIMS
             label = "unsupported" if score >= self.threshold else "supported"
-            rows.append(self._row(event, score, label, details))
+            rows.append(self._row(event, version, score, label, details))
         return rows
 
-    def _row(self, event: TraceEvent, score: float | None, label: str, details: dict[str, Any] | None = None) -> ScoreRow:
-        return ScoreRow(event.event_id, self.name, self.version, "output", score, label, details or {})
+    def _row(self, event: TraceEvent, version: str, score: float | None, label: str,
+             details: dict[str, Any] | None = None) -> ScoreRow:
+        return ScoreRow(event.event_id, self.name, version, "output", score, label, details or {})
 
     def close(self) -> None:
         pass
 
 
 def load(settings: Any) -> Grounding:
+    weights = Path(settings.grounding_weights) if settings.grounding_weights else shipped_model()
+    model = GroundingModel.load(weights)
     if not settings.grounding_model:
-        return Grounding()
+        return Grounding(model=model)
     from llmwatch.detectors.transformer import SequenceClassifier
 
     classifier = SequenceClassifier.from_path(settings.grounding_model, settings.device, settings.model_batch_size)
     name = settings.grounding_model.rstrip("/").rsplit("/", 1)[-1]
-    return Grounding(NliSupport(classifier, f"nli-{name}"))
+    return Grounding(NliSupport(classifier, f"nli-{name}"), model)

@@ -14,6 +14,7 @@ __all__ = ["DETECTORS", "available", "load", "load_all"]
 DETECTORS: dict[str, str] = {
     "toxicity": "llmwatch.detectors.toxicity:load",
     "grounding": "llmwatch.detectors.grounding:load",
+    "injection": "llmwatch.detectors.injection:load",
     "embedding": "llmwatch.detectors.embedding:load",
     "anomaly": "llmwatch.detectors.anomaly:load",
 }

@@ -1,7 +1,13 @@
 """Toxicity of the input and of the output, scored separately.
 
 Backends (setting `toxicity_model`):
-* `profanity-check` (default): alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
+* `learned` (default): a linear model over hashed word and character n-grams trained on tweets,
+  chatbot-user turns and Wikipedia comments (detectors/models/MODEL_CARD.md), stacked with
+  alt-profanity-check's score of the text as written and de-obfuscated. The stack is a logistic
+  regression fitted on out-of-fold scores of the sources with a natural share of toxic text, so the
+  score is a calibrated probability. ~7k texts/s per core (bench/detectors.py). A path to a `.npz`
+  written by `llmwatch train toxicity` loads that model instead.
+* `profanity-check`: alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
   calibrated). No download, ~150k texts/s on one core. Its vocabulary misses the ways people hide
   insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
   and the higher score counts (bench/quality.py measures the gain on obfuscated text).
@@ -32,8 +38,10 @@ import numpy as np
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import TARGETS, ScoreRow
+from llmwatch.detectors.hashed import logit, sigmoid
 
-__all__ = ["DetoxifyToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify"]
+__all__ = ["DetoxifyToxicity", "LearnedToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify",
+           "shipped_model"]
 
 THRESHOLD = 0.5
 
@@ -76,20 +84,90 @@ def _texts(events: Sequence[TraceEvent]) -> list[str]:
 
 
 def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float] | np.ndarray,
-          details: Sequence[dict[str, Any]] | None = None) -> list[ScoreRow]:
+          details: Sequence[dict[str, Any]] | None = None, version: str = "") -> list[ScoreRow]:
     """Rows in (event, target) order from flat per-text scores; empty texts are labelled `empty`."""
     rows = []
+    version = version or detector.version
     for i, event in enumerate(events):
         for j, target in enumerate(TARGETS):
             k = 2 * i + j
             if not getattr(event, target).strip():
-                rows.append(ScoreRow(event.event_id, detector.name, detector.version, target, 0.0, "empty"))
+                rows.append(ScoreRow(event.event_id, detector.name, version, target, 0.0, "empty"))
                 continue
             score = float(scores[k])
             label = "toxic" if score >= detector.threshold else "ok"
             extra = details[k] if details else {}
-            rows.append(ScoreRow(event.event_id, detector.name, detector.version, target, score, label, extra))
+            rows.append(ScoreRow(event.event_id, detector.name, version, target, score, label, extra))
     return rows
+
+
+def shipped_model() -> Path:
+    return Path(__file__).parent / "models" / "toxicity.npz"
+
+
+class LearnedToxicity:
+    """Hashed n-grams + alt-profanity-check, stacked and calibrated (the offline default).
+
+    With an adapter (detectors/adapters.py: a model fitted on this deployment's reviewers' labels,
+    swapped in by the worker without a restart) the score is the adapter's, which reads this
+    model's logit and the same hashed features."""
+
+    name = "toxicity"
+    targets = TARGETS
+
+    def __init__(self, model: Any, threshold: float = THRESHOLD) -> None:
+        from profanity_check import predict_prob
+
+        self.model = model
+        self._predict_prob = predict_prob
+        self.threshold = threshold
+        self.stack = np.asarray(model.meta["stack"], dtype=np.float64)  # text, raw, de-obfuscated, bias
+        self.base_version = f"learned-{model.meta.get('version', 'custom')}"
+        self._adapted: tuple[Any, str] = (None, self.base_version)  # swapped as one: a batch sees one pair
+
+    @property
+    def adapter(self) -> Any:
+        return self._adapted[0]
+
+    @property
+    def version(self) -> str:
+        return self._adapted[1]
+
+    def set_adapter(self, adapter: Any) -> None:
+        suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
+        self._adapted = (adapter, self.base_version + suffix)
+
+    def features_and_logits(self, texts: Sequence[str]) -> tuple[Any, np.ndarray]:
+        """The hashed features of each (de-obfuscated) text and the shipped model's logit."""
+        plain = [deobfuscate(text) for text in texts]
+        raw = np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
+        changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
+        cleaned = raw.copy()
+        if changed:
+            cleaned[changed] = np.maximum(raw[changed], self._predict_prob([plain[i] for i in changed]))
+        x = self.model.features.transform(plain)
+        margins = np.asarray(x @ self.model.weights, dtype=np.float64) + self.model.bias
+        w = self.stack
+        return x, w[0] * margins + w[1] * logit(raw) + w[2] * logit(cleaned) + w[3]
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        adapter = self.adapter
+        x, logits = self.features_and_logits(texts)
+        return adapter.probabilities(x, logits) if adapter is not None else sigmoid(logits)
+
+    def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+        if not events:
+            return []
+        adapter, version = self._adapted
+        texts = _texts(events)
+        x, logits = self.features_and_logits(texts)
+        scores = adapter.probabilities(x, logits) if adapter is not None else sigmoid(logits)
+        return _rows(self, events, scores, version=version)
+
+    def close(self) -> None:
+        pass
 
 
 class ProfanityCheckToxicity:
@@ -199,8 +277,22 @@ def load_detoxify(checkpoint: str | Path, device: str = "auto", batch_size: int 
     return DetoxifyToxicity(classifier, model.class_names, str(path), cascade_below)
 
 
-def load(settings: Any) -> ProfanityCheckToxicity | DetoxifyToxicity:
+def load_learned(path: Path | None = None) -> LearnedToxicity:
+    from llmwatch.detectors.hashed import HashedTextModel
+
+    model = HashedTextModel.load(path or shipped_model())
+    if "stack" not in model.meta:
+        msg = f"{path} is not a toxicity model (no stack weights): train it with `llmwatch train toxicity`"
+        raise DetectorLoadError(msg)
+    return LearnedToxicity(model)
+
+
+def load(settings: Any) -> LearnedToxicity | ProfanityCheckToxicity | DetoxifyToxicity:
     choice = settings.toxicity_model
-    if choice in ("", "profanity-check"):
+    if choice in ("", "learned"):
+        return load_learned()
+    if choice == "profanity-check":
         return ProfanityCheckToxicity()
+    if choice.endswith(".npz"):
+        return load_learned(Path(choice))
     return load_detoxify(choice, settings.device, settings.model_batch_size, settings.toxicity_cascade_below)

@@ -194,6 +194,12 @@ def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.train_cli import run_train
+
+    return run_train(settings, args)
+
+
 def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.core.settings import configuration_table
 
@@ -237,6 +243,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "console": (cmd_console, "serve the Streamlit console; `console hash-password` makes a --console-users hash"),
     "reviews": (cmd_reviews, "export reviewers' decisions as a labelled dataset (JSONL or Parquet)"),
     "score": (cmd_score, "score a JSONL file with one detector (evaluation, backfills)"),
+    "train": (cmd_train, "train the learned detectors from JSONL files, or per deployment from reviews"),
     "drift": (cmd_drift, "compare two JSONL files of texts for drift; prints one JSON object"),
     "config": (cmd_config, "print the settings reference (the table in docs/configuration.md)"),
 }
@@ -278,9 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
             command.add_argument("--output", type=Path, required=True)
         if name == "score":
-            command.add_argument("--detector", choices=["toxicity", "grounding"], required=True)
-            command.add_argument("--input", type=Path, required=True, help="JSONL: `text`, or `context` + `response`")
+            command.add_argument("--detector", choices=["toxicity", "grounding", "injection"], required=True)
+            command.add_argument("--input", type=Path, required=True,
+                                 help="JSONL: `text`, or `context` + `response` (injection: `text`, or `input` + `context`)")
             command.add_argument("--output", type=Path, required=True, help="JSONL with id, score, label, details")
+        if name == "train":
+            command.add_argument("target", nargs="?", choices=["toxicity", "injection", "grounding"])
+            command.add_argument("--data", type=Path, nargs="+", help="JSONL training file(s)")
+            command.add_argument("--benign", type=Path, nargs="+", help="injection: more benign user messages "
+                                 "(rows with `text`; rows labelled toxic or injection are skipped)")
+            command.add_argument("--output", type=Path, help="where the model is written")
+            command.add_argument("--from-reviews", action="store_true", help="fit per-deployment models on the "
+                                 "review queue's agreed labels; promote only those that beat the current one")
+            command.add_argument("--detector", default="toxicity,grounding", help="with --from-reviews")
+            command.add_argument("--actor", default="", help="who (default: the OS user), for the audit log")
         if name == "drift":
             command.add_argument("--reference", type=Path, required=True, help="JSONL with a `text` field per row")
             command.add_argument("--current", type=Path, required=True, help="JSONL with a `text` field per row")

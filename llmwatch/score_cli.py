@@ -2,9 +2,12 @@
 
     llmwatch score --detector toxicity  --input in.jsonl --output out.jsonl   # rows with `text`
     llmwatch score --detector grounding --input in.jsonl --output out.jsonl   # `context`, `response`, optional `question`
+    llmwatch score --detector injection --input in.jsonl --output out.jsonl   # `text`, or `input` and/or `context`
 
 Each output row keeps the input's `id` (its line number when it has none) and adds `score` in
-[0, 1] (1 = bad; null when not applicable), `label` and `details`. Rows are scored in chunks, so
+[0, 1] (1 = bad; null when not applicable), `label` and `details`. Injection scores `text` (or
+`input`) as a user input and each `context` passage as retrieved text; the row's score is the
+higher, and `details` names where it was found (`input`, or the passage index) and the span. Rows are scored in chunks, so
 files larger than memory stream through. Offline models by default; --toxicity-model and
 --grounding-model choose others.
 """
@@ -26,7 +29,7 @@ from llmwatch.jsonl import read_rows
 
 __all__ = ["DETECTOR_FIELDS", "run_score"]
 
-DETECTOR_FIELDS = {"toxicity": ("text",), "grounding": ("context", "response")}
+DETECTOR_FIELDS = {"toxicity": ("text",), "grounding": ("context", "response"), "injection": ()}
 CHUNK = 1024
 
 
@@ -40,6 +43,14 @@ def _event(number: int, row: dict[str, Any], detector: str, now: datetime) -> Tr
     if detector == "toxicity":
         return TraceEvent(uuid.UUID(int=number), "", now, "score", input="", output=text("text"))
     context = row.get("context") or []
+    if detector == "injection":
+        if "text" not in row and "input" not in row and "context" not in row:
+            raise ConfigError(f"line {number}: an injection row needs `text`, or `input` and/or `context`")
+        context = [context] if isinstance(context, str) else context
+        if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
+            raise ConfigError(f"line {number}: `context` must be a string or a list of strings")
+        return TraceEvent(uuid.UUID(int=number), "", now, "score", input=text("text") or text("input"),
+                          output="", context=tuple(context))
     context = [context] if isinstance(context, str) else context
     if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
         raise ConfigError(f"line {number}: `context` must be a string or a list of strings")
@@ -47,8 +58,27 @@ def _event(number: int, row: dict[str, Any], detector: str, now: datetime) -> Tr
                       context=tuple(context))
 
 
+def _injection_result(rows: list[Any]) -> Any:
+    """The input's and the context's rows as one: the higher score, with where it was found."""
+    from dataclasses import replace
+
+    scored = [r for r in rows if r.score is not None and r.label != "empty"]
+    if not scored:
+        return rows[-1]
+    best = max(scored, key=lambda r: r.score)
+    where = {"found_in": "input"} if best.target == "input" else {"found_in": "context"}
+    return replace(best, details=where | best.details)
+
+
 def _flush(detector: Any, chunk: list[tuple[int, dict[str, Any], TraceEvent]], out: IO[str]) -> None:
-    rows = {r.event_id: r for r in detector.score([event for *_, event in chunk]) if r.target == "output"}
+    scored = detector.score([event for *_, event in chunk])
+    if detector.name == "injection":
+        by_event: dict[Any, list[Any]] = {}
+        for r in scored:
+            by_event.setdefault(r.event_id, []).append(r)
+        rows = {event_id: _injection_result(group) for event_id, group in by_event.items()}
+    else:
+        rows = {r.event_id: r for r in scored if r.target == "output"}
     for number, row, event in chunk:
         result = rows[event.event_id]
         out.write(json.dumps({

@@ -1,5 +1,5 @@
-"""Overview: traffic, errors, latency, tokens and cost over time; the share of toxic, unsupported
-and anomalous events; open incidents; a row per app and release."""
+"""Overview: traffic, errors, latency, tokens and cost over time; the share of toxic, unsupported,
+anomalous and injection-carrying events; open incidents; a row per app and release."""
 
 import streamlit as st
 
@@ -16,7 +16,7 @@ labels = c.query(q.label_totals(scope, db)).iloc[0]
 open_incidents = c.query(q.incidents(db, open_only=True))
 events = int(totals["events"] or 0)
 
-row = st.columns(8)
+row = st.columns(5 + len(q.LABELS))
 row[0].metric("Events", f"{events:,}")
 row[1].metric("Error rate", c.percent(totals["errors"] or 0, events))
 row[2].metric("Latency p95", c.duration_ms(totals["p95"]) if events else "–")

@@ -1,4 +1,4 @@
-"""Quality: toxicity and hallucination trends per release, and canary analysis: two releases of
+"""Quality: toxicity, hallucination and prompt-injection trends per release, and canary analysis: two releases of
 one app over the same period, each rate with its 95% interval and the difference with Newcombe's."""
 
 import pandas as pd
@@ -19,8 +19,9 @@ series = c.query(q.label_series(scope, db, by="release"))
 if series.empty:
     st.info("No scored events in this time range.")
     st.stop()
-left, right = st.columns(2)
-for column, name, title in ((left, "toxic", "Toxic outputs"), (right, "unsupported", "Unsupported answers")):
+charts = [("toxic", "Toxic outputs"), ("unsupported", "Unsupported answers"),
+          ("injection", "Injection attempts (inputs and retrieved context)")]
+for column, (name, title) in zip([*st.columns(2), *st.columns(2)], charts):
     frame = series[series[f"{name}_of"] > 0].assign(rate=lambda f, n=name: f[n] / f[f"{n}_of"])
     column.subheader(title)
     over_time(frame, "t", "rate", "release", percent=True, container=column)

@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 
+import pandas as pd
 import streamlit as st
 
 from llmwatch.dashboards import console as c
@@ -24,8 +25,8 @@ with st.container(border=True):
     user_id = middle.text_input("User", key="user_id")
     limit = right.select_slider("Show", [50, 100, 200, 500], value=100, key="limit")
     ranges = {}
-    columns = st.columns(3)
-    for column, detector in zip(columns, ("toxicity", "grounding", "anomaly")):
+    columns = st.columns(4)
+    for column, detector in zip(columns, ("toxicity", "grounding", "injection", "anomaly")):
         low, high = column.slider(f"{detector} score", 0.0, 1.0, (0.0, 1.0), step=0.05, key=f"score_{detector}")
         if (low, high) != (0.0, 1.0):
             ranges[detector] = (low, high)
@@ -84,8 +85,9 @@ if len(steps) > 1:
     step_scores = c.query(q.trace_scores(db, [s.event_id for s in steps if s.event_id]))
     bad_labels = {bad for _, bad, _ in q.LABELS.values()}
     notes = {  # each LLM call's scores, a bad label named first
-        str(e): ", ".join(f"{r.label} " * (r.label in bad_labels) + f"{r.detector} {r.score:.2f}"
-                          for r in group.sort_values("detector").itertuples())
+        str(e): ", ".join(f"{r.label} " * (r.label in bad_labels) + f"{r.detector}"
+                          + (f" ({r.target})" if r.target in ("input", "context") else "") + f" {r.score:.2f}"
+                          for r in group.sort_values(["detector", "target"]).itertuples() if pd.notna(r.score))
         for e, group in step_scores.groupby("event_id")
     }
     failed = sum(1 for s in steps if s.error)
@@ -108,23 +110,31 @@ if t["session_id"]:
     st.page_link("views/sessions.py", label=f"Session {md(t['session_id'])}", icon=":material/forum:",
                  query_params={"session": t["session_id"], "session_app": t["app"]})
 
+SENTENCES = re.compile(r"(?<=[.!?:;])\s+|\n+")
 REDACTION = re.compile(r"\[(" + "|".join(k.upper() for k in KINDS) + r")(:[0-9a-f]+)?\]")
 
 
-def marked(text: str, claims: list[str]) -> str:
-    """HTML of `text` with unsupported claims highlighted and redaction marks tinted, as one HTML
-    block: the LLM's Markdown (images that would fetch a URL) is shown, never rendered."""
+def marked(text: str, claims: list[str], why: str = "not supported by the context") -> str:
+    """HTML of `text` with `claims` highlighted (titled `why`) and redaction marks tinted, as one
+    HTML block: the LLM's Markdown (images that would fetch a URL) is shown, never rendered."""
     escaped = html.escape(text)
     for claim in sorted(set(claims), key=len, reverse=True):
-        escaped = escaped.replace(html.escape(claim), f"<mark title='not supported by the context'>{html.escape(claim)}</mark>")
+        escaped = escaped.replace(html.escape(claim), f"<mark title='{html.escape(why)}'>{html.escape(claim)}</mark>")
     escaped = REDACTION.sub(lambda m: f"<code>{m.group(0)}</code>", escaped)
     return html_block(escaped)
 
 
 unsupported = []
+injected: dict[str, list[str]] = {}  # "input" or the passage index -> the sentences that triggered it
 for row in details.itertuples():
     if row.detector == "grounding" and row.details:
         unsupported = [u.get("claim", "") for u in json.loads(row.details).get("unsupported", [])]
+    if row.detector == "injection" and row.label == "injection" and row.details:
+        found = json.loads(row.details)
+        where = "input" if row.target == "input" else str(found.get("passage", ""))
+        # The detector's window joins sentences with spaces: mark each sentence where it stands.
+        injected[where] = [s for s in SENTENCES.split(found.get("span", "")) if len(s) > 3]
+INJECTION = "instructions that try to override the app's (prompt injection)"
 
 left, right = st.columns(2)
 with left:
@@ -135,7 +145,9 @@ with left:
             with st.chat_message("user" if role == "user" else "assistant" if role == "assistant" else "ai"):
                 st.markdown(marked(content, []), unsafe_allow_html=True)
     else:
-        st.markdown(marked(t["input"], []), unsafe_allow_html=True)
+        st.markdown(marked(t["input"], injected.get("input", []), INJECTION), unsafe_allow_html=True)
+    if "input" in injected:
+        st.caption("Highlighted: what the injection detector flagged in the input.")
     st.markdown("**Output**" + (f" · {len(unsupported)} unsupported claim(s) highlighted" if unsupported else ""))
     st.markdown(marked(t["output"], unsupported), unsafe_allow_html=True)
 with right:
@@ -148,8 +160,10 @@ with right:
     context = list(t["context"] or [])
     st.markdown(f"**Retrieved context** ({len(context)} passage(s))")
     for i, passage in enumerate(context):
-        with st.expander(f"passage {i + 1}" + (f" · {md(t['context_ids'][i])}" if i < len(t["context_ids"]) and t["context_ids"][i] else "")):
-            st.markdown(marked(passage, []), unsafe_allow_html=True)
+        name = f"passage {i + 1}" + (f" · {md(t['context_ids'][i])}" if i < len(t["context_ids"]) and t["context_ids"][i] else "")
+        flagged = injected.get(str(i), [])
+        with st.expander(name + (" · possible injection" if flagged else ""), expanded=bool(flagged)):
+            st.markdown(marked(passage, flagged, INJECTION), unsafe_allow_html=True)
     feedback = c.query(q.feedback_for(db, t["trace_id"]))
     st.markdown("**User feedback**")
     if feedback.empty:

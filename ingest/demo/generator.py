@@ -10,6 +10,9 @@ monitoring product must catch:
 | 150 | 220 | support-bot users start asking about something new (a crypto outage): input drift |
 | 200 | 230 | sql-agent latency and token spikes |
 
+Throughout, about 1 in 100 support-bot users tries a prompt injection or jailbreak, and about 1 in
+200 docs-rag answers retrieves a page with an instruction planted in it (indirect injection).
+
 The loop closes on its own when the store is reachable: the generator also plays the deploy
 pipeline, promoting v8 in the release registry when its canary phase starts. The `toxic-outputs`
 rule fires, rolls v8 back, and the generator's SDK release resolver (following `llm.control`)
@@ -85,7 +88,9 @@ class Scenario:
             canary = canary and self.serving("support-bot").prompt_version == SUPPORT_CANARY.prompt_version
         release = SUPPORT_CANARY if canary else SUPPORT_STABLE
         questions = corpus.SUPPORT_QUESTIONS_SHIFTED if phase.input_drift and rng.random() < 0.7 else corpus.SUPPORT_QUESTIONS
-        question = rng.choice(corpus.TOXIC_USER_MESSAGES) if rng.random() < 0.02 else rng.choice(questions)
+        roll = rng.random()
+        question = (rng.choice(corpus.TOXIC_USER_MESSAGES) if roll < 0.02
+                    else rng.choice(corpus.INJECTION_ATTEMPTS) if roll < 0.03 else rng.choice(questions))
         answer = rng.choice(corpus.TOXIC_ANSWERS) if canary and rng.random() < 0.6 else rng.choice(corpus.SUPPORT_ANSWERS)
         return {
             "app": "support-bot",
@@ -116,7 +121,8 @@ class Scenario:
             "release": release.as_dict(),
             "input": fact["question"],
             "output": answer,
-            "context": [{"id": f"doc-{i}", "text": p} for i, p in enumerate(fact["passages"])],
+            "context": [{"id": f"doc-{i}", "text": p} for i, p in enumerate(fact["passages"])]
+            + ([{"id": "doc-api-keys", "text": corpus.POISONED_PASSAGE}] if rng.random() < 0.005 else []),
             "latency_ms": round(rng.lognormvariate(7.0, 0.3), 1),  # ~1.1 s median
             "usage": {"input_tokens": 400 + rng.randint(0, 300), "output_tokens": 40 + rng.randint(0, 80)},
             "cost_usd": round(0.000004 * (500 + rng.randint(0, 400)), 6),

@@ -34,6 +34,7 @@ from typing import Any
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.settings import Settings
+from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_span, redact_text
 from llmwatch.ingest.pipeline.pricing import PriceTable
@@ -421,6 +422,13 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
                 await stream.ack(event)
             log.debug("batch %d: %s", len(messages), stored)
 
+    @app.timer(interval=settings.model_refresh_s)
+    async def refresh_models() -> None:
+        # Review-trained models promoted since the last look: swapped in between batches.
+        changed = await asyncio.to_thread(refresh_adapters, handler.store, handler.detectors)
+        if changed:
+            log.info("now scoring with review-trained %s", ", ".join(changed))
+
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     started_at = datetime.now(UTC)
 
@@ -456,6 +464,7 @@ def run_worker(settings: Settings) -> None:
     migrate(store, settings.retention_days)
     ensure_llmwatch_topics(settings)
     detectors = load_all(settings.detector_names, settings)
+    refresh_adapters(store, detectors)
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)

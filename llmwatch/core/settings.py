@@ -66,7 +66,7 @@ class Settings:
     batch_size: int = setting(500, "events per detector batch")
     batch_window_s: float = setting(0.25, "flush a partial batch after this many seconds")
     detectors: str = setting(
-        "toxicity,grounding,anomaly,embedding", "comma-separated detectors every event is scored by"
+        "toxicity,grounding,injection,anomaly,embedding", "comma-separated detectors every event is scored by"
     )
     max_event_bytes: int = setting(1_000_000, "events larger than this are rejected")
     max_event_depth: int = setting(32, "JSON nesting deeper than this is rejected")
@@ -84,13 +84,24 @@ class Settings:
     )
     model_batch_size: int = setting(128, "texts (or claim/passage pairs) per forward pass of a transformer model")
     toxicity_model: str = setting(
-        "profanity-check", "toxicity backend: profanity-check (offline, CPU), or a detoxify .ckpt path"
+        "learned", "toxicity backend: learned (offline, CPU), profanity-check, a .npz from `llmwatch train "
+        "toxicity`, or a detoxify .ckpt path"
     )
     toxicity_cascade_below: float = setting(
         0.0, "with a detoxify checkpoint: texts the cheap model scores below this skip detoxify (0 = off)"
     )
+    review_training_interval_h: float = setting(
+        0.0, "`llmwatch jobs` trains per-deployment models from reviews this often (hours; 0 = off)"
+    )
+    model_refresh_s: float = setting(60.0, "workers load newly promoted review-trained models this often (s)")
+    grounding_weights: str = setting(
+        "", "grounding weights (.json from `llmwatch train grounding`); default: the shipped model"
+    )
+    injection_model: str = setting(
+        "", "injection model (.npz from `llmwatch train injection`); default: the shipped model"
+    )
     grounding_model: str = setting(
-        "", "NLI / cross-encoder model directory for grounding; default: offline MiniLM + lexical evidence"
+        "", "NLI / cross-encoder model directory for grounding; default: none (the learned claim features alone)"
     )
 
     # Drift checks (`llmwatch jobs`, part of `llmwatch up`).
@@ -271,6 +282,8 @@ class Settings:
             problems.append(f"replication_factor must be at least 1, got {self.replication_factor}")
         if self.partitions < 1:
             problems.append(f"partitions must be at least 1, got {self.partitions}")
+        if self.review_training_interval_h < 0 or self.model_refresh_s <= 0:
+            problems.append("review_training_interval_h must be >= 0 (0 = off) and model_refresh_s positive")
         if self.review_decisions < 1 or self.console_sql_max_rows < 1 or self.console_sql_timeout_s <= 0:
             problems.append("review_decisions and console_sql_max_rows must be at least 1, console_sql_timeout_s positive")
         try:

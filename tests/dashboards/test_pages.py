@@ -85,6 +85,8 @@ def test_overview_shows_traffic_flags_and_the_open_incident(open_console, consol
     assert shown["Error rate"] == f"{100 * seeded.errors / seeded.events:.2f}%"
     assert shown["Toxic"] == f"{100 * seeded.toxic_canary / seeded.events:.2f}%"
     assert shown["Anomalous"] == f"{100 / seeded.events:.2f}%"
+    # One injection among the judged inputs (every event) and retrieved-context sets (docs-rag's third).
+    assert shown["Injection"] == f"{100 / (seeded.events + seeded.events // 3):.2f}%"
     # p95 from the rollup's latency histogram: within its 2.5 % bucket error of the exact value.
     exact = float(np.percentile(seeded.latencies, 95))
     assert float(shown["Latency p95"].removesuffix(" ms")) == pytest.approx(exact, rel=0.03)
@@ -117,6 +119,11 @@ def test_traces_search_and_a_trace_with_claims_redactions_and_feedback(open_cons
     assert "that 90 days is wrong" in page
 
     at.text_input(key="text").input("")
+    at.query_params["event"] = seeded.injected_event_id
+    at.run()
+    assert "prompt injection)'>" + seeded.injection + "</mark>" in texts(at.markdown)
+    assert any("possible injection" in e.label for e in at.expander)
+
     at.query_params["event"] = seeded.pii_event_id
     at.run()
     assert "Redacted before storage" in texts(at.warning)
@@ -129,7 +136,8 @@ def test_a_trace_opens_as_a_tree_with_its_failing_and_slowest_steps(open_console
     page = texts(at.markdown)
     assert "**Trace** · 4 steps · 1 failed · slowest: answer question (1,500 ms)" in page
     for step in ("answer question", "search kb", "lookup order", "order service timed out",
-                 "anomaly 0.40, unsupported grounding 0.84, toxicity 0.02"):  # the LLM call's scores
+                 "anomaly 0.40, unsupported grounding 0.84, injection (context) 0.02, injection (input) 0.01, "
+                 "toxicity 0.02"):  # the LLM call's scores
         assert step in page, step
     # The tree's order: the agent, then its children in start order, the LLM call last.
     assert page.index("search kb") < page.index("lookup order") < page.index("llama-3-8b")

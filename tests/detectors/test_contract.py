@@ -46,7 +46,7 @@ def check_scores_in_unit_interval(detector: Detector) -> None:
 def check_one_row_per_event_and_target(detector: Detector) -> None:
     rows = detector.score(events())
     keys = [(row.event_id, row.target) for row in rows]
-    assert set(detector.targets) <= {*TARGETS, "event"}
+    assert set(detector.targets) <= {*TARGETS, "event", "context"}
     assert sorted(keys) == sorted((e.event_id, t) for e in events() for t in detector.targets)
     assert all(row.detector == detector.name and row.detector_version == detector.version for row in rows)
 
@@ -86,7 +86,8 @@ CHECKS: list[Callable[[Detector], None]] = [
 # Every registered detector with its default (offline) model, and the model-backed variants on
 # tiny checkpoints the tests build.
 # `embedding` writes vectors, not scores (tests/detectors/test_embedding.py).
-VARIANTS = [*(n for n in available() if n not in ("embedding", "anomaly")), "anomaly:synthetic", "toxicity:detoxify", "toxicity:detoxify-cascade", "grounding:nli"]
+VARIANTS = [*(n for n in available() if n not in ("embedding", "anomaly")), "anomaly:synthetic", "toxicity:detoxify", "toxicity:detoxify-cascade", "toxicity:profanity-check",
+            "grounding:nli"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -101,6 +102,8 @@ def detector(request: pytest.FixtureRequest) -> Detector:
         # Reads its reference from the store in production (tests/detectors/test_anomaly.py).
         reference = np.random.default_rng(0).lognormal(5, 0.5, size=(1000, len(FEATURES)))
         return AnomalyDetector(lambda app: reference)
+    elif variant == "profanity-check":
+        settings = Settings(device="cpu", toxicity_model="profanity-check")
     elif variant == "nli":
         settings = Settings(device="cpu", grounding_model=str(request.getfixturevalue("nli_model")))
     return load(name, settings)

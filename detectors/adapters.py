@@ -1,0 +1,110 @@
+"""Per-deployment models learned from this deployment's reviewers, and where workers find them.
+
+An adapter sits on a shipped detector: `z = a * shipped_logit + w . x + b`, with x the same
+features the shipped model reads (hashed n-grams of the output for toxicity, the response
+features for grounding). With few labels the fitted `a` keeps the shipped model's judgement and `w`
+learns this deployment's words and habits; `llmwatch train --from-reviews` fits it
+(detectors/training/reviews.py) and stores each version in `llmwatch.detector_models`.
+
+Workers poll that table (`model_refresh_s`) and swap the highest promoted version in between two
+batches: no restart, and every score row names the version that produced it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from llmwatch.core.errors import DetectorLoadError, StoreError
+from llmwatch.detectors.hashed import sigmoid
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Adapter", "latest_promoted", "next_version", "refresh_adapters", "store_version"]
+
+ADAPTABLE = ("toxicity", "grounding")
+
+
+@dataclass
+class Adapter:
+    detector: str
+    version: int
+    base_weight: float
+    weights: np.ndarray  # one per feature column
+    bias: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, features: Any, base_logits: np.ndarray) -> np.ndarray:
+        return self.base_weight * base_logits + np.asarray(features @ self.weights).ravel() + self.bias
+
+    def probabilities(self, features: Any, base_logits: np.ndarray) -> np.ndarray:
+        return sigmoid(self.logits(features, base_logits))
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        header = {"detector": self.detector, "version": self.version, "base_weight": self.base_weight,
+                  "bias": self.bias, "meta": self.meta}
+        np.savez_compressed(buffer, weights=self.weights.astype(np.float32),
+                            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Adapter:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                header = json.loads(archive["header"].tobytes())
+                weights = archive["weights"]
+            return cls(header["detector"], int(header["version"]), float(header["base_weight"]), weights,
+                       float(header["bias"]), header.get("meta", {}))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DetectorLoadError(f"not a llmwatch review model: {exc}") from exc
+
+
+def next_version(store: Any, detector: str) -> int:
+    rows = store.query(f"SELECT max(version) FROM {store.database}.detector_models WHERE detector = {{d:String}}",
+                       {"d": detector})
+    return int(rows[0][0] or 0) + 1 if rows else 1
+
+
+def store_version(store: Any, adapter: Adapter, status: str, labels: int, actor: str, metrics: dict[str, Any]) -> None:
+    store.insert("detector_models", [{
+        "detector": adapter.detector, "version": adapter.version, "created_at": datetime.now(UTC), "status": status,
+        "labels": labels, "actor": actor, "metrics": json.dumps(metrics),
+        "model": base64.b64encode(adapter.to_bytes()).decode(),
+    }])
+
+
+def latest_promoted(store: Any, detector: str, known: int | None = None) -> Adapter | None:
+    """The highest promoted version of `detector` (None when there is none, or it is `known`)."""
+    rows = store.query(
+        f"SELECT version, model FROM {store.database}.detector_models FINAL "
+        "WHERE detector = {d:String} AND status = 'promoted' ORDER BY version DESC LIMIT 1", {"d": detector})
+    if not rows or int(rows[0][0]) == known:
+        return None
+    return Adapter.from_bytes(base64.b64decode(rows[0][1]))
+
+
+def refresh_adapters(store: Any, detectors: Sequence[Any]) -> list[str]:
+    """Give each adaptable detector the newest promoted review model; names what changed."""
+    changed = []
+    for detector in detectors:
+        if detector.name not in ADAPTABLE or not hasattr(detector, "set_adapter"):
+            continue
+        current = detector.adapter.version if detector.adapter is not None else None
+        try:
+            adapter = latest_promoted(store, detector.name, current)
+        except (StoreError, DetectorLoadError) as exc:
+            log.warning("review model for %s not refreshed: %s", detector.name, exc)
+            continue
+        if adapter is not None:
+            detector.set_adapter(adapter)
+            changed.append(f"{detector.name} v{adapter.version}")
+    return changed

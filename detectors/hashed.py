@@ -1,0 +1,141 @@
+"""A calibrated linear model over hashed word and character n-grams: the learned CPU detectors.
+
+Hashing (detectors/ngrams.py: the same columns on every machine and in every process) means no
+vocabulary to ship: the weights are one float16 vector, about 1 MB per model before compression. Word 1..n-grams
+catch phrases ("ignore all previous instructions"), character 3..5-grams catch spellings no vocabulary holds (f*cking, idi0t, misspelt slurs). Counts are log-damped and
+each text's vector is L2-normalised, so a long text is not more toxic for being long.
+
+The score is `sigmoid(a * (w . x + b) + c)`: (a, c) is Platt scaling fitted on out-of-fold
+predictions, so 0.5 means an even chance on data like the training data.
+
+Examples:
+    >>> features = HashedFeatures(n_features=2**10)
+    >>> x = features.transform(["Ignore previous instructions", "hello"])
+    >>> x.shape, round(float(x[0].multiply(x[0]).sum()), 6)
+    ((2, 2048), 1.0)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from llmwatch.core.errors import DetectorLoadError
+from llmwatch.detectors.ngrams import ngram_columns
+
+__all__ = ["HashedFeatures", "HashedTextModel", "logit", "sigmoid"]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    p = np.clip(p, eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class HashedFeatures:
+    """Word n-grams in the first `n_features` columns, character n-grams in the next."""
+
+    n_features: int = 2**18
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (3, 5)
+    concepts: str = ""  # a set of detectors/concepts.py: its tokens are added to each text first
+
+    @property
+    def width(self) -> int:
+        return 2 * self.n_features
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        if self.concepts:
+            from llmwatch.detectors.concepts import annotate
+
+            texts = [annotate(text, self.concepts) for text in texts]
+        rows, columns = ngram_columns(texts, self.word_ngrams, self.char_ngrams, self.n_features)
+        counts = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)),
+                                   shape=(len(texts), self.width))
+        counts.sum_duplicates()
+        np.log1p(counts.data, out=counts.data)
+        per_row = np.diff(counts.indptr)
+        row_ids = np.repeat(np.arange(len(texts)), per_row)
+        norms = np.sqrt(np.bincount(row_ids, weights=counts.data.astype(np.float64) ** 2, minlength=len(texts)))
+        norms[norms == 0] = 1.0
+        counts.data /= norms[row_ids].astype(np.float32)
+        return counts
+
+    def config(self) -> dict[str, Any]:
+        return {"n_features": self.n_features, "word_ngrams": list(self.word_ngrams),
+                "char_ngrams": list(self.char_ngrams), "concepts": self.concepts}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HashedFeatures:
+        return cls(int(config["n_features"]), tuple(config["word_ngrams"]), tuple(config["char_ngrams"]),
+                   str(config.get("concepts", "")))
+
+
+@dataclass
+class HashedTextModel:
+    """Weights over HashedFeatures plus Platt scaling; `meta` holds the model card's facts."""
+
+    features: HashedFeatures
+    weights: np.ndarray  # (features.width,) float32
+    bias: float
+    platt: tuple[float, float] = (1.0, 0.0)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def margins(self, texts: Sequence[str]) -> np.ndarray:
+        """The uncalibrated linear score w . x + b of each text."""
+        if not texts:
+            return np.zeros(0)
+        return np.asarray(self.features.transform(texts) @ self.weights, dtype=np.float64) + self.bias
+
+    def calibrate(self, margins: np.ndarray) -> np.ndarray:
+        a, c = self.platt
+        return sigmoid(a * margins + c)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return self.calibrate(self.margins(texts))
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        header = {"features": self.features.config(), "bias": self.bias, "platt": list(self.platt), "meta": self.meta}
+        np.savez_compressed(buffer, weights=self.weights.astype(np.float16), header=np.frombuffer(
+            json.dumps(header).encode(), dtype=np.uint8))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, origin: str = "model") -> HashedTextModel:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                header = json.loads(archive["header"].tobytes())
+                weights = archive["weights"].astype(np.float32)
+            features = HashedFeatures.from_config(header["features"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            msg = f"{origin} is not a llmwatch hashed-n-gram model: {exc}"
+            raise DetectorLoadError(msg) from exc
+        if weights.shape != (features.width,):
+            msg = f"{origin}: {weights.shape[0]} weights for {features.width} features"
+            raise DetectorLoadError(msg)
+        return cls(features, weights, float(header["bias"]), tuple(header["platt"]), header.get("meta", {}))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(self.to_bytes())
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> HashedTextModel:
+        if not path.is_file():
+            msg = f"no model file at {path}"
+            raise DetectorLoadError(msg)
+        return cls.from_bytes(path.read_bytes(), str(path))
