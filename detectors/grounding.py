@@ -30,6 +30,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -62,6 +63,7 @@ def split_claims(text: str) -> list[str]:
     return [c for c in claims if c and _WORD.search(c)]
 
 
+@functools.lru_cache(maxsize=65536)  # words repeat across claims, passages and events
 def _stem(word: str) -> str:
     word = word.lower().replace(",", "")
     for suffix in _SUFFIXES:
@@ -281,13 +283,15 @@ class Grounding:
         suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
         self._adapted = (adapter, self.base_version + suffix)
 
-    def response_probability(self, features: np.ndarray, adapter: Any = None) -> float:
-        p = float(self.model.probabilities(features)[0])
+    def response_probabilities(self, features: np.ndarray, adapter: Any = None) -> np.ndarray:
+        """P(unsupported) of each row of response features: the shipped model's, or the adapter's
+        over its logit and the standardised features."""
+        p = self.model.probabilities(features)
         if adapter is None:
             return p
+        clipped = np.clip(p, 1e-6, 1 - 1e-6)
         standard = (features - self.model.mean) / self.model.scale
-        base = math.log(max(p, 1e-6) / max(1 - p, 1e-6))
-        return float(adapter.probabilities(standard.reshape(1, -1), np.array([base]))[0])
+        return np.asarray(adapter.probabilities(standard, np.log(clipped / (1 - clipped))))
 
     def features(self, event: TraceEvent) -> tuple[np.ndarray, list[tuple[str, list[str], np.ndarray]]] | None:
         """The event's response features and, per claim, (claim, missing terms, claim features);
@@ -306,33 +310,38 @@ class Grounding:
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         adapter, version = self._adapted
         plans = [(event, self.features(event)) for event in events]
+        judged = [(event, plan) for event, plan in plans if plan is not None and plan[1]]
+        # One model call for every response and one for every claim of the batch.
+        responses = np.array([plan[0] for _, plan in judged]).reshape(len(judged), 2 * len(CLAIM_FEATURES) + 1)
+        scores = iter(self.response_probabilities(responses, adapter) if judged else [])
+        # A claim alone: the response model applied to a one-claim response.
+        alone = [np.concatenate([values, values, plan[0][-1:]]) for _, plan in judged for *_, values in plan[1]]
+        claim_scores = iter(self.model.probabilities(np.array(alone)) if alone else [])
         items = [(claim, _passages(event.context), event.input)
-                 for event, plan in plans if plan for claim, *_ in plan[1]] if self.backend else []
+                 for event, plan in judged for claim, *_ in plan[1]] if self.backend else []
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
         for event, plan in plans:
             if plan is None:
                 rows.append(self._row(event, version, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
                 continue
-            features, claims = plan
+            claims = plan[1]
             if not claims:
                 rows.append(self._row(event, version, 0.0, "empty"))
                 continue
-            score = self.response_probability(features, adapter)
-            # A claim alone: the response model applied to a one-claim response.
-            one = np.array([np.concatenate([values, values, [features[-1]]]) for *_, values in claims])
-            per_claim = self.model.probabilities(one)
-            doubts = [1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims)
-            per_claim = 1.0 - (1.0 - per_claim) * (1.0 - np.array(doubts))
-            score = 1.0 - (1.0 - score) * (1.0 - max(doubts))
+            per_claim = np.array([next(claim_scores) for _ in claims])
+            doubts = np.array([1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims))
+            per_claim = 1.0 - (1.0 - per_claim) * (1.0 - doubts)
+            score = 1.0 - (1.0 - float(next(scores))) * (1.0 - float(doubts.max()))
             unsupported = [
                 {"claim": claim, "missing": missing[:10], "p_unsupported": round(float(p), 3)}
-                | ({"entailment": round(1.0 - doubt, 3)} if self.backend else {})
+                | ({"entailment": round(1.0 - float(doubt), 3)} if self.backend else {})
                 for (claim, missing, _), p, doubt in zip(claims, per_claim, doubts)
                 if p >= self.threshold
             ]
-            details: dict[str, Any] = {"claims": len(split_claims(event.output)), "unsupported": unsupported}
-            if details["claims"] > MAX_CLAIMS:
+            total = len(split_claims(event.output))
+            details: dict[str, Any] = {"claims": total, "unsupported": unsupported}
+            if total > MAX_CLAIMS:
                 details["checked"] = MAX_CLAIMS
             label = "unsupported" if score >= self.threshold else "supported"
             rows.append(self._row(event, version, score, label, details))

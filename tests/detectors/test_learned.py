@@ -200,15 +200,17 @@ def _chat(i: int, output: str) -> TraceEvent:
 
 
 def test_reviews_teach_a_deployment_word_promote_audit_and_reach_a_running_worker(
-        embedded_store: ClickHouseStore) -> None:
+        embedded_store: ClickHouseStore, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.from_env({}, database=embedded_store.database, clickhouse_url=embedded_store.url)
     from llmwatch.alerts.review_training import train_and_audit
 
-    # Too few labels: nothing is fitted, nothing stored.
+    # Too few labels: nothing is fitted, nothing stored (through the command line).
     few = [_chat(i, f"Your order ships on day {i}.") for i in range(4)]
     _review(embedded_store, few, [["fine"]] * 4)
-    (outcome,) = train_and_audit(embedded_store, settings, ["toxicity"], "tester")
-    assert outcome.status == "skipped" and "too few" in outcome.reason
+    flags = ["--clickhouse-url", embedded_store.url, "--database", embedded_store.database]
+    assert main(["train", "--from-reviews", "--detector", "toxicity", *flags]) == 0
+    assert "toxicity: skipped: too few agreed labels" in capsys.readouterr().out
+    assert main(["train", "--from-reviews", "--detector", "injection", *flags]) != 0  # learns from files only
 
     # "zorg" is this deployment's slur: polite otherwise, so the shipped model cannot know it.
     rng = random.Random(5)
@@ -247,3 +249,30 @@ def test_reviews_teach_a_deployment_word_promote_audit_and_reach_a_running_worke
     statuses = embedded_store.query(f"SELECT version, status FROM {embedded_store.database}.detector_models "
                                     "FINAL ORDER BY version")
     assert statuses == [(outcome.version, "promoted"), (again.version, "rejected")]
+
+
+def test_the_review_training_job_is_scheduled_only_when_asked_for() -> None:
+    from llmwatch.alerts.scheduler import build_scheduler
+
+    jobs = {job.id for job in build_scheduler(Settings(), store=None, blocking=False).get_jobs()}
+    assert jobs == {"drift"}
+    every_day = build_scheduler(Settings(review_training_interval_h=24), store=None, blocking=False)
+    (job,) = [j for j in every_day.get_jobs() if j.id == "review-training"]
+    assert job.trigger.interval.total_seconds() == 24 * 3600
+
+
+def test_a_grounding_review_model_is_applied_to_the_whole_batch() -> None:
+    from llmwatch.detectors.adapters import Adapter
+    from llmwatch.detectors.grounding import CLAIM_FEATURES
+
+    grounding = load("grounding", Settings())
+    context = ("The Eiffel Tower opened in 1889.",)
+    batch = [event(1, "When?", "It opened in 1889.", context), event(2, "When?", "", context), event(3, "Hi", "Hello")]
+    before = grounding.score(batch)
+    assert before[0].label == "supported"
+    # An adapter that has learned, say, that this deployment's reviewers reject every answer.
+    width = 2 * len(CLAIM_FEATURES) + 1
+    grounding.set_adapter(Adapter("grounding", 7, 0.0, np.zeros(width, dtype=np.float32), 5.0))  # type: ignore[attr-defined]
+    after = grounding.score(batch)
+    assert after[0].label == "unsupported" and after[0].detector_version.endswith("+reviews-v7")
+    assert [r.label for r in after[1:]] == [r.label for r in before[1:]] == ["empty", "not_applicable"]
