@@ -36,7 +36,8 @@ def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    wait_until(ClickHouseStore(f"http://127.0.0.1:{port}", database="llmwatch").ping, 60)
+    # The store wants its generated password (docs/security.md): an anonymous ping never succeeds.
+    wait_until(ClickHouseStore(store_url(data_dir, port), database="llmwatch").ping, 60)
     return process
 
 

@@ -192,7 +192,9 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
             "usage": {"input_tokens": e.input_tokens, "output_tokens": e.output_tokens},
         }).encode() for e in events]
         detector_sets = [
+            ("toxicity", {"toxicity_model": "profanity-check"}),  # the previous default, in the same run
             ("toxicity", {}),
+            ("toxicity,grounding,anomaly (+ pii)", {"toxicity_model": "profanity-check"}),
             ("toxicity,grounding,anomaly (+ pii)", {}),
             ("toxicity,grounding,injection,anomaly (+ pii)", {}),
             ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": -1}),
@@ -214,7 +216,7 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
             for start in range(0, len(messages), 500):
                 handler.handle(messages[start : start + 500])
             seconds = time.perf_counter() - started
-            label = names + (f", embedding_max_per_batch={extra['embedding_max_per_batch']}" if extra else "")
+            label = names + "".join(f", {key}={value}" for key, value in extra.items())
             per_s = len(messages) / seconds
             embedded = ""
             if handler.embeddings is not None:

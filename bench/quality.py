@@ -267,6 +267,16 @@ def table(title: str, results: list[dict]) -> None:
     ])
 
 
+def reliability(rows: list[dict]) -> None:
+    """The reliability diagrams as text: per bin of predicted probability, observed rate (n)."""
+    bins = [f"{b / 10:.1f}-{(b + 1) / 10:.1f}" for b in range(10)]
+    print_table("Reliability: observed rate (n) per bin of predicted probability", ["scorer", "source", *bins], [
+        [r["scorer"].removeprefix("llmwatch "), r["source"],
+         *[next((f"{d['observed']:.2f} ({d['n']})" for d in r["reliability"] if d["bin"] == b), "") for b in bins]]
+        for r in rows
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=SHARED, help="the folder holding train/ and eval/")
@@ -293,6 +303,8 @@ def main() -> None:
     table("Toxicity, profane words hidden as f*ck / 1d10t / f u c k / fuuuck", tox_hidden)
     table("Grounding (label: hallucinated)", results["grounding"])
     table("Injection and jailbreak (label: injection)", inj)
+    reliability([r for part in ("toxicity", "grounding", "injection") for r in results[part]
+                 if r["scorer"].startswith("llmwatch") and "reliability" in r])
     print_table("Injection false alarms at 0.5", ["set", "n", "flagged (any fold)", "flag rate"],
                 [[f["set"], f["n"], f["flagged_by_any_fold"], f"{f['flag_rate']:.2%}"] for f in false_alarms])
     write_json("quality", results)

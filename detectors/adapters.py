@@ -28,7 +28,7 @@ from llmwatch.detectors.hashed import sigmoid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Adapter", "latest_promoted", "next_version", "refresh_adapters", "store_version"]
+__all__ = ["Adaptable", "Adapter", "latest_promoted", "next_version", "refresh_adapters", "store_version"]
 
 ADAPTABLE = ("toxicity", "grounding")
 
@@ -66,6 +66,30 @@ class Adapter:
                        float(header["bias"]), header.get("meta", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DetectorLoadError(f"not a llmwatch review model: {exc}") from exc
+
+
+class Adaptable:
+    """A detector that can carry an adapter. The adapter and the version it makes are one pair,
+    replaced as one, so a batch scored while a worker swaps models names what scored it."""
+
+    base_version: str
+    _adapted: tuple[Adapter | None, str]
+
+    def _init_adapter(self, base_version: str) -> None:
+        self.base_version = base_version
+        self._adapted = (None, base_version)
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self._adapted[0]
+
+    @property
+    def version(self) -> str:
+        return self._adapted[1]
+
+    def set_adapter(self, adapter: Adapter | None) -> None:
+        suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
+        self._adapted = (adapter, self.base_version + suffix)
 
 
 def next_version(store: Any, detector: str) -> int:

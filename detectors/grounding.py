@@ -43,6 +43,7 @@ import numpy as np
 
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
+from llmwatch.detectors.adapters import Adaptable
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 
 __all__ = ["CLAIM_FEATURES", "Evidence", "Grounding", "GroundingModel", "NliSupport", "claim_features", "load",
@@ -258,30 +259,17 @@ def shipped_model() -> Path:
     return Path(__file__).parent / "models" / "grounding.json"
 
 
-class Grounding:
+class Grounding(Adaptable):
     name = "grounding"
     targets = ("output",)
 
     def __init__(self, backend: SupportBackend | None = None, model: GroundingModel | None = None) -> None:
         self.model = model or GroundingModel.load(shipped_model())
         self.backend = backend
-        self.base_version = f"learned-{self.model.meta.get('version', 'custom')}" + (f"+{backend.version}" if backend else "")
-        self._adapted: tuple[Any, str] = (None, self.base_version)  # review model and version, swapped as one
+        # A review model (detectors/adapters.py) reads this model's logit and standardised features.
+        self._init_adapter(f"learned-{self.model.meta.get('version', 'custom')}"
+                           + (f"+{backend.version}" if backend else ""))
         self.threshold = 0.5
-
-    @property
-    def adapter(self) -> Any:
-        return self._adapted[0]
-
-    @property
-    def version(self) -> str:
-        return self._adapted[1]
-
-    def set_adapter(self, adapter: Any) -> None:
-        """A per-deployment model from reviewers' labels (detectors/adapters.py), over this
-        model's logit and its standardised response features."""
-        suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
-        self._adapted = (adapter, self.base_version + suffix)
 
     def response_probabilities(self, features: np.ndarray, adapter: Any = None) -> np.ndarray:
         """P(unsupported) of each row of response features: the shipped model's, or the adapter's

@@ -37,6 +37,7 @@ import numpy as np
 
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
+from llmwatch.detectors.adapters import Adaptable
 from llmwatch.detectors.base import TARGETS, ScoreRow
 from llmwatch.detectors.hashed import logit, sigmoid
 
@@ -101,11 +102,23 @@ def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float] |
     return rows
 
 
+def profanity_scores(predict_prob: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The texts de-obfuscated, alt-profanity-check's score of each as written, and the higher of
+    that and its score de-obfuscated (only texts that changed are scored twice)."""
+    plain = [deobfuscate(text) for text in texts]
+    raw = np.asarray(predict_prob(list(texts)), dtype=np.float64)
+    changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
+    cleaned = raw.copy()
+    if changed:
+        cleaned[changed] = np.maximum(raw[changed], predict_prob([plain[i] for i in changed]))
+    return plain, raw, cleaned
+
+
 def shipped_model() -> Path:
     return Path(__file__).parent / "models" / "toxicity.npz"
 
 
-class LearnedToxicity:
+class LearnedToxicity(Adaptable):
     """Hashed n-grams + alt-profanity-check, stacked and calibrated (the offline default).
 
     With an adapter (detectors/adapters.py: a model fitted on this deployment's reviewers' labels,
@@ -122,29 +135,11 @@ class LearnedToxicity:
         self._predict_prob = predict_prob
         self.threshold = threshold
         self.stack = np.asarray(model.meta["stack"], dtype=np.float64)  # text, raw, de-obfuscated, bias
-        self.base_version = f"learned-{model.meta.get('version', 'custom')}"
-        self._adapted: tuple[Any, str] = (None, self.base_version)  # swapped as one: a batch sees one pair
-
-    @property
-    def adapter(self) -> Any:
-        return self._adapted[0]
-
-    @property
-    def version(self) -> str:
-        return self._adapted[1]
-
-    def set_adapter(self, adapter: Any) -> None:
-        suffix = f"+reviews-v{adapter.version}" if adapter is not None else ""
-        self._adapted = (adapter, self.base_version + suffix)
+        self._init_adapter(f"learned-{model.meta.get('version', 'custom')}")
 
     def features_and_logits(self, texts: Sequence[str]) -> tuple[Any, np.ndarray]:
         """The hashed features of each (de-obfuscated) text and the shipped model's logit."""
-        plain = [deobfuscate(text) for text in texts]
-        raw = np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
-        changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
-        cleaned = raw.copy()
-        if changed:
-            cleaned[changed] = np.maximum(raw[changed], self._predict_prob([plain[i] for i in changed]))
+        plain, raw, cleaned = profanity_scores(self._predict_prob, texts)
         x = self.model.features.transform(plain)
         margins = np.asarray(x @ self.model.weights, dtype=np.float64) + self.model.bias
         w = self.stack
@@ -186,12 +181,7 @@ class ProfanityCheckToxicity:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        raw = np.asarray(self._predict_prob(list(texts)), dtype=np.float64)
-        plain = [deobfuscate(text) for text in texts]
-        changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
-        if changed:
-            raw[changed] = np.maximum(raw[changed], self._predict_prob([plain[i] for i in changed]))
-        return raw
+        return profanity_scores(self._predict_prob, texts)[2]
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         if not events:

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from llmwatch.detectors.hashed import HashedFeatures, HashedTextModel, logit
-from llmwatch.detectors.toxicity import deobfuscate
+from llmwatch.detectors.toxicity import profanity_scores
 from llmwatch.detectors.training.fit import balanced_weights, fit_text_model
 
 __all__ = ["LEXICON_SAMPLED", "train_toxicity"]
@@ -30,7 +30,7 @@ VERSION = "tox-1"
 def train_toxicity(rows: Sequence[dict[str, Any]], c: float = 4.0, n_features: int = 2**18) -> HashedTextModel:
     from profanity_check import predict_prob
 
-    texts = [deobfuscate(str(r["text"])) for r in rows]
+    texts, raw, cleaned = profanity_scores(predict_prob, [str(r["text"]) for r in rows])
     labels = np.array([int(r["toxic"]) for r in rows])
     sources = [str(r.get("source", "unknown")) for r in rows]
     natural = np.array([s not in LEXICON_SAMPLED for s in sources])
@@ -38,8 +38,6 @@ def train_toxicity(rows: Sequence[dict[str, Any]], c: float = 4.0, n_features: i
         natural = np.ones(len(rows), dtype=bool)  # nothing with a natural prior: calibrate on all
     model, oof = fit_text_model(texts, labels, balanced_weights(labels, sources), HashedFeatures(n_features), c,
                                 calibrate_on=natural)
-    raw = np.asarray(predict_prob([str(r["text"]) for r in rows]), dtype=np.float64)
-    cleaned = np.maximum(raw, np.asarray(predict_prob(texts), dtype=np.float64))
     stack_x = np.column_stack([oof, logit(raw), logit(cleaned)])
     stacker = LogisticRegression(C=10.0, max_iter=1000).fit(stack_x[natural], labels[natural])
     model.meta.update(
