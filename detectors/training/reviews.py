@@ -95,12 +95,6 @@ def _inputs(detector: Any, items: Sequence[dict[str, Any]]) -> tuple[Any, np.nda
     return np.array(rows), np.array(logits)
 
 
-def _current_scores(detector: Any, items: Sequence[dict[str, Any]]) -> np.ndarray:
-    features, logits = _inputs(detector, items)
-    adapter = detector.adapter
-    return adapter.probabilities(features, logits) if adapter is not None else logits
-
-
 def split_held_back(labels: np.ndarray) -> tuple[list[int], list[int]]:
     rng = random.Random(SEED)
     fit, held = [], []
@@ -133,9 +127,10 @@ def train_from_reviews(store: Any, detector: Any, actor: str, c: float = 1.0) ->
     features, logits = _inputs(detector, items)
     version = next_version(store, name)
     candidate = fit_adapter(name, version, features[fit], logits[fit], labels[fit], c)
-    held_items = [items[i] for i in held]
     candidate_auc = float(roc_auc_score(labels[held], candidate.probabilities(features[held], logits[held])))
-    current_auc = float(roc_auc_score(labels[held], _current_scores(detector, held_items)))
+    serving = detector.adapter  # what workers score with now; the shipped logit when None
+    current_scores = serving.probabilities(features[held], logits[held]) if serving is not None else logits[held]
+    current_auc = float(roc_auc_score(labels[held], current_scores))
     current = f"reviews-v{detector.adapter.version}" if detector.adapter is not None else "shipped"
     metrics = {"labels": counts, "fit": len(fit), "held_back": len(held), "candidate_auc": round(candidate_auc, 4),
                "current": current, "current_auc": round(current_auc, 4), "base_version": detector.base_version}
