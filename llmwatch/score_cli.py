@@ -7,9 +7,9 @@
 Each output row keeps the input's `id` (its line number when it has none) and adds `score` in
 [0, 1] (1 = bad; null when not applicable), `label` and `details`. Injection scores `text` (or
 `input`) as a user input and each `context` passage as retrieved text; the row's score is the
-higher, and `details` names where it was found (`input`, or the passage index) and the span. Rows are scored in chunks, so
-files larger than memory stream through. Offline models by default; --toxicity-model and
---grounding-model choose others.
+higher, and `details` names where it was found (`input`, or the passage index) and the span.
+Rows are scored in chunks, so files larger than memory stream through. Offline models by default;
+--toxicity-model, --grounding-model, --grounding-weights and --injection-model choose others.
 """
 
 from __future__ import annotations

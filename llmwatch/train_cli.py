@@ -45,6 +45,9 @@ def _rows(paths: list[Path], fields: tuple[str, ...]) -> list[dict[str, Any]]:
             missing = [f for f in fields if f not in row]
             if missing:
                 raise ConfigError(f"{path} line {number}: missing {', '.join(missing)}")
+            label = fields[-1]
+            if label in ("toxic", "injection", "hallucinated") and row[label] not in (0, 1):  # True/False count
+                raise ConfigError(f"{path} line {number}: `{label}` must be 0 or 1, got {row[label]!r}")
         rows += found
     if not rows:
         raise ConfigError("the training data is empty")

@@ -133,6 +133,9 @@ def test_train_says_plainly_when_the_data_is_absent_or_wrong(tmp_path: Path, cap
     wrong.write_text(json.dumps({"text": "hello"}) + "\n")
     assert main(["train", "toxicity", "--data", str(wrong), "--output", str(tmp_path / "t.npz")]) != 0
     assert "missing toxic" in capsys.readouterr().err
+    wrong.write_text(json.dumps({"text": "hello", "toxic": "yes"}) + "\n")
+    assert main(["train", "toxicity", "--data", str(wrong), "--output", str(tmp_path / "t.npz")]) != 0
+    assert "`toxic` must be 0 or 1, got 'yes'" in capsys.readouterr().err
     assert main(["train"]) != 0
     assert not (tmp_path / "t.npz").exists()
 
