@@ -4,8 +4,8 @@ Labels: every reviewed event whose reviewers agree (one decision, or all the sam
 `fine` trains toxicity, `hallucinated` vs `fine` (events with context) trains grounding. A quarter
 of the labels, stratified, is held back: the candidate (detectors/adapters.py, fitted on the rest)
 is promoted only when its ROC AUC on them beats the model it would replace (the current promoted
-version, or the shipped model). Either way the version is stored, with its labels, split, AUCs and
-date; the caller audits the decision. Nothing here promotes a model that was not measured.
+version, or the shipped model). Either way the version is stored, with its label counts, the event
+ids on each side of the split, both AUCs and the date; the caller audits the decision. Nothing here promotes a model that was not measured.
 """
 
 from __future__ import annotations
@@ -137,6 +137,8 @@ def train_from_reviews(store: Any, detector: Any, actor: str, c: float = 1.0) ->
     candidate.meta = dict(metrics)
     promoted = candidate_auc > current_auc
     status = "promoted" if promoted else "rejected"
-    store_version(store, candidate, status, len(labels), actor, metrics)
+    # Which labels made it: the reviewed events of each side of the split (the audit row keeps the summary).
+    used = {"fit_events": [items[i]["event_id"] for i in fit], "held_back_events": [items[i]["event_id"] for i in held]}
+    store_version(store, candidate, status, len(labels), actor, metrics | used)
     reason = (f"held-back ROC AUC {candidate_auc:.3f} vs {current} {current_auc:.3f} on {len(held)} labels")
     return Outcome(name, status, reason, version, metrics)

@@ -252,6 +252,11 @@ def test_reviews_teach_a_deployment_word_promote_audit_and_reach_a_running_worke
     statuses = embedded_store.query(f"SELECT version, status FROM {embedded_store.database}.detector_models "
                                     "FINAL ORDER BY version")
     assert statuses == [(outcome.version, "promoted"), (again.version, "rejected")]
+    (stored,) = embedded_store.query(f"SELECT metrics FROM {embedded_store.database}.detector_models FINAL "
+                                     f"WHERE version = {outcome.version}")
+    split = json.loads(stored[0])
+    assert len(split["fit_events"]) == split["fit"] and len(split["held_back_events"]) == split["held_back"]
+    assert {str(e.event_id) for e in events + few} >= set(split["fit_events"]) | set(split["held_back_events"])
 
 
 def test_the_review_training_job_is_scheduled_only_when_asked_for() -> None:
