@@ -36,8 +36,12 @@ def start_store(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "llmwatch", "store", "--data-dir", str(data_dir), "--clickhouse-port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    # The store wants its generated password (docs/security.md): an anonymous ping never succeeds.
-    wait_until(ClickHouseStore(store_url(data_dir, port), database="llmwatch").ping, 60)
+    try:
+        # The store wants its generated password (docs/security.md): an anonymous ping never succeeds.
+        wait_until(ClickHouseStore(store_url(data_dir, port), database="llmwatch").ping, 60)
+    except BaseException:
+        stop_process(process)  # never leave a store behind a failed start
+        raise
     return process
 
 

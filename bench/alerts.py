@@ -140,7 +140,11 @@ def main() -> None:
     kafka_port, store_port = free_port(), free_port()
     data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
     broker = start_tansu(kafka_port)
-    store_process = start_store(data, store_port)
+    try:
+        store_process = start_store(data, store_port)
+    except BaseException:
+        stop_process(broker)
+        raise
     worker = None
     try:
         settings = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{kafka_port}", clickhouse_url=store_url(data, store_port),

@@ -182,7 +182,11 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
     kafka_port, store_port = free_port(), free_port()
     data = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
     broker = start_tansu(kafka_port)
-    store_process = start_store(data, store_port)
+    try:
+        store_process = start_store(data, store_port)
+    except BaseException:
+        stop_process(broker)
+        raise
     rows = []
     try:
         url = store_url(data, store_port)
