@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/pipeline.py
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py
+	$(PY) bench/learning.py
 	$(PY) bench/detectors.py
 	$(PY) bench/alerts.py
 	$(PY) bench/ingest_http.py
