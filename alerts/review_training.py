@@ -16,13 +16,14 @@ __all__ = ["train_and_audit"]
 
 def train_and_audit(store: Any, settings: Settings, detectors: list[str], actor: str) -> list[Any]:
     """One candidate per detector; each promotion or rejection is an audit_log row."""
+    from llmwatch.detectors.adapters import Adaptable
     from llmwatch.detectors.registry import load
     from llmwatch.detectors.training.reviews import train_from_reviews
 
     outcomes = []
     for name in detectors:
         detector = load(name, settings)
-        if not hasattr(detector, "set_adapter"):
+        if not isinstance(detector, Adaptable):
             log.warning("%s (%s) cannot learn from reviews; only the learned toxicity and grounding models do",
                         name, detector.version)
             continue

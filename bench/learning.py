@@ -91,9 +91,8 @@ def grounding(shared: Path) -> list[dict]:
     model = train_grounding([r for r in rows if r["source"] != domain])
     target = [r for r in rows if r["source"] == domain]
     x, _ = grounding_features(target)
-    p = np.clip(model.probabilities(x), 1e-6, 1 - 1e-6)
-    standard = (x - model.mean) / model.scale
-    return curve(f"grounding on {domain}", standard, np.log(p / (1 - p)), np.array([r["hallucinated"] for r in target]))
+    standard, logits = model.adapter_inputs(x)
+    return curve(f"grounding on {domain}", standard, logits, np.array([r["hallucinated"] for r in target]))
 
 
 def main() -> None:

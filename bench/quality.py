@@ -184,7 +184,7 @@ def grounding(rows: list[dict], nli: str | None, device: str) -> list[dict]:
         out = []
         for i, r in enumerate(rs):
             plan = Grounding().features(event_of(r, i))
-            claims = plan[1] if plan else []
+            claims = plan.claims if plan else []
             ps = [1 / (1 + np.exp(-values[handset])) for *_, values in claims]
             out.append(1 - float(np.prod([1 - p for p in ps])) if ps else 0.0)
         return np.array(out)

@@ -13,7 +13,6 @@ batches: no restart, and every score row names the version that produced it.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -24,14 +23,11 @@ from typing import Any
 import numpy as np
 
 from llmwatch.core.errors import DetectorLoadError, StoreError
-from llmwatch.detectors.hashed import sigmoid
+from llmwatch.detectors.hashed import pack, sigmoid, unpack
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Adaptable", "Adapter", "latest_promoted", "next_version", "refresh_adapters", "store_version"]
-
-ADAPTABLE = ("toxicity", "grounding")
-
 
 @dataclass
 class Adapter:
@@ -49,19 +45,14 @@ class Adapter:
         return sigmoid(self.logits(features, base_logits))
 
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
         header = {"detector": self.detector, "version": self.version, "base_weight": self.base_weight,
                   "bias": self.bias, "meta": self.meta}
-        np.savez_compressed(buffer, weights=self.weights.astype(np.float32),
-                            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-        return buffer.getvalue()
+        return pack(self.weights.astype(np.float32), header)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Adapter:
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                header = json.loads(archive["header"].tobytes())
-                weights = archive["weights"]
+            weights, header = unpack(data)
             return cls(header["detector"], int(header["version"]), float(header["base_weight"]), weights,
                        float(header["bias"]), header.get("meta", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -72,6 +63,7 @@ class Adaptable:
     """A detector that can carry an adapter. The adapter and the version it makes are one pair,
     replaced as one, so a batch scored while a worker swaps models names what scored it."""
 
+    name: str  # the detector's
     base_version: str
     _adapted: tuple[Adapter | None, str]
 
@@ -120,7 +112,7 @@ def refresh_adapters(store: Any, detectors: Sequence[Any]) -> list[str]:
     """Give each adaptable detector the newest promoted review model; names what changed."""
     changed = []
     for detector in detectors:
-        if detector.name not in ADAPTABLE or not hasattr(detector, "set_adapter"):
+        if not isinstance(detector, Adaptable):
             continue
         current = detector.adapter.version if detector.adapter is not None else None
         try:

@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -45,8 +45,9 @@ from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.adapters import Adaptable
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
+from llmwatch.detectors.hashed import logit, sigmoid
 
-__all__ = ["CLAIM_FEATURES", "Evidence", "Grounding", "GroundingModel", "NliSupport", "claim_features", "load",
+__all__ = ["CLAIM_FEATURES", "Evidence", "Grounding", "GroundingModel", "NliSupport", "Plan", "claim_features", "load",
            "missing_terms", "response_features", "split_claims"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
@@ -235,9 +236,14 @@ class GroundingModel:
         a short "It opened in 1925." (context: 1889) pass. (Names are not floored: faithful
         summaries name people and places their sources spell differently.)"""
         x = np.atleast_2d(x)
-        z = ((x - self.mean) / self.scale) @ self.coef + self.bias
-        learned = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+        learned = sigmoid(((x - self.mean) / self.scale) @ self.coef + self.bias)
         return np.maximum(learned, 1.0 - 0.4 ** x[:, _UNKNOWN_NUMBERS])
+
+    def adapter_inputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What a review model (detectors/adapters.py) reads: the standardised features and this
+        model's logit."""
+        x = np.atleast_2d(x)
+        return (x - self.mean) / self.scale, logit(self.probabilities(x), 1e-6)
 
     def to_json(self) -> str:
         return json.dumps({"mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
@@ -266,6 +272,15 @@ def shipped_model() -> Path:
     return Path(__file__).parent / "models" / "grounding.json"
 
 
+class Plan(NamedTuple):
+    """One event's grounding inputs: response features, the checked claims as (claim, missing
+    terms, claim features), and how many claims the response has in all."""
+
+    features: np.ndarray
+    claims: list[tuple[str, list[str], np.ndarray]]
+    total: int
+
+
 class Grounding(Adaptable):
     name = "grounding"
     targets = ("output",)
@@ -281,46 +296,45 @@ class Grounding(Adaptable):
     def response_probabilities(self, features: np.ndarray, adapter: Any = None) -> np.ndarray:
         """P(unsupported) of each row of response features: the shipped model's, or the adapter's
         over its logit and the standardised features."""
-        p = self.model.probabilities(features)
         if adapter is None:
-            return p
-        clipped = np.clip(p, 1e-6, 1 - 1e-6)
-        standard = (features - self.model.mean) / self.model.scale
-        return np.asarray(adapter.probabilities(standard, np.log(clipped / (1 - clipped))))
+            return self.model.probabilities(features)
+        return np.asarray(adapter.probabilities(*self.model.adapter_inputs(features)))
 
-    def features(self, event: TraceEvent) -> tuple[np.ndarray, list[tuple[str, list[str], np.ndarray]]] | None:
-        """The event's response features and, per claim, (claim, missing terms, claim features);
-        None when there is no context."""
+    def features(self, event: TraceEvent) -> Plan | None:
+        """The event's response features and checked claims; None when there is no context."""
         if not any(doc.strip() for doc in event.context):
             return None
         evidence = Evidence.of(event.context, event.input)
+        every_claim = split_claims(event.output)
         claims = []
-        for claim in split_claims(event.output)[:MAX_CLAIMS]:
+        for claim in every_claim[:MAX_CLAIMS]:
             values, missing = claim_features(claim, evidence)
             claims.append((claim, missing, np.array(values)))
         if not claims:
-            return np.zeros(0), []
-        return response_features([c[2] for c in claims], novel_share(event.output, evidence)), claims
+            return Plan(np.zeros(0), [], 0)
+        features = response_features([c[2] for c in claims], novel_share(event.output, evidence))
+        return Plan(features, claims, len(every_claim))
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         adapter, version = self._adapted
         plans = [(event, self.features(event)) for event in events]
-        judged = [(event, plan) for event, plan in plans if plan is not None and plan[1]]
+        judged = [(event, plan) for event, plan in plans if plan is not None and plan.claims]
         # One model call for every response and one for every claim of the batch.
-        responses = np.array([plan[0] for _, plan in judged]).reshape(len(judged), 2 * len(CLAIM_FEATURES) + 1)
+        responses = np.array([plan.features for _, plan in judged]).reshape(len(judged), 2 * len(CLAIM_FEATURES) + 1)
         scores = iter(self.response_probabilities(responses, adapter) if judged else [])
         # A claim alone: the response model applied to a one-claim response.
-        alone = [np.concatenate([values, values, plan[0][-1:]]) for _, plan in judged for *_, values in plan[1]]
+        alone = [np.concatenate([values, values, plan.features[-1:]])
+                 for _, plan in judged for *_, values in plan.claims]
         claim_scores = iter(self.model.probabilities(np.array(alone)) if alone else [])
         items = [(claim, _passages(event.context), event.input)
-                 for event, plan in judged for claim, *_ in plan[1]] if self.backend else []
+                 for event, plan in judged for claim, *_ in plan.claims] if self.backend else []
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
         for event, plan in plans:
             if plan is None:
                 rows.append(self._row(event, version, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
                 continue
-            claims = plan[1]
+            claims = plan.claims
             if not claims:
                 rows.append(self._row(event, version, 0.0, "empty"))
                 continue
@@ -334,9 +348,8 @@ class Grounding(Adaptable):
                 for (claim, missing, _), p, doubt in zip(claims, per_claim, doubts)
                 if p >= self.threshold
             ]
-            total = len(split_claims(event.output))
-            details: dict[str, Any] = {"claims": total, "unsupported": unsupported}
-            if total > MAX_CLAIMS:
+            details: dict[str, Any] = {"claims": plan.total, "unsupported": unsupported}
+            if plan.total > MAX_CLAIMS:
                 details["checked"] = MAX_CLAIMS
             label = "unsupported" if score >= self.threshold else "supported"
             rows.append(self._row(event, version, score, label, details))

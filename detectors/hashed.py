@@ -30,7 +30,7 @@ from scipy import sparse
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.detectors.ngrams import ngram_columns
 
-__all__ = ["HashedFeatures", "HashedTextModel", "logit", "sigmoid"]
+__all__ = ["HashedFeatures", "HashedTextModel", "logit", "pack", "sigmoid", "unpack"]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -40,6 +40,19 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     p = np.clip(p, eps, 1 - eps)
     return np.log(p / (1 - p))
+
+
+def pack(weights: np.ndarray, header: dict[str, Any]) -> bytes:
+    """A weights vector and its JSON header as one compressed .npz (no pickles, ever)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, weights=weights, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    return buffer.getvalue()
+
+
+def unpack(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+    """The weights and header `pack` wrote; OSError, ValueError or KeyError when it is not one."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return archive["weights"], json.loads(archive["header"].tobytes())
 
 
 @dataclass(frozen=True)
@@ -106,18 +119,14 @@ class HashedTextModel:
         return self.calibrate(self.margins(texts))
 
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
         header = {"features": self.features.config(), "bias": self.bias, "platt": list(self.platt), "meta": self.meta}
-        np.savez_compressed(buffer, weights=self.weights.astype(np.float16), header=np.frombuffer(
-            json.dumps(header).encode(), dtype=np.uint8))
-        return buffer.getvalue()
+        return pack(self.weights.astype(np.float16), header)
 
     @classmethod
     def from_bytes(cls, data: bytes, origin: str = "model") -> HashedTextModel:
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                header = json.loads(archive["header"].tobytes())
-                weights = archive["weights"].astype(np.float32)
+            weights, header = unpack(data)
+            weights = weights.astype(np.float32)
             features = HashedFeatures.from_config(header["features"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             msg = f"{origin} is not a llmwatch hashed-n-gram model: {exc}"

@@ -45,8 +45,8 @@ def grounding_features(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.n
     features, kept = [], []
     for i, row in enumerate(rows):
         plan = extractor.features(event_of(row, i))
-        if plan is not None and plan[1]:
-            features.append(plan[0])
+        if plan is not None and plan.claims:
+            features.append(plan.features)
             kept.append(i)
     return np.array(features).reshape(-1, 2 * len(CLAIM_FEATURES) + 1), np.array(kept, dtype=int)
 

@@ -84,15 +84,9 @@ def _inputs(detector: Any, items: Sequence[dict[str, Any]]) -> tuple[Any, np.nda
 
     from llmwatch.core.events import TraceEvent
 
-    rows, logits = [], []
-    for item in items:
-        event = TraceEvent(uuid.UUID(item["event_id"]), "", datetime.now(UTC), "", input=item["input"],
-                           output=item["output"], context=tuple(item["context"]))
-        features, _ = detector.features(event)
-        p = float(detector.model.probabilities(features)[0])
-        rows.append((features - detector.model.mean) / detector.model.scale)
-        logits.append(np.log(max(p, 1e-6) / max(1 - p, 1e-6)))
-    return np.array(rows), np.array(logits)
+    events = [TraceEvent(uuid.UUID(item["event_id"]), "", datetime.now(UTC), "", input=item["input"],
+                         output=item["output"], context=tuple(item["context"])) for item in items]
+    return detector.model.adapter_inputs(np.array([detector.features(event).features for event in events]))
 
 
 def split_held_back(labels: np.ndarray) -> tuple[list[int], list[int]]:
