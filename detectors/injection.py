@@ -32,13 +32,18 @@ from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 from llmwatch.detectors.hashed import HashedTextModel
 
-__all__ = ["Injection", "load", "shipped_model", "windows"]
+__all__ = ["Injection", "load", "sentences", "shipped_model", "windows"]
 
 THRESHOLD = 0.5
 WINDOW = 3  # sentences per window: a planted instruction is one or two
 MAX_WINDOWS = 48  # per text; longer texts get longer windows (see windows())
 SPAN_CHARS = 300
 _SENTENCE = re.compile(r"(?<=[.!?:;])\s+|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences (and clauses after a colon or semicolon, and lines) of `text`."""
+    return [s for s in _SENTENCE.split(text) if s.strip()]
 
 
 def shipped_model() -> Path:
@@ -49,15 +54,15 @@ def windows(text: str, size: int = WINDOW) -> list[str]:
     """The text itself, then runs of `size` consecutive sentences (when it has more than `size`),
     every sentence in at least one. Past MAX_WINDOWS runs the runs grow instead of multiplying:
     a very long document is cut into MAX_WINDOWS chunks that cover it."""
-    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
-    if len(sentences) <= size:
+    parts = sentences(text)
+    if len(parts) <= size:
         return [text]
-    if len(sentences) - size + 1 <= MAX_WINDOWS:
-        starts, stride = range(len(sentences) - size + 1), size
+    if len(parts) - size + 1 <= MAX_WINDOWS:
+        starts, stride = range(len(parts) - size + 1), size
     else:
-        stride = -(-len(sentences) // MAX_WINDOWS)
-        starts, size = range(0, len(sentences), stride), stride
-    return [text] + [" ".join(sentences[i : i + size]) for i in starts]
+        stride = -(-len(parts) // MAX_WINDOWS)
+        starts, size = range(0, len(parts), stride), stride
+    return [text] + [" ".join(parts[i : i + size]) for i in starts]
 
 
 class Injection:
@@ -88,13 +93,11 @@ class Injection:
 
     def _narrowed(self, best: list[tuple[float, str]]) -> list[tuple[float, str]]:
         """For flagged texts, the window's most suspicious sentence: what a reviewer should read."""
-        flagged = [(i, [s for s in _SENTENCE.split(span) if s.strip()]) for i, (p, span) in enumerate(best)
-                   if p >= self.threshold]
-        flagged = [(i, sentences) for i, sentences in flagged if len(sentences) > 1]
+        flagged = [(i, sentences(span)) for i, (p, span) in enumerate(best) if p >= self.threshold]
+        flagged = [(i, group) for i, group in flagged if len(group) > 1]
         if not flagged:
             return best
-        sentences = [s for _, group in flagged for s in group]
-        scores = iter(self.model.probabilities(sentences))
+        scores = iter(self.model.probabilities([s for _, group in flagged for s in group]))
         for i, group in flagged:
             top, _ = max(zip(range(len(group)), scores), key=lambda item: item[1])  # this group's scores only
             best[i] = (best[i][0], group[top])

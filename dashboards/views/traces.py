@@ -13,6 +13,7 @@ from llmwatch.dashboards import console as c
 from llmwatch.dashboards import queries as q
 from llmwatch.dashboards.markup import html_block, md
 from llmwatch.dashboards.trees import waterfall, waterfall_html
+from llmwatch.detectors.injection import sentences
 from llmwatch.detectors.pii import KINDS
 
 db = c.settings().database
@@ -110,7 +111,6 @@ if t["session_id"]:
     st.page_link("views/sessions.py", label=f"Session {md(t['session_id'])}", icon=":material/forum:",
                  query_params={"session": t["session_id"], "session_app": t["app"]})
 
-SENTENCES = re.compile(r"(?<=[.!?:;])\s+|\n+")
 REDACTION = re.compile(r"\[(" + "|".join(k.upper() for k in KINDS) + r")(:[0-9a-f]+)?\]")
 
 
@@ -133,7 +133,7 @@ for row in details.itertuples():
         found = json.loads(row.details)
         where = "input" if row.target == "input" else str(found.get("passage", ""))
         # The detector's window joins sentences with spaces: mark each sentence where it stands.
-        injected[where] = [s for s in SENTENCES.split(found.get("span", "")) if len(s) > 3]
+        injected[where] = [s for s in sentences(found.get("span", "")) if len(s) > 3]
 INJECTION = "instructions that try to override the app's (prompt injection)"
 
 left, right = st.columns(2)
