@@ -217,11 +217,11 @@ def injection(rows: list[dict], benign: list[str], ordinary: list[str]) -> tuple
     import random
 
     from llmwatch.detectors.injection import Injection
-    from llmwatch.detectors.training.injection import plant, train_injection
+    from llmwatch.detectors.training.injection import opening, plant, train_injection
 
     texts = [r["text"] for r in rows]
     labels = np.array([r["injection"] for r in rows])
-    openings = [" ".join(t.lower().split()[:5]) for t in texts]
+    openings = [opening(t) for t in texts]
     oof = np.zeros(len(rows))
     hidden_y: list[int] = []
     hidden_s: list[float] = []

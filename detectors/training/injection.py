@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import product
@@ -28,7 +29,7 @@ import numpy as np
 from llmwatch.detectors.hashed import HashedFeatures, HashedTextModel
 from llmwatch.detectors.training.fit import SEED, balanced_weights, fit_text_model
 
-__all__ = ["ordinary_requests", "plant", "train_injection"]
+__all__ = ["opening", "ordinary_requests", "plant", "train_injection"]
 
 VERSION = "inj-1"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -106,8 +107,9 @@ def train_injection(rows: Sequence[dict[str, Any]], benign: Sequence[str] = (), 
     texts += ordinary + documents
     labels += [0] * len(ordinary) + [1] * len(documents)
     groups += ["ordinary_request"] * len(ordinary) + ["planted_in_document"] * len(documents)
-    # Class-balanced per kind, then each kind's classes: every kind counts, none dominates.
-    weights = balanced_weights(labels, ["all"] * len(labels)) * _kind_weights(groups) * _template_weights(texts)
+    # Both classes weigh the same; within them, kinds and templates by the square root of their size.
+    weights = balanced_weights(labels, ["all"] * len(labels)) * _root_weights(groups) \
+        * _root_weights([opening(t) for t in texts])
     features = HashedFeatures(n_features, word_ngrams=(1, 3), concepts="injection")
     model, _ = fit_text_model(texts, labels, weights, features, c)
     model.meta.update(task="injection", version=VERSION, trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -117,23 +119,17 @@ def train_injection(rows: Sequence[dict[str, Any]], benign: Sequence[str] = (), 
     return model
 
 
-def _template_weights(texts: Sequence[str]) -> np.ndarray:
-    """Rows that open with the same five words are one template filled many ways (CyberSecEval's
-    "What is the capital of 'Zubrowka', given this article: ..."): together they weigh as much as
-    a few rows, or the model learns the template's topic instead of its attack."""
-    opening = [" ".join(t.lower().split()[:5]) for t in texts]
-    sizes: dict[str, int] = {}
-    for o in opening:
-        sizes[o] = sizes.get(o, 0) + 1
-    weights = np.array([1.0 / np.sqrt(sizes[o]) for o in opening])
-    return weights / weights.mean()
+def opening(text: str) -> str:
+    """A row's template key: its first five words. CyberSecEval fills a few templates many ways
+    ("What is the capital of 'Zubrowka', given this article: ..."); rows that share an opening are
+    one template, for weighting here and for grouped folds in bench/quality.py."""
+    return " ".join(text.lower().split()[:5])
 
 
-def _kind_weights(groups: Sequence[str]) -> np.ndarray:
-    """Down-weight the big kinds (jailbreak personas) so the small ones (short overrides) count:
-    each kind's weight grows with the square root of its size, not linearly."""
-    sizes: dict[str, int] = {}
-    for g in groups:
-        sizes[g] = sizes.get(g, 0) + 1
-    weights = np.array([1.0 / np.sqrt(sizes[g]) for g in groups])
+def _root_weights(keys: Sequence[str]) -> np.ndarray:
+    """Each row weighs 1 / sqrt(rows with its key), so a key's total grows with the square root of
+    its size: big templates and kinds (jailbreak personas) count, without drowning the small ones
+    (short overrides), and the model learns attacks rather than one template's topic."""
+    sizes = Counter(keys)
+    weights = np.array([1.0 / np.sqrt(sizes[k]) for k in keys])
     return weights / weights.mean()
