@@ -93,17 +93,20 @@ class HttpProducer:
         return sent
 
     def flush(self, timeout: float | None = None) -> int:
-        """Send everything buffered, retrying until `timeout`; returns how many are left."""
+        """Send everything buffered, retrying until `timeout`; returns how many are left.
+
+        Every look at the buffer takes the lock: a batch the Emitter's thread has in flight is
+        out of the buffer but not yet delivered, and it holds the lock until the server answers."""
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        while self._pending and time.monotonic() < deadline:
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                continue
+        while True:
             with self._lock:
-                if self._pending:
+                wait = self._retry_at - time.monotonic()
+                if not self._pending or time.monotonic() >= deadline:
+                    return len(self._pending)
+                if wait <= 0:
                     self._send_batch()
-        return len(self._pending)
+                    continue
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
 
     def __len__(self) -> int:
         return len(self._pending)

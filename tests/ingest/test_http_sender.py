@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +25,7 @@ class Scripted(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script = list(script)
         self.received: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
+        self.delay_s = 0.0  # how long each answer takes
 
     @property
     def url(self) -> str:
@@ -40,6 +42,7 @@ class _Handler(BaseHTTPRequestHandler):
         events = json.loads(body)
         self.server.received.append((dict(self.headers), events))
         status, answer = self.server.script.pop(0) if self.server.script else (200, {"accepted": len(events)})
+        time.sleep(self.server.delay_s)
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -77,6 +80,19 @@ def test_outages_are_retried_with_the_same_event_ids(server: Scripted) -> None:
     headers, events = server.received[-1]
     assert headers["X-Api-Key"] == "secret-key" and headers["Content-Encoding"] == "gzip"
     assert {e["app"] for e in events} == {"bot"}
+
+
+def test_flush_waits_for_the_batch_the_background_thread_has_in_flight(server: Scripted) -> None:
+    server.delay_s = 0.5
+    with Emitter(server.url, app="bot") as emitter:
+        for i in range(30):
+            emitter.emit({"input": f"q{i}", "output": "a"})
+        deadline = time.monotonic() + 5
+        while not server.received and time.monotonic() < deadline:  # the linger sent it: in flight
+            time.sleep(0.01)
+        assert emitter.flush(20)
+        assert emitter.stats()["delivered"] == 30
+    assert len(server.received) == 1
 
 
 @pytest.mark.parametrize("server", [[(400, {"accepted": 0, "errors": [
