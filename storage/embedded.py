@@ -32,6 +32,7 @@ requests.
 from __future__ import annotations
 
 import base64
+import collections
 import email.parser
 import email.policy
 import hmac
@@ -43,6 +44,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from llmwatch.core.errors import ConfigError
 from llmwatch.core.processes import return_big_buffers_to_the_os
+from llmwatch.core.stages import StageClock
 from llmwatch.storage.guard import refusal, setting_refusal, statement_kind
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,9 @@ _INSERT_WITH_FORMAT = re.compile(
     rb"\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)[ \t]*(?:\r?\n|[ \t]|$)",
     re.IGNORECASE | re.DOTALL,
 )
+_INSERT_TABLE = re.compile(r"INSERT\s+INTO\s+(?:TABLE\s+)?([\w.`]+)", re.IGNORECASE)
+_IDENTIFIER_PARAM = re.compile(r"\{\s*(\w+)\s*:\s*Identifier\s*\}", re.IGNORECASE)
+_VERDICTS_KEPT = 1024  # the guard's verdicts remembered, least recently used dropped first
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE = re.compile(r"Code: (\d+)")
 # ClickHouse's own mapping of exception codes to HTTP statuses, for the common ones.
@@ -145,6 +151,10 @@ class EmbeddedStore:
         # Holding one session open keeps the engine (and the folder lock) for the process's life.
         self._anchor = self._session_cls(str(path))
         self.version = self._anchor.query("SELECT version()", "TabSeparated").bytes().decode().strip()
+        # Where the store's time goes (served at /llmwatch/stages; bench/pipeline.py reads it).
+        self.stages = StageClock()
+        self._verdicts: collections.OrderedDict[tuple[Any, ...], str | None] = collections.OrderedDict()
+        self._verdicts_lock = threading.Lock()
 
     def execute(
         self,
@@ -160,10 +170,10 @@ class EmbeddedStore:
         """Run one statement; returns (result bytes, summary). Raises Refused for a statement the
         guard refuses, chdb's error on any other failure. `readonly` is ClickHouse's setting
         ("1", "2" or empty), applied after the other settings."""
-        session = self._session_cls(str(self.path))
+        clock = self.stages
+        with clock("session"):
+            session = self._session_cls(str(self.path))
         try:
-            if database:
-                session.query(f"USE {_quote_identifier(database)}")
             insert = _INSERT_WITH_FORMAT.match(payload[:65536])
             streamed = insert is not None and insert.end() < len(payload)
             statement = (
@@ -171,22 +181,31 @@ class EmbeddedStore:
                 if streamed and insert is not None
                 else payload.decode("utf-8")
             )
-            self._check(session, statement, params or None, readonly=bool(readonly and readonly != "0"))
-            session.query(f"SET max_memory_usage = {limits.max_memory_bytes}")
-            session.query(f"SET max_execution_time = {limits.max_execution_s:g}")
-            for name, value in (settings or {}).items():
-                session.query(f"SET {name} = {_setting_literal(value)}")
-            if readonly:
-                session.query(f"SET readonly = {_setting_literal(readonly)}")
+            with clock("guard"):
+                if database:
+                    session.query(f"USE {_quote_identifier(database)}")
+                self._checked(session, database, statement, params or None,
+                              readonly=bool(readonly and readonly != "0"))
+            with clock("session"):
+                # One SET for all (a statement each cost a round through chdb's parser per request).
+                assignments = [f"max_memory_usage = {limits.max_memory_bytes}",
+                               f"max_execution_time = {limits.max_execution_s:g}",
+                               *(f"{name} = {_setting_literal(value)}" for name, value in (settings or {}).items())]
+                session.query("SET " + ", ".join(assignments))
+                if readonly:  # last: it forbids changing settings after it
+                    session.query(f"SET readonly = {_setting_literal(readonly)}")
             if streamed and insert is not None:
                 statement = insert.group(1).decode("utf-8")
-                inserter = session.send_insert(statement, insert.group(2).decode())
-                inserter.append(payload[insert.end() :])
-                result = inserter.finish()
+                table = _INSERT_TABLE.match(statement)
+                with clock(f"insert {table.group(1).split('.')[-1].strip('`') if table else '?'}"):
+                    inserter = session.send_insert(statement, insert.group(2).decode())
+                    inserter.append(payload[insert.end() :])
+                    result = inserter.finish()
                 written = getattr(result, "rows_written", 0)
                 return b"", {"written_rows": str(written), "read_rows": "0"}
             sql = payload.decode("utf-8")
-            result = session.query(sql, output_format, params=params or None)
+            with clock("query"):
+                result = session.query(sql, output_format, params=params or None)
             summary = {
                 "read_rows": str(result.rows_read()),
                 "read_bytes": str(result.bytes_read()),
@@ -194,7 +213,36 @@ class EmbeddedStore:
             }
             return result.bytes(), summary
         finally:
-            session.close()
+            with clock("session"):
+                session.close()
+
+    def _checked(self, session: Any, database: str, statement: str, params: dict[str, str] | None, *,
+                 readonly: bool) -> None:
+        """_check, remembered: the guard's verdict depends on the statement's syntax tree only, and
+        clients send the same few statements again and again (a worker's lookup and inserts on
+        every batch) with new parameter values. A value is a literal in the tree, whatever it
+        holds, except for an `Identifier` parameter, which names a table: those values are part
+        of the key."""
+        identifiers = tuple(sorted((name, (params or {}).get(name, "")) for name in _IDENTIFIER_PARAM.findall(statement)))
+        key = (database, statement, readonly, identifiers)
+        with self._verdicts_lock:
+            if key in self._verdicts:
+                self._verdicts.move_to_end(key)
+                reason = self._verdicts[key]
+                if reason is not None:
+                    raise Refused(reason)
+                return
+        try:
+            self._check(session, statement, params, readonly=readonly)
+            reason = None
+        except Refused as exc:
+            reason = str(exc)
+        with self._verdicts_lock:
+            self._verdicts[key] = reason
+            if len(self._verdicts) > _VERDICTS_KEPT:
+                self._verdicts.popitem(last=False)
+        if reason is not None:
+            raise Refused(reason)
 
     @staticmethod
     def _check(session: Any, statement: str, params: dict[str, str] | None, *, readonly: bool) -> None:
@@ -306,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path in ("/ping", "/health"):
             self._reply(200, b"Ok.\n")
             return
-        if url.path not in ("/", ""):
+        if url.path not in ("/", "", "/llmwatch/stages"):
             self._reply(404, b"Code: 0. DB::Exception: unknown handler\n")
             return
         if self._foreign_origin():
@@ -314,6 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
                              b"allowed. (ACCESS_DENIED)\n", {"X-ClickHouse-Exception-Code": "497"})
             return
         query: dict[str, str] = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path == "/llmwatch/stages":
+            self._stages(query)
+            return
         content_type = self.headers.get("Content-Type", "")
         # Clients send long parameter lists as a multipart form: the query and param_* are fields.
         # A urlencoded body is the query itself, as ClickHouse reads it (`curl --data-binary`).
@@ -392,6 +443,16 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-ClickHouse-Summary": json.dumps(summary),
             },
         )
+
+    def _stages(self, query: dict[str, str]) -> None:
+        """Where the store's time went since it started (core/stages.py), for its operator only."""
+        if not self._authenticated(query):
+            self._reply(401, b"Code: 516. DB::Exception: Authentication failed. (AUTHENTICATION_FAILED)\n",
+                        {"X-ClickHouse-Exception-Code": "516"})
+            return
+        cpu, wall, calls = self.server.store.stages.totals()
+        body = {"process_cpu_s": time.process_time(), "stage_cpu_s": cpu, "stage_wall_s": wall, "stage_calls": calls}
+        self._reply(200, json.dumps(body).encode())
 
     def _reply(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)

@@ -29,14 +29,16 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.settings import Settings
+from llmwatch.core.stages import StageClock
 from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
-from llmwatch.detectors.pii import redact_bytes, redact_event, redact_span, redact_text
+from llmwatch.detectors.pii import redact_bytes, redact_events, redact_span, redact_text
 from llmwatch.ingest.pipeline.pricing import PriceTable
 from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
@@ -47,6 +49,7 @@ from llmwatch.ingest.pipeline.sink import (
     store_events,
     store_rejections,
 )
+from llmwatch.ingest.pipeline.stages import TimedStore
 from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
@@ -79,11 +82,14 @@ class BatchHandler:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.store = store
+        # Where the time goes, per stage (reported with the heartbeat; bench/pipeline.py).
+        self.clock_stages = StageClock()
+        self.store = TimedStore(store, self.clock_stages)
         # Scorers write score rows; embedders (the `embedding` detector) write vectors.
         self.detectors = [d for d in detectors if hasattr(d, "score")]
         self.embedders = [d for d in detectors if hasattr(d, "embed")]
-        self.embeddings = EmbeddingWriter(store, self.embedders) if self.embedders else None
+        self.embeddings = (EmbeddingWriter(self.store, self.embedders, self.clock_stages) if self.embedders
+                           else None)
         self.dlq = dlq_producer
         self.clock = clock
         self.sleep = sleep
@@ -97,13 +103,17 @@ class BatchHandler:
         self.totals = {"traces": 0, "spans": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-        return [row for detector in self.detectors for row in _score_isolated(detector, events)]
+        rows = []
+        for detector in self.detectors:
+            with self.clock_stages(f"detector {detector.name}"):
+                rows += _score_isolated(detector, events)
+        return rows
 
     def _redacted(self, message: RawMessage, parsed: Parsed) -> tuple[RawMessage, Parsed]:
         """The message with PII handled per policy, before anything is stored or logged."""
         policy = self.pii
         if isinstance(parsed, TraceEvent):
-            return message, redact_event(parsed, policy)
+            return message, redact_events([parsed], policy)[0]
         if isinstance(parsed, SpanEvent):
             return message, redact_span(parsed, policy)
         if isinstance(parsed, Feedback):
@@ -117,14 +127,44 @@ class BatchHandler:
         detail = redact_text(parsed.detail, strictest, policy.key)[0]
         return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 
-    def _parsed(self, message: RawMessage, now: datetime) -> tuple[RawMessage, Parsed]:
-        """Parse, redact and price one message. Never raises: whatever goes wrong rejects this message."""
+    def _prepared(self, messages: Sequence[RawMessage], now: datetime) -> list[tuple[RawMessage, Parsed]]:
+        """Parse, redact and price a batch, each step over the whole batch. Never raises:
+        whatever goes wrong with one message rejects that message alone."""
+        clock = self.clock_stages
+        with clock("parse"):
+            parsed = [self._isolated(m, partial(self._parse, m, now)) for m in messages]
+        with clock("pii"):
+            parsed = self._redacted_batch(parsed)
+        with clock("pricing"):
+            return [self._isolated(m, partial(self._priced, m, p)) if isinstance(p, TraceEvent) else (m, p)
+                    for m, p in parsed]
+
+    def _parse(self, message: RawMessage, now: datetime) -> tuple[RawMessage, Parsed]:
+        return message, parse(message.value, self.limits, now, arrived=message.arrived)
+
+    def _priced(self, message: RawMessage, event: TraceEvent) -> tuple[RawMessage, Parsed]:
+        return message, self.prices.priced(event)  # cost_usd from the price table when the app sent none
+
+    def _redacted_batch(self, parsed: list[tuple[RawMessage, Parsed]]) -> list[tuple[RawMessage, Parsed]]:
+        """Every message with PII handled. Trace events are redacted together (each pattern
+        scans the batch once); if that fails, one at a time, so the failure is one event's."""
+        traces = [(i, p) for i, (_, p) in enumerate(parsed) if isinstance(p, TraceEvent)]
+        done: set[int] = set()
         try:
-            parsed = parse(message.value, self.limits, now, arrived=message.arrived)
-            message, parsed = self._redacted(message, parsed)
-            if isinstance(parsed, TraceEvent):
-                parsed = self.prices.priced(parsed)  # cost_usd from the price table when the app sent none
-            return message, parsed
+            redacted = redact_events([event for _, event in traces], self.pii)
+            for (i, _), event in zip(traces, redacted, strict=True):
+                parsed[i] = (parsed[i][0], event)
+            done = {i for i, _ in traces}
+        except Exception:
+            log.exception("redacting a batch of %d failed; redacting one event at a time", len(traces))
+        return [item if i in done else self._isolated(item[0], partial(self._redacted, *item))
+                for i, item in enumerate(parsed)]
+
+    def _isolated(self, message: RawMessage,
+                  step: Callable[[], tuple[RawMessage, Parsed]]) -> tuple[RawMessage, Parsed]:
+        """`step()` for this message, or the message rejected (`internal`) if it raises."""
+        try:
+            return step()
         except Exception as exc:
             log.exception("parsing message %s/%d/%d failed", *_position(message))
             return self._internal(message, exc, "parsing")
@@ -162,12 +202,15 @@ class BatchHandler:
         """Process one batch to completion. Returns when everything is stored and every DLQ
         record is acknowledged by the broker; raises StoreError when the store (or the broker,
         for DLQ records) stays down."""
+        with self.clock_stages("batch"):
+            return self._handle(messages)
+
+    def _handle(self, messages: Sequence[RawMessage]) -> StoredBatch:
         started = self.monotonic()
         now = self.clock()
         events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []
         rejections: list[tuple[RawMessage, Rejection]] = []
-        for raw_message in messages:
-            message, parsed = self._parsed(raw_message, now)
+        for message, parsed in self._prepared(messages, now):
             if isinstance(parsed, Rejection):
                 rejections.append((message, parsed))
             else:
@@ -220,7 +263,8 @@ class BatchHandler:
             return 0
         fresh = new_rejections(self.store, rejections)
         if fresh:
-            self._send_to_dlq([(m, r) for _, m, r in fresh])
+            with self.clock_stages("dlq"):
+                self._send_to_dlq([(m, r) for _, m, r in fresh])
             self._store_rejections_isolated(fresh, now)
         return len(fresh)
 
@@ -295,8 +339,10 @@ class EmbeddingWriter:
     Embeddings are a sample for drift checks, not a record: when the thread falls behind, whole
     batches are skipped and counted (`skipped_batches`), never the events or their scores."""
 
-    def __init__(self, store: Store, embedders: Sequence[Any], max_pending: int = 4) -> None:
+    def __init__(self, store: Store, embedders: Sequence[Any], clock: StageClock | None = None,
+                 max_pending: int = 4) -> None:
         self.store = store
+        self.clock = clock or StageClock()
         self.embedders = list(embedders)
         self.pending: queue.Queue[list[TraceEvent] | None] = queue.Queue(maxsize=max_pending)
         self.written = 0  # vectors stored
@@ -324,7 +370,8 @@ class EmbeddingWriter:
             try:
                 if events is None:
                     return
-                rows = [row for embedder in self.embedders for row in embedder.embed(events)]
+                with self.clock("embeddings"):
+                    rows = [row for embedder in self.embedders for row in embedder.embed(events)]
                 self.store.insert("embeddings", rows)
                 self.written += len(rows)
             except Exception as exc:  # a sample lost, never the worker
@@ -441,6 +488,8 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             "started_at": started_at,
             "seen_at": datetime.now(UTC),
             **{k: handler.totals[k] for k in ("traces", "scores", "rejected", "duplicates")},
+            "process_cpu_s": time.process_time(),
+            **dict(zip(("stage_cpu_s", "stage_wall_s", "stage_calls"), handler.clock_stages.totals(), strict=True)),
         }
         try:
             await asyncio.to_thread(handler.store.insert, "workers", [row])
@@ -449,6 +498,16 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         log.debug("totals: %s", handler.totals)
 
     return app
+
+
+def _one_torch_thread_on_cpu(detectors: Sequence[Detector]) -> None:
+    """A model on the CPU gets one thread: torch would take every core, and the batches, the
+    broker and the store need them (measured: the embedding thread's second core cost the batch
+    thread more than it gave)."""
+    if any(getattr(getattr(d, "encoder", None), "device", "cuda") == "cpu" for d in detectors):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def run_worker(settings: Settings) -> None:
@@ -465,6 +524,7 @@ def run_worker(settings: Settings) -> None:
     ensure_llmwatch_topics(settings)
     detectors = load_all(settings.detector_names, settings)
     refresh_adapters(store, detectors)
+    _one_torch_thread_on_cpu(detectors)
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)

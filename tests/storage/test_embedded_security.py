@@ -141,3 +141,20 @@ def test_ordinary_queries_that_look_like_probes_run(embedded_url: str) -> None:
                   "SELECT count() FROM numbers(10) WHERE number IN (SELECT number FROM numbers(3))"):
         answer = httpx.post(f"{base}/", content=query.encode(), auth=("default", password))
         assert answer.status_code == 200, (query, answer.text)
+
+
+def test_remembered_verdicts_refuse_alike(embedded_url: str) -> None:
+    """The guard remembers its verdict per statement (a worker sends the same few on every batch):
+    a refused statement stays refused when asked again, a statement read-write may run is still
+    refused read-only, and a parameter's value stays a literal whatever it holds."""
+    base, password = parts(embedded_url)
+    auth = ("default", password)
+    for _ in range(2):
+        for probe in PROBES[:4]:
+            assert httpx.post(f"{base}/", content=probe.encode(), auth=auth).status_code == 403, probe
+    assert httpx.post(f"{base}/", content=b"SYSTEM DROP DNS CACHE", auth=auth).status_code != 403
+    assert httpx.post(f"{base}/", params={"readonly": "1"}, content=b"SYSTEM DROP DNS CACHE", auth=auth).status_code == 403
+    for value in ("1", "file('/etc/passwd')"):
+        answer = httpx.post(f"{base}/", params={"param_v": value, "default_format": "JSONEachRow"},
+                            content=b"SELECT {v:String} AS v", auth=auth)
+        assert answer.json() == {"v": value}
