@@ -55,8 +55,11 @@ _MASKED = [
         (r"\bd[*#@1i]ck", "dick"), (r"\bwh[*#@o]re", "whore"), (r"\bst[*#@u]pid", "stupid"), (r"\bid[*#@1i]ot", "idiot"),
     ]
 ]
+# Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten.
+_ANY_MASKED = re.compile("|".join(pattern.pattern for pattern, _ in _MASKED), re.IGNORECASE)
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
-_TOKEN = re.compile(r"\S+")
+# Only tokens with a character _LEET changes can change: most tokens are skipped in C.
+_LEET_TOKEN = re.compile(r"(?<!\S)[^\s013457@$!]*[013457@$!]\S*")
 _TRAILING = re.compile(r"(.*?)([.,!?;:)\"']*)", re.DOTALL)
 _REPEATED = re.compile(r"(.)\1{2,}")  # fuuuuck
 
@@ -73,11 +76,19 @@ def deobfuscate(text: str) -> str:
     >>> deobfuscate("f u c k off, you 1d10t. a$$hole! fuuuuck")
     'fuck off, you idiot. asshole! fuck'
     """
-    text = _SPACED.sub(lambda m: re.sub(r"[ .\-_]", "", m.group()), text)
-    text = _TOKEN.sub(_unleet, text)
-    for pattern, word in _MASKED:
-        text = pattern.sub(word, text)
+    text = _SPACED.sub(_unspaced, text)
+    text = _LEET_TOKEN.sub(_unleet, text)
+    if _ANY_MASKED.search(text):
+        for pattern, word in _MASKED:
+            text = pattern.sub(word, text)
     return _REPEATED.sub(r"\1", text)
+
+
+_SPACING = re.compile(r"[ .\-_]")
+
+
+def _unspaced(match: re.Match[str]) -> str:
+    return _SPACING.sub("", match.group())
 
 
 def _texts(events: Sequence[TraceEvent]) -> list[str]:

@@ -218,3 +218,43 @@ def test_the_sql_release_name_is_the_python_one(embedded_store: ClickHouseStore)
             f"SELECT {RELEASE_SQL} FROM (SELECT {{p:String}} AS prompt_id, {{v:String}} AS prompt_version, "
             "{m:String} AS model)", {"p": prompt_id, "v": prompt_version, "m": model})[0]
         assert sql_name == release_name(prompt_id, prompt_version, model), (prompt_id, prompt_version, model)
+
+
+_JSON_TEXT = st.text(alphabet=st.sampled_from('ab":\\ \t{},\n\u00e9'), max_size=8)
+_JSON_VALUE = st.recursive(st.none() | st.integers() | _JSON_TEXT,
+                           lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(_JSON_TEXT, inner), max_size=3),
+                           max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(_JSON_TEXT, _JSON_VALUE), min_size=1, max_size=6),
+       separator=st.sampled_from([": ", ":", " : ", "\t:\n"]))
+def test_repeated_keys_are_found_however_the_json_is_written(pairs: list, separator: str) -> None:
+    """Duplicate keys are refused whatever the spacing and escapes (the count takes a C-level
+    shortcut when it can): rebuilt from (key, value) pairs, nested ones too, with a key repeated."""
+    def text(value: object) -> str:
+        if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+            return "{" + ", ".join(json.dumps(k) + separator + text(v) for k, v in value) + "}"
+        if isinstance(value, list):
+            return "[" + ", ".join(text(v) for v in value) + "]"
+        return json.dumps(value)
+
+    fields = [("app", "a"), ("input", "x"), ("output", "y"), *pairs]
+    unique = dict(fields)
+    body = "{" + ", ".join(json.dumps(k) + separator + text(v) for k, v in fields) + "}"
+    result = parse(body.encode(), Limits(), datetime.now(UTC))
+    if len(unique) < len(fields) or _has_repeats(pairs):
+        assert isinstance(result, Rejection) and result.reason == "duplicate_key", body
+    else:
+        assert not (isinstance(result, Rejection) and result.reason == "duplicate_key"), body
+
+
+def _has_repeats(value: object) -> bool:
+    if isinstance(value, list):
+        if value and all(isinstance(v, tuple) for v in value):
+            keys = [k for k, _ in value]
+            return len(set(keys)) < len(keys) or any(_has_repeats(v) for _, v in value)
+        return any(_has_repeats(v) for v in value)
+    if isinstance(value, tuple):
+        return _has_repeats(value[1])
+    return False
