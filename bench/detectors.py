@@ -201,9 +201,11 @@ def worker_speeds(events: list[TraceEvent], device: str) -> list[dict]:
             ("toxicity,grounding,anomaly (+ pii)", {"toxicity_model": "profanity-check"}),
             ("toxicity,grounding,anomaly (+ pii)", {}),
             ("toxicity,grounding,injection,anomaly (+ pii)", {}),
-            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": -1}),
-            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 16}),
-            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 0}),
+            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {}),  # automatic caps
+            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 16,
+                                                                        "embedding_max_per_s": 0}),
+            ("toxicity,grounding,injection,anomaly,embedding (+ pii)", {"embedding_max_per_batch": 0,
+                                                                        "embedding_max_per_s": 0}),
         ]
         for names, extra in detector_sets:
             database = f"bench_{uuid.uuid4().hex[:8]}"

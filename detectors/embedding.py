@@ -9,7 +9,8 @@ texts by length, so batches are padded only to their own longest text. Vectors a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from llmwatch.core.errors import DetectorLoadError
 log = logging.getLogger(__name__)
 
 CPU_EVENTS_PER_BATCH = 4  # per app; measured: keeps a 2-core worker above 2,000 events/s with every detector on
+# Per app and second: a per-batch cap alone grows with the event rate (full batches of 500 come
+# 7 times a second at 3,500 events/s), and all-MiniLM-L6-v2 costs ~8 ms a text on one core of the
+# 2-core machine (bench/pipeline.py: the embedding thread was the worker's biggest stage). One
+# event a second gives drift 3,600 per app in its default one-hour window; the demo's one-minute
+# windows take 4 (llmwatch/stack.py).
+CPU_EVENTS_PER_S = 1.0
 
 __all__ = ["Encoder", "EventEmbedder", "default_model_path", "dequantise", "load", "pick_device", "quantise"]
 
@@ -108,30 +115,58 @@ class EventEmbedder:
     On a CPU the model (~200-330 texts/s on 2 cores) would be the worker's bottleneck, and a drift
     test needs hundreds of texts per window, not every one. So at most `max_per_batch` events of a
     batch are embedded per app (all of a quiet app's few events, so a busy app never crowds it
-    out), chosen by event_id hash so a replay of the same batch picks the same ones; `sample` < 1
-    thins further, by event_id. With max_per_batch < 0 the cap is automatic: none on a GPU, 4 on a
-    CPU."""
+    out), chosen by event_id hash so a replay of the same batch picks the same ones, and at most
+    `max_per_s` per app and second (a bucket holding two seconds' worth), so the cost does not grow
+    with the event rate; `sample` < 1 thins further, by event_id. Below 0 both caps are automatic:
+    none on a GPU; 4 per batch and 1 per second on a CPU."""
 
     name = "embedding"
 
-    def __init__(self, encoder: Encoder, sample: float = 1.0, max_per_batch: int = -1) -> None:
+    def __init__(self, encoder: Encoder, sample: float = 1.0, max_per_batch: int = -1, max_per_s: float = -1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.encoder = encoder
         self.sample = sample
+        on_gpu = encoder.device.startswith("cuda")
         if max_per_batch < 0:
-            max_per_batch = 0 if encoder.device.startswith("cuda") else CPU_EVENTS_PER_BATCH
+            max_per_batch = 0 if on_gpu else CPU_EVENTS_PER_BATCH
+        if max_per_s < 0:
+            max_per_s = 0.0 if on_gpu else CPU_EVENTS_PER_S
         self.max_per_batch = max_per_batch  # 0: no cap
+        self.max_per_s = max_per_s  # 0: no cap
         self.model = encoder.model_path.name
+        self._clock = clock
+        # Per app: embeddings it may still have now (a bucket refilled at max_per_s, holding 2 s).
+        self._credit: dict[str, tuple[float, float]] = {}
 
     def chosen(self, events: Sequence[Any]) -> list[Any]:
         picked = [e for e in events if self.sample >= 1.0 or (e.event_id.int & 0xFFFFFFFF) < self.sample * 2**32]
-        if not self.max_per_batch:
+        if not self.max_per_batch and not self.max_per_s:
             return picked
         by_app: dict[str, list[Any]] = {}
         for event in sorted(picked, key=lambda e: (e.event_id.int * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF):
-            kept = by_app.setdefault(event.app, [])
-            if len(kept) < self.max_per_batch:
-                kept.append(event)
-        return [event for kept in by_app.values() for event in kept]
+            by_app.setdefault(event.app, []).append(event)
+        chosen = []
+        for app, events_of_app in by_app.items():
+            room = self._room(app) if self.max_per_s else len(events_of_app)
+            if self.max_per_batch:
+                room = min(room, self.max_per_batch)
+            kept = events_of_app[:room]
+            if self.max_per_s:
+                self._spend(app, len(kept))
+            chosen += kept
+        return chosen
+
+    def _room(self, app: str) -> int:
+        burst = 2.0 * self.max_per_s
+        credit, at = self._credit.get(app, (burst, self._clock()))
+        now = self._clock()
+        credit = min(burst, credit + (now - at) * self.max_per_s)
+        self._credit[app] = (credit, now)
+        return int(credit)
+
+    def _spend(self, app: str, n: int) -> None:
+        credit, at = self._credit[app]
+        self._credit[app] = (credit - n, at)
 
     def embed(self, events: Sequence[Any]) -> list[dict[str, Any]]:
         wanted = [
@@ -162,4 +197,5 @@ class EventEmbedder:
 
 def load(settings: Any) -> EventEmbedder:
     encoder = Encoder.load(settings.embedding_model or None, settings.device, settings.model_batch_size)
-    return EventEmbedder(encoder, settings.embedding_sample, settings.embedding_max_per_batch)
+    return EventEmbedder(encoder, settings.embedding_sample, settings.embedding_max_per_batch,
+                         settings.embedding_max_per_s)

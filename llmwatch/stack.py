@@ -54,14 +54,13 @@ def build_components(
         on_ready=apply_schema,
         env=env,
     )
-    worker = Component("worker", python_command("worker"), ready=lambda: False, env=env, ready_timeout_s=90)
-    # Ready once this very process has sent a heartbeat (a previous run's worker may still be fresh).
-    worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
+    workers = [_worker(settings, f"worker-{i + 1}" if settings.workers > 1 else "worker", env)
+               for i in range(settings.workers)]
     jobs = Component("jobs", python_command("jobs"), ready=lambda: True, env=env)
     alerts = Component("alerts", python_command("alerts"), ready=lambda: True, env=env)
     ingest = Component("ingest", python_command("ingest"), ready=lambda: port_open(settings.host, settings.ingest_port),
                        port=settings.ingest_port, env=env)
-    result = [broker, store, worker, jobs, alerts, ingest]
+    result = [broker, store, *workers, jobs, alerts, ingest]
     if not settings.no_console:
         result.append(Component("console", python_command("console"), ready=lambda: console_ready(settings),
                                 port=settings.console_port, env=env))
@@ -73,6 +72,13 @@ def build_components(
     return result
 
 
+def _worker(settings: Settings, name: str, env: dict[str, str]) -> Component:
+    worker = Component(name, python_command("worker"), ready=lambda: False, env=env, ready_timeout_s=90)
+    # Ready once this very process has sent a heartbeat (a previous run's worker may still be fresh).
+    worker.ready = lambda: worker.process is not None and workers_alive(settings, worker.process.pid) > 0
+    return worker
+
+
 # The demo replays a 4-minute incident timeline; windows of an hour would never see one.
 DEMO_WINDOWS = {
     "drift_interval_s": 30.0,
@@ -80,6 +86,8 @@ DEMO_WINDOWS = {
     "drift_reference_s": 180.0,
     "anomaly_reference_s": 600.0,
     "anomaly_refit_s": 60.0,
+    # Drift needs drift_min_samples embeddings per one-minute window: more than a CPU's default 1/s.
+    "embedding_max_per_s": 4.0,
 }
 
 

@@ -57,6 +57,7 @@ class Settings:
     control_topic: str = setting("llm.control", "topic for control events (release switches)")
     partitions: int = setting(4, "partitions created for llm.traces; the ceiling on worker count")
     replication_factor: int = setting(1, "replication factor of the topics llmwatch creates (3 on a cluster)")
+    workers: int = setting(1, "worker processes `llmwatch up` runs (consumer-group members; at most `partitions`)")
     consumer_group: str = setting("llmwatch-worker", "consumer group the workers share")
     kafka_session_timeout_s: float = setting(
         6.0, "consumer session timeout; tansu delays group joins by half of it"
@@ -81,6 +82,9 @@ class Settings:
     embedding_sample: float = setting(1.0, "share of events whose input and output are embedded (chosen by event_id)")
     embedding_max_per_batch: int = setting(
         -1, "events of one app embedded per batch at most; -1: automatic (no cap on a GPU, 4 on a CPU), 0: no cap"
+    )
+    embedding_max_per_s: float = setting(
+        -1.0, "events of one app embedded per second at most; -1: automatic (no cap on a GPU, 1 on a CPU), 0: no cap"
     )
     model_batch_size: int = setting(128, "texts (or claim/passage pairs) per forward pass of a transformer model")
     toxicity_model: str = setting(
@@ -280,6 +284,8 @@ class Settings:
             problems.append(f"toxicity_cascade_below must be in [0, 1), got {self.toxicity_cascade_below}")
         if self.replication_factor < 1:
             problems.append(f"replication_factor must be at least 1, got {self.replication_factor}")
+        if not 1 <= self.workers <= max(1, self.partitions):
+            problems.append(f"workers must be between 1 and partitions ({self.partitions}), got {self.workers}")
         if self.partitions < 1:
             problems.append(f"partitions must be at least 1, got {self.partitions}")
         if self.review_training_interval_h < 0 or self.model_refresh_s <= 0:

@@ -70,7 +70,7 @@ def test_every_offline_detector_through_the_batch_handler(embedded_store: ClickH
 
 
 def test_drift_checks_find_the_shift_name_its_terms_and_refuse_small_samples(embedded_store: ClickHouseStore) -> None:
-    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=0)
+    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=0, max_per_s=0)
     rng = np.random.default_rng(1)
 
     def window(app: str, texts: list[str], n: int, minutes_ago: float, **fields: object) -> list[TraceEvent]:
@@ -168,7 +168,7 @@ def test_anomaly_models_refit_on_schedule_and_new_apps_are_checked_again_soon() 
 def test_embedding_sample_per_app_per_batch() -> None:
     """The CPU cap keeps at most N events of each app per batch, the same ones on a replay, and
     all of a quiet app's events."""
-    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=4)
+    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=4, max_per_s=0)
     busy = [event("busy", f"q{i}", NOW) for i in range(100)]
     quiet = [event("quiet", "q", NOW) for _ in range(3)]
     chosen = embedder.chosen(busy + quiet)
@@ -176,4 +176,20 @@ def test_embedding_sample_per_app_per_batch() -> None:
     # Chosen by event_id, so a replay (in any order) picks the same events.
     assert {e.event_id for e in embedder.chosen(list(reversed(busy + quiet)))} == {e.event_id for e in chosen}
     assert {r["event_id"] for r in embedder.embed(busy + quiet)} == {e.event_id for e in chosen}
-    assert len(EventEmbedder(embedder.encoder, max_per_batch=0).chosen(busy)) == 100
+    assert len(EventEmbedder(embedder.encoder, max_per_batch=0, max_per_s=0).chosen(busy)) == 100
+
+
+def test_embedding_sample_per_app_per_second() -> None:
+    """At a high event rate the CPU cap is per second: full batches many times a second embed no
+    more than max_per_s events of an app on average (a bucket of two seconds' worth)."""
+    now = [0.0]
+    embedder = EventEmbedder(Encoder.load(None, "cpu"), max_per_batch=4, max_per_s=4.0, clock=lambda: now[0])
+    chosen = 0
+    for _ in range(70):  # 10 s of 7 full batches a second
+        batch = [event("busy", f"q{i}", NOW) for i in range(50)] + [event("quiet", "q", NOW)]
+        picked = embedder.chosen(batch)
+        assert sum(e.app == "busy" for e in picked) <= 4
+        chosen += sum(e.app == "busy" for e in picked)
+        now[0] += 1 / 7
+    assert 40 <= chosen <= 4 * 10 + 8  # the rate, plus the bucket it started with
+    assert len(EventEmbedder(embedder.encoder, max_per_batch=0, max_per_s=0).chosen(batch)) == 51
