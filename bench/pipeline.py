@@ -23,6 +23,10 @@ Latency is measured by ClickHouse itself: inserted_at (server clock at insert) -
 by the SDK at emit), on the same machine.
 
     .venv/bin/python bench/pipeline.py [--events 40000] [--rate 500 --rate 2000] [--seconds 20]
+                                       [--workers N] [--against GIT_REF]
+
+With --against, the named commit is measured first, the same way (this script, in a git worktree
+of it), and the two are printed side by side: ratios from one sitting survive a noisy machine.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from _common import free_port, print_table, stop_process, store_url, wait_until, write_json
+from _common import ROOT, free_port, print_table, stop_process, store_url, wait_until, write_json
 
 from llmwatch import Emitter
 from llmwatch.core.errors import StoreError
@@ -291,16 +296,8 @@ def view_costs(store: ClickHouseStore, url: str, rows: int = 20_000, repeats: in
         store.command(f"DROP DATABASE IF EXISTS {scratch}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=40_000)
-    parser.add_argument("--rate", type=float, action="append", help="fixed rates to measure latency at (repeatable)")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: llmwatch up's)")
-    parser.add_argument("--name", default="pipeline", help="name of the JSON result (bench/results/NAME.json)")
-    args = parser.parse_args()
-    rates = args.rate or [500.0, 2000.0]
-
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement of `llmwatch up` as this checkout has it."""
     kafka_port, ch_port = free_port(), free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-"))
     flags = ["--data-dir", str(data_dir), "--kafka-port", str(kafka_port), "--clickhouse-port", str(ch_port),
@@ -317,15 +314,36 @@ def main() -> None:
                    and store.query(f"SELECT count() FROM {DB}.workers")[0][0] > 0, 180, "llmwatch up")
         time.sleep(2)
         saturation = saturate(bootstrap, store, data_dir, url, args.events)
-        latencies = [fixed_rate(bootstrap, store, rate, args.seconds) for rate in rates]
+        latencies = [fixed_rate(bootstrap, store, rate, args.seconds) for rate in args.rate or [500.0, 2000.0]]
         views = view_costs(store, url)
     finally:
         stop_process(up, 60)
+    return {"saturation": saturation, "fixed_rate": latencies, "views": views}
 
+
+def run_against(ref: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The same measurement of commit `ref`: a git worktree of it runs this very script."""
+    worktree = Path(tempfile.mkdtemp(prefix="llmwatch-bench-ref-")) / "checkout"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), ref], check=True,
+                   capture_output=True)
+    try:
+        for name in ("pipeline.py", "_common.py"):
+            shutil.copy(Path(__file__).with_name(name), worktree / "bench" / name)
+        command = [sys.executable, str(worktree / "bench" / "pipeline.py"), "--events", str(args.events),
+                   "--seconds", str(args.seconds), "--name", f"{args.name}-before",
+                   *[f"--rate={r}" for r in args.rate or []], *(["--workers", str(args.workers)] if args.workers else [])]
+        subprocess.run(command, check=True, cwd=worktree, env={**os.environ, "PYTHONPATH": str(worktree)})
+        return json.loads((worktree / "bench" / "results" / f"{args.name}-before.json").read_text())
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+
+
+def report(result: dict[str, Any], workers: int) -> None:
+    saturation, latencies, views = result["saturation"], result["fixed_rate"], result["views"]
     b = saturation["budget"]
     print_table(
         f"Pipeline through `llmwatch up` on {os.cpu_count()} cores (every CPU detector, demo traffic"
-        f"{f', {args.workers} workers' if args.workers else ''})",
+        f"{f', {workers} workers' if workers else ''})",
         ["measure", "value", "goal"],
         [
             [f"sustained events/s (burst of {saturation['events']:,})", f"{saturation['events_per_s']:,.0f}", ">= 3,500"],
@@ -339,6 +357,9 @@ def main() -> None:
     print_table("CPU per process during the burst", ["process", "us/event", "share", "RSS MB before -> after"],
                 [[name, f"{p['cpu_us']:.0f}", f"{p['share']:.0%}", f"{p['rss_mb_before']:.0f} -> {p['rss_mb_after']:.0f}"]
                  for name, p in sorted(b["processes"].items(), key=lambda kv: -kv[1]["cpu_us"])])
+    for name, threads in b["threads"].items():
+        print_table(f"CPU of the {name} process by thread name", ["thread", "us/event"],
+                    [[t, f"{us:.0f}"] for t, us in sorted(threads.items(), key=lambda kv: -kv[1])])
     print_table(f"Worker stages (CPU; store calls also wall: the hop and the store's work); "
                 f"{b['events_per_batch'] or 0:.0f} events per batch",
                 ["stage", "CPU us/event", "wall us/event"],
@@ -348,7 +369,41 @@ def main() -> None:
                 [[name, f"{us:.1f}"] for name, us in sorted(b["store"].items(), key=lambda kv: -kv[1])])
     print_table("Materialized views (store CPU per source row, INSERT ... SELECT)", ["insert", "us/row"],
                 [[name, f"{us:.1f}"] for name, us in views.items()])
-    write_json(args.name, {"saturation": saturation, "fixed_rate": latencies, "views": views})
+
+
+def compare(before: dict[str, Any], after: dict[str, Any], ref: str) -> None:
+    def cpu(result: dict[str, Any], process: str) -> float:
+        return sum(p["cpu_us"] for name, p in result["saturation"]["budget"]["processes"].items() if process in name)
+
+    rows = [["sustained events/s", *(f"{r['saturation']['events_per_s']:,.0f}" for r in (before, after)),
+             f"{after['saturation']['events_per_s'] / before['saturation']['events_per_s']:.2f}x"]]
+    for process in ("worker", "store", "jobs", "alerts", "broker", "load generator"):
+        b, a = cpu(before, process), cpu(after, process)
+        rows.append([f"{process} CPU us/event", f"{b:.0f}", f"{a:.0f}", f"{a / b:.2f}x" if b else ""])
+    for b, a in zip(before["fixed_rate"], after["fixed_rate"], strict=True):
+        rows.append([f"p99 emit->row at {a['rate']:,.0f}/s", f"{b['p99_ms']:,.0f} ms", f"{a['p99_ms']:,.0f} ms",
+                     f"{a['p99_ms'] / b['p99_ms']:.2f}x" if b["p99_ms"] else ""])
+    print_table(f"Side by side: {ref} against this checkout, one run after the other", ["measure", ref, "now", "ratio"],
+                rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--rate", type=float, action="append", help="fixed rates to measure latency at (repeatable)")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: llmwatch up's)")
+    parser.add_argument("--against", metavar="GIT_REF", help="first measure this commit the same way (a git "
+                        "worktree of it runs this script), then print the two side by side")
+    parser.add_argument("--name", default="pipeline", help="name of the JSON result (bench/results/NAME.json)")
+    args = parser.parse_args()
+
+    before = run_against(args.against, args) if args.against else None
+    result = run(args)
+    report(result, args.workers)
+    if before is not None:
+        compare(before, result, args.against)
+    write_json(args.name, {**result, "against": {"ref": args.against, **before} if before else None})
 
 
 if __name__ == "__main__":

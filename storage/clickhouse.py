@@ -4,6 +4,7 @@ embedded store alike)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import struct
 import threading
@@ -18,6 +19,11 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from llmwatch.core.errors import StoreDataError, StoreError, StoreUnavailable
 
 __all__ = ["ClickHouseStore", "Store", "connect"]
+
+# clickhouse-connect warns "Unexpected Http Driver Exception", with a traceback, on every request
+# that fails in transport (a store still starting, restarting) and then raises; the StoreUnavailable
+# raised here from that error names the store and the cause, once.
+logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
 
 
 # ClickHouse error codes that blame the data sent, not the server: parse, type and range errors.

@@ -43,6 +43,15 @@ def table_counts(store: ClickHouseStore) -> tuple[int, int, int, int]:
     return traces, distinct, scores, rejected
 
 
+def stages_of(store: ClickHouseStore, pid: int) -> tuple[float, dict[str, float], dict[str, int]]:
+    """The worker's latest process CPU, CPU seconds per stage and calls per stage."""
+    rows = store.query(
+        f"SELECT process_cpu_s, stage_cpu_s, stage_calls FROM {store.database}.workers FINAL WHERE pid = {{pid:UInt32}}",
+        {"pid": pid},
+    )
+    return rows[0] if rows else (0.0, {}, {})
+
+
 def plain_event(i: int) -> bytes:
     return json.dumps(
         {
@@ -77,6 +86,13 @@ def test_sdk_and_plain_producer_events_each_stored_once(
         wait_until(lambda: table_counts(embedded_store) == (2000, 2000, 4000, 3), 90, "all rows")
         time.sleep(2)  # nothing more arrives late
         assert table_counts(embedded_store) == (2000, 2000, 4000, 3)
+        # Its heartbeat says where its time went: every stage of its batches, with CPU and calls.
+        wait_until(lambda: stages_of(embedded_store, worker.pid)[2].get("parse", 0) > 0, 30, "stages")
+        process_cpu, cpu, calls = stages_of(embedded_store, worker.pid)
+        assert {"batch", "parse", "pii", "detector toxicity", "store insert traces", "store insert scores"} <= set(cpu)
+        inside = cpu["parse"] + cpu["pii"] + sum(v for k, v in cpu.items() if k.startswith("detector "))
+        assert 0 < inside <= cpu["batch"] <= process_cpu
+        assert calls["parse"] == calls["batch"]
     finally:
         stop_process(worker, timeout_s=10)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

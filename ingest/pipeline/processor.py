@@ -501,9 +501,9 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
 
 
 def _one_torch_thread_on_cpu(detectors: Sequence[Detector]) -> None:
-    """A model on the CPU gets one thread: torch would take every core, and the batches, the
-    broker and the store need them (measured: the embedding thread's second core cost the batch
-    thread more than it gave)."""
+    """A model on the CPU gets one thread: torch would otherwise take every core, which the
+    batches, the broker and the store need (bench/pipeline.py: with two, the embedding thread's
+    CPU showed up as torch's threads beside faust's)."""
     if any(getattr(getattr(d, "encoder", None), "device", "cuda") == "cpu" for d in detectors):
         import torch
 

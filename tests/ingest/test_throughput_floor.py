@@ -3,9 +3,9 @@ embeddings, which run on their own thread), PII redaction, the real store and br
 
 Speed is measured as events per CPU second of the thread that runs the batches (time.thread_time),
 so a busy machine (the other tests, CI neighbours) slows it far less than it slows wall-clock time.
-The floor is half of what this machine measured when it was set (issue 15: 2,300 events per CPU
-second on the 2-core development machine, bench/pipeline.py's budget has the details): a change
-that costs a third of the speed fails here, not in production."""
+When the floor was set (issue 15) this measured 1,600 to 2,300 events per CPU second on the 2-core
+development machine (1,450 to 1,700 before that issue's changes); the floor is half the lower
+figure, so only a change that costs about half the speed fails here."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from llmwatch.ingest.pipeline.processor import BatchHandler
 from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 
-FLOOR_EVENTS_PER_CPU_S = 1_150
+FLOOR_EVENTS_PER_CPU_S = 800
 BATCH = 500
 
 
@@ -48,5 +48,4 @@ def test_the_batch_handler_stays_above_its_floor(embedded_store: ClickHouseStore
         stored = handler.handle(messages[start : start + BATCH])
         assert stored.traces == BATCH and not stored.refused
     rate = len(messages) / (time.thread_time() - cpu)
-    print(f"{rate:,.0f} events per CPU second")
     assert rate >= FLOOR_EVENTS_PER_CPU_S, f"{rate:,.0f} events per CPU second, floor {FLOOR_EVENTS_PER_CPU_S:,}"

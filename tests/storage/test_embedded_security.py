@@ -58,6 +58,16 @@ def test_credentials_are_required(embedded_url: str) -> None:
     assert httpx.post(f"{base}/", content=b"SELECT 2", headers=headers).text == "2\n"
 
 
+def test_where_the_time_goes_is_for_the_operator_only(embedded_url: str) -> None:
+    """/llmwatch/stages answers the store's CPU per stage, with the password only."""
+    base, password = parts(embedded_url)
+    assert httpx.get(f"{base}/llmwatch/stages").status_code == 401
+    assert httpx.get(f"{base}/?query=SELECT+1", auth=("default", password)).text == "1\n"
+    stages = httpx.get(f"{base}/llmwatch/stages", auth=("default", password)).json()
+    assert stages["process_cpu_s"] > 0 and {"session", "guard", "query"} <= set(stages["stage_cpu_s"])
+    assert stages["stage_calls"]["query"] >= 1
+
+
 def test_the_password_file_is_private_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "clickhouse-password"
     first = ensure_password(path)
