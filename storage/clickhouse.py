@@ -169,6 +169,7 @@ class ClickHouseStore:
         # few tables forever, so keep them (dropped on any error, in case the schema changed).
         self._insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._insert_lock = threading.Lock()  # a cached context carries one insert's data
+        self._range_checks: dict[tuple[str, tuple[str, ...]], list[tuple[str, Any]]] = {}
 
     def _get_client(self) -> Any:
         with self._lock:
@@ -214,9 +215,9 @@ class ClickHouseStore:
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (all with the same keys, the column names) in one block.
 
-        Rows go as JSONEachRow, written by orjson in C and parsed by ClickHouse in C++: a tenth of
-        the CPU of clickhouse-connect's Python encoding of its Native format (bench/pipeline.py:
-        the worker's largest store cost). Rows JSON cannot carry (bytes, a number out of its range)
+        Rows go as JSONEachRow, written by orjson in C and parsed by ClickHouse in C++: about a
+        third of the worker's CPU of clickhouse-connect's Python encoding of its Native format
+        (bench/pipeline.py). Rows JSON cannot carry (bytes, numpy numbers, integers past 64 bits)
         go as Native."""
         if not rows:
             return
@@ -230,15 +231,23 @@ class ClickHouseStore:
         # of its type's range, without a word; the Native encoder raises. So the ranges are
         # checked here, for the columns whose type has one.
         with self._insert_lock:
-            context = self._insert_context(table, columns)
-        for name, fits in _range_checks(context):
+            checks = self._range_checks.get((table, columns))
+            if checks is None:
+                checks = self._range_checks[(table, columns)] = _range_checks(self._insert_context(table, columns))
+        for name, fits in checks:
             for row in rows:
                 value = row[name]
                 if value is not None and not fits(value):
                     msg = f"cannot store {name}={value!r} in {table}: out of the range of its column"
                     raise StoreDataError(msg)
-        self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=body, fmt="JSONEachRow",
-                   settings=_JSON_INSERT_SETTINGS)
+        try:
+            self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=body,
+                       fmt="JSONEachRow", settings=_JSON_INSERT_SETTINGS)
+        except StoreError:
+            with self._insert_lock:  # the schema may have changed: describe the columns again
+                self._insert_contexts.pop((table, columns), None)
+                self._range_checks.pop((table, columns), None)
+            raise
 
     def _insert_context(self, table: str, columns: tuple[str, ...]) -> Any:
         key = (table, columns)

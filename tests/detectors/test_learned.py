@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmwatch.cli import main
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
 from llmwatch.core.settings import Settings
+from llmwatch.detectors import toxicity
 from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.hashed import HashedFeatures, HashedTextModel
 from llmwatch.detectors.injection import Injection, windows
@@ -284,3 +288,20 @@ def test_a_grounding_review_model_is_applied_to_the_whole_batch() -> None:
     after = grounding.score(batch)
     assert after[0].label == "unsupported" and after[0].detector_version.endswith("+reviews-v7")
     assert [r.label for r in after[1:]] == [r.label for r in before[1:]] == ["empty", "not_applicable"]
+
+
+def _deobfuscate_plainly(text: str) -> str:
+    """deobfuscate() without its shortcuts: every token and every pattern, in order."""
+    text = toxicity._SPACED.sub(lambda m: re.sub(r"[ .\-_]", "", m.group()), text)
+    text = re.sub(r"\S+", toxicity._unleet, text)
+    for pattern, word in toxicity._MASKED:
+        text = pattern.sub(word, text)
+    return toxicity._REPEATED.sub(r"\1", text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcfkuhistdwoe *#@%$!1034578.-_,?'\"\n\t")), max_size=60))
+def test_deobfuscation_shortcuts_change_nothing(text: str) -> None:
+    """deobfuscate() skips tokens with nothing to un-leet and texts no mask pattern matches; the
+    result is the plain version's."""
+    assert toxicity.deobfuscate(text) == _deobfuscate_plainly(text)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from llmwatch.core.events import TraceEvent
 from llmwatch.detectors import pii
-from llmwatch.detectors.pii import PiiPolicy, find, redact_bytes, redact_event, redact_text
+from llmwatch.detectors.pii import PiiPolicy, find, find_many, redact_bytes, redact_event, redact_text
 
 FOUND = [
     ("write to jane.doe+work@mail.example.co.uk today", "email"),
@@ -230,3 +230,19 @@ def test_redacting_a_megabyte_of_emails_is_fast() -> None:
     assert time.process_time() - started < 5.0
     assert counts["email"] == _MB // 40 and counts["card"] == _MB // 40
     assert "@" not in redacted
+
+
+_PIECES = ["bob@example.com", "+44 20 7946 0958", "4111 1111 1111 1111", "password=", "hunter22", "api_key: ",
+           "sk-proj-abcdefghijklmnopqrstuvwx", "10.0.0.1", "::1", "fe80::1:2", "GB82 WEST 1234 5698 7654 32", " ",
+           "\n", "Bearer ", "abcdefghijklmnopqrstu", "(020) 7946 0958", "1.2.3.4.5", "x", "\x00",
+           "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "token", "=", "'", '"', "2024-01-02",
+           "a.b", "12", ":"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES), max_size=8).map("".join), min_size=1, max_size=12))
+def test_a_batch_finds_what_each_text_finds_alone(texts: list[str]) -> None:
+    """find_many joins a batch's texts to scan it once per pattern: every text's spans must be
+    exactly those find() gives it alone, whatever sits at the edges (NULs, half a secret, a key
+    block without its end)."""
+    assert find_many(texts) == [find(text) for text in texts]
