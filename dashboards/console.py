@@ -15,9 +15,9 @@ import pandas as pd
 import streamlit as st
 
 from llmwatch.core.accounts import LoginThrottle, User, allowed, hash_password, oidc_role, verify
+from llmwatch.core.processes import is_loopback
 from llmwatch.core.settings import Settings
 from llmwatch.dashboards import queries
-from llmwatch.dashboards.console_server import is_loopback
 from llmwatch.dashboards.markup import md
 from llmwatch.dashboards.scope import DIMENSIONS, RANGES, Scope, scope_from_params
 from llmwatch.storage.clickhouse import ClickHouseStore, connect

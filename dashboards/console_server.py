@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
 
 from llmwatch.core.errors import ConfigError
+from llmwatch.core.processes import is_loopback
 from llmwatch.core.settings import Settings
 
-__all__ = ["APP", "is_loopback", "streamlit_command"]
+__all__ = ["APP", "streamlit_command"]
 
 APP = Path(__file__).resolve().parent / "app.py"
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def streamlit_command(settings: Settings) -> tuple[list[str], dict[str, str]]:

@@ -3,7 +3,6 @@ embedded store alike)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import struct
@@ -17,6 +16,7 @@ import orjson
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from llmwatch.core.errors import StoreDataError, StoreError, StoreUnavailable
+from llmwatch.core.processes import is_loopback
 
 __all__ = ["ClickHouseStore", "Store", "connect"]
 
@@ -82,13 +82,6 @@ def _range_checks(context: Any) -> list[tuple[str, Any]]:
         elif (years := _TIME_YEARS.get(base.split("(")[0])) is not None:
             checks.append((name, lambda v, lo=years[0], hi=years[1]: not hasattr(v, "year") or lo <= v.year <= hi))
     return checks
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _brief(exc: Exception) -> str:
@@ -161,7 +154,7 @@ class ClickHouseStore:
             "autogenerate_session_id": False,
             # On loopback (the embedded store) there is no network to save: compressing a batch
             # and decompressing it again only costs both processes CPU.
-            "compress": not _loopback(parts.hostname or "127.0.0.1"),
+            "compress": not is_loopback(parts.hostname or "127.0.0.1"),
         }
         self._client: Any = None
         self._lock = threading.Lock()

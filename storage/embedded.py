@@ -36,7 +36,6 @@ import collections
 import email.parser
 import email.policy
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -54,7 +53,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from llmwatch.core.errors import ConfigError
-from llmwatch.core.processes import return_big_buffers_to_the_os
+from llmwatch.core.processes import is_loopback, return_big_buffers_to_the_os
 from llmwatch.core.stages import StageClock
 from llmwatch.storage.guard import refusal, setting_refusal, statement_kind
 
@@ -494,7 +493,7 @@ def serve(
     """Serve the store at path on host:port until interrupted."""
     if not password:
         raise ConfigError("the embedded store needs a password (see --clickhouse-password)")
-    if not _loopback(host):
+    if not is_loopback(host):
         log.warning("the embedded store listens on %s: reachable from other machines (password required)", host)
     return_big_buffers_to_the_os()
     store = EmbeddedStore(path)
@@ -507,13 +506,6 @@ def serve(
     finally:
         server.server_close()
         store.close()
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import socket
 import subprocess
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from llmwatch.core.errors import PortInUse
 
-__all__ = ["check_ports_free", "free_port", "port_open", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
+__all__ = ["check_ports_free", "free_port", "is_loopback", "port_open", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -19,6 +20,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") is this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
