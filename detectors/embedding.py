@@ -147,26 +147,21 @@ class EventEmbedder:
             by_app.setdefault(event.app, []).append(event)
         chosen = []
         for app, events_of_app in by_app.items():
-            room = self._room(app) if self.max_per_s else len(events_of_app)
-            if self.max_per_batch:
-                room = min(room, self.max_per_batch)
-            kept = events_of_app[:room]
+            room = min(self.max_per_batch, len(events_of_app)) if self.max_per_batch else len(events_of_app)
             if self.max_per_s:
-                self._spend(app, len(kept))
-            chosen += kept
+                room = self._take(app, room)
+            chosen += events_of_app[:room]
         return chosen
 
-    def _room(self, app: str) -> int:
+    def _take(self, app: str, wanted: int) -> int:
+        """Up to `wanted` embeddings from the app's bucket, refilled at max_per_s and holding 2 s."""
         burst = 2.0 * self.max_per_s
-        credit, at = self._credit.get(app, (burst, self._clock()))
         now = self._clock()
+        credit, at = self._credit.get(app, (burst, now))
         credit = min(burst, credit + (now - at) * self.max_per_s)
-        self._credit[app] = (credit, now)
-        return int(credit)
-
-    def _spend(self, app: str, n: int) -> None:
-        credit, at = self._credit[app]
-        self._credit[app] = (credit - n, at)
+        taken = min(wanted, int(credit))
+        self._credit[app] = (credit - taken, now)
+        return taken
 
     def embed(self, events: Sequence[Any]) -> list[dict[str, Any]]:
         wanted = [
