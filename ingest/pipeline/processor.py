@@ -38,7 +38,7 @@ from llmwatch.core.settings import Settings
 from llmwatch.core.stages import StageClock
 from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
-from llmwatch.detectors.pii import redact_bytes, redact_events, redact_span, redact_text
+from llmwatch.detectors.pii import redact_bytes, redact_event, redact_events, redact_span, redact_text
 from llmwatch.ingest.pipeline.pricing import PriceTable
 from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
@@ -113,7 +113,7 @@ class BatchHandler:
         """The message with PII handled per policy, before anything is stored or logged."""
         policy = self.pii
         if isinstance(parsed, TraceEvent):
-            return message, redact_events([parsed], policy)[0]
+            return message, redact_event(parsed, policy)
         if isinstance(parsed, SpanEvent):
             return message, redact_span(parsed, policy)
         if isinstance(parsed, Feedback):
@@ -481,6 +481,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
 
     @app.timer(interval=HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:
+        stage_cpu, stage_wall, stage_calls = handler.clock_stages.totals()
         row = {
             "worker_id": worker_id,
             "host": socket.gethostname(),
@@ -489,7 +490,9 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             "seen_at": datetime.now(UTC),
             **{k: handler.totals[k] for k in ("traces", "scores", "rejected", "duplicates")},
             "process_cpu_s": time.process_time(),
-            **dict(zip(("stage_cpu_s", "stage_wall_s", "stage_calls"), handler.clock_stages.totals(), strict=True)),
+            "stage_cpu_s": stage_cpu,
+            "stage_wall_s": stage_wall,
+            "stage_calls": stage_calls,
         }
         try:
             await asyncio.to_thread(handler.store.insert, "workers", [row])
