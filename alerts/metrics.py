@@ -8,13 +8,14 @@ evaluation counts as "no data").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from llmwatch.core.events import RELEASE_SQL
 
-__all__ = ["METRICS", "ROLLUP_BUCKET_S", "Metric", "metric_query", "worst_events_query"]
+__all__ = ["METRICS", "ROLLUP_BUCKET_S", "Metric", "metric_named", "metric_query", "worst_events_query"]
 
 _ALL = ("app", "environment", "release", "model")
 ROLLUP_BUCKET_S = 10
@@ -123,9 +124,22 @@ METRICS: dict[str, Metric] = {
 }
 
 
+_JUDGE = re.compile(r"^judge:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def metric_named(name: str) -> Metric | None:
+    """A metric of the catalogue, or `judge:NAME`: the share of a rubric judge's verdicts that fail."""
+    if name in METRICS:
+        return METRICS[name]
+    if isinstance(name, str) and _JUDGE.match(name):  # the pattern keeps the name safe inside SQL quotes
+        return _label_rate(name, name, "fail", "pass", f"share of {name}'s verdicts that fail")
+    return None
+
+
 def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tuple[str, dict[str, Any]]:
     """SQL and parameters computing the rule's metric over [start, end) for each of its groups."""
-    metric = METRICS[rule.metric]
+    metric = metric_named(rule.metric)
+    assert metric is not None
     if metric.bucket_s:
         # Whole buckets: the start floored, the end rounded up so the newest events count at once.
         start, end = _floor(start, metric.bucket_s), _floor(end, metric.bucket_s) + timedelta(seconds=metric.bucket_s)
@@ -135,7 +149,7 @@ def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tu
         accepted = f"(SELECT count() FROM {database}.traces WHERE {_in_window('timestamp')})"
         return f"SELECT {rejected} / greatest(1, {rejected} + {accepted}) AS value, {rejected} + {accepted} AS samples", params
     expressions = dict(metric.columns)
-    conditions = [metric.where, _in_window(metric.time_column)]
+    conditions = [metric.where, _in_window(metric.time_column), *_production(metric)]
     for i, (dimension, wanted) in enumerate(sorted(rule.filters.items())):
         conditions.append(f"{expressions.get(dimension, dimension)} = {{f{i}:String}}")
         params[f"f{i}"] = wanted
@@ -151,13 +165,13 @@ def metric_query(rule: Any, start: datetime, end: datetime, database: str) -> tu
 def worst_events_query(rule: Any, labels: dict[str, str], start: datetime, end: datetime, database: str,
                        limit: int) -> tuple[str, dict[str, Any]]:
     """The events behind a breach of `rule` in one group, worst first: (event_id, app, release, score)."""
-    metric = METRICS[rule.metric]
-    assert metric.worst is not None
+    metric = metric_named(rule.metric)
+    assert metric is not None and metric.worst is not None
     condition, score = metric.worst
     expressions = dict(metric.columns)
     params: dict[str, Any] = {"start": start, "end": end, "limit": limit}
     table, time_column = ("scores", "timestamp") if metric.bucket_s else (metric.table, metric.time_column)
-    conditions = [metric.where, condition, _in_window(time_column)]
+    conditions = [metric.where, condition, _in_window(time_column), *_production(metric)]
     for i, (dimension, wanted) in enumerate(sorted({**rule.filters, **labels}.items())):
         conditions.append(f"{expressions.get(dimension, dimension)} = {{w{i}:String}}")
         params[f"w{i}"] = wanted
@@ -167,6 +181,11 @@ def worst_events_query(rule: Any, labels: dict[str, str], start: datetime, end: 
         f"WHERE {' AND '.join(conditions)} GROUP BY event_id, app, release ORDER BY worst DESC LIMIT {{limit:UInt32}}"
     )
     return sql, params
+
+
+def _production(metric: Metric) -> list[str]:
+    """Experiments' events (environment 'experiment') are not the app's traffic: no rule sees them."""
+    return ["environment != 'experiment'"] if "environment" in metric.dimensions and metric.table in ("traces", "score_counts") else []
 
 
 def _floor(moment: datetime, seconds: int) -> datetime:

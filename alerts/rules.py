@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from llmwatch.alerts.metrics import METRICS
+from llmwatch.alerts.metrics import METRICS, metric_named
 from llmwatch.core.errors import ConfigError
 
 __all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]
@@ -113,8 +113,10 @@ def _rule(raw: Any, position: int) -> Rule:
     if unknown:
         raise fail(unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})")
     metric = raw.get("metric")
-    if metric not in METRICS:
-        raise fail("metric", f"unknown metric {metric!r}; the catalogue: {', '.join(sorted(METRICS))}")
+    found = metric_named(metric) if isinstance(metric, str) else None
+    if found is None or not isinstance(metric, str):
+        raise fail("metric", f"unknown metric {metric!r}; the catalogue: {', '.join(sorted(METRICS))}, "
+                             "or judge:NAME (a rubric judge's fail rate)")
     durations = {}
     for key, default in (("window", None), ("every", None), ("offset", 0), ("cooldown", 0), ("renotify", 0)):
         value = raw.get(key, default)
@@ -145,7 +147,7 @@ def _rule(raw: Any, position: int) -> Rule:
     group_by = raw.get("group_by") or []
     if isinstance(group_by, str):
         group_by = [group_by]
-    allowed = METRICS[metric].dimensions
+    allowed = found.dimensions
     if not isinstance(group_by, list) or any(g not in allowed for g in group_by):
         raise fail("group_by", f"{metric} can be grouped by {', '.join(allowed) or 'nothing'}")
     if any(k not in allowed for k in filters):
@@ -164,7 +166,7 @@ def _rule(raw: Any, position: int) -> Rule:
         raise fail("actions", f"use any of {', '.join(ACTIONS)}")
     if "rollback" in actions and not {"app", "release"} <= set(group_by) | set(filters):
         raise fail("actions", "rollback needs app and release in group_by or filters, to know what to roll back")
-    if "escalate" in actions and METRICS[metric].worst is None:
+    if "escalate" in actions and found.worst is None:
         escalating = ", ".join(m.name for m in METRICS.values() if m.worst)
         raise fail("actions", f"escalate sends the worst events to reviewers; it works with {escalating}")
     return Rule(

@@ -1,7 +1,8 @@
 """The scheduled work of the monitoring side, on apscheduler.
 
-* `llmwatch jobs`: the drift checks every `drift_interval_s`, and training from reviews every
-  `review_training_interval_h` when that is set (off by default).
+* `llmwatch jobs`: the drift checks every `drift_interval_s`; the online judges every
+  `judge_interval_s` and review routing every `review_routing_interval_s` (alerts/evaluations.py);
+  training from reviews every `review_training_interval_h` when that is set (off by default).
 * `llmwatch alerts`: every rule on its own cadence, and the notification outbox every 2 s.
 * `llmwatch alerts check [--rule NAME]`: every rule once, printing what would change; nothing is
   written or sent.
@@ -47,9 +48,47 @@ def build_scheduler(settings: Settings, store: Any, *, blocking: bool = True) ->
 
     scheduler, every = _scheduler(blocking, first_run_in_s=5)
     every(run_drift_checks, settings.drift_interval_s, [store, settings], "drift")
+    evaluations = _evaluations(settings)
+    if any(j.sample > 0 for j in evaluations.judges):
+        from llmwatch.ingest.pipeline.pricing import PriceTable
+
+        prices = PriceTable.load(settings.price_table or None)
+        every(_judge, settings.judge_interval_s, [store, evaluations, prices], "judges")
+    if evaluations.routing.daily_budget > 0:
+        every(_route, settings.review_routing_interval_s, [store, evaluations, settings.review_routing_interval_s],
+              "review-routing")
     if settings.review_training_interval_h > 0:
         every(_train_from_reviews, settings.review_training_interval_h * 3600, [store, settings], "review-training")
     return scheduler
+
+
+def _evaluations(settings: Settings) -> Any:
+    from llmwatch.alerts.evaluations import load_evaluations
+
+    evaluations, errors = load_evaluations(settings.evaluations_path)
+    for error in errors:
+        log.error("evaluation entry not loaded: %s", error)  # the others keep running
+    return evaluations
+
+
+def _judge(store: Any, evaluations: Any, prices: Any) -> None:
+    from llmwatch.alerts.judge_job import run_judges
+    from llmwatch.core.errors import StoreError
+
+    try:
+        run_judges(store, evaluations, prices)
+    except StoreError as exc:
+        log.warning("judges skipped, the store is unavailable: %s", exc)
+
+
+def _route(store: Any, evaluations: Any, interval_s: float) -> None:
+    from llmwatch.alerts.routing import route_reviews
+    from llmwatch.core.errors import StoreError
+
+    try:
+        route_reviews(store, evaluations, interval_s)
+    except StoreError as exc:
+        log.warning("review routing skipped, the store is unavailable: %s", exc)
 
 
 def _train_from_reviews(store: Any, settings: Settings) -> None:

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 ENV_PREFIX = "LLMWATCH_"
 
 
+def _bundled_alerts_file(name: str) -> Path:
+    """A file shipped beside llmwatch.alerts (a checkout's alerts/ folder, or
+    site-packages/llmwatch/alerts), found without importing it."""
+    spec = importlib.util.find_spec("llmwatch.alerts")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]) / name
+
+
 def setting(default: Any, help: str, *, flag: bool = True) -> Any:
     """A settings field; its env name is LLMWATCH_<FIELD NAME>, its CLI flag --field-name."""
     return field(default=default, metadata={"help": help, "flag": flag})
@@ -129,6 +137,11 @@ class Settings:
 
     # Alerts (`llmwatch alerts`, part of `llmwatch up`).
     rules: str = setting("", "alert rules YAML file; default: the bundled alerts/rules.yaml")
+    evaluations: str = setting(
+        "", "judges, review routing and release gates (YAML); default: the bundled alerts/evaluations.yaml"
+    )
+    judge_interval_s: float = setting(60.0, "`llmwatch jobs` runs the online judges this often (s)")
+    review_routing_interval_s: float = setting(60.0, "`llmwatch jobs` routes uncertain, disputed and sampled events to reviewers this often (s)")
     console_url: str = setting("", "console address used in notification links; default http://HOST:CONSOLE_PORT")
     slack_webhook_url: str = setting("", "Slack incoming-webhook URL for the `slack` action")
     pagerduty_url: str = setting("https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint")
@@ -201,13 +214,11 @@ class Settings:
 
     @property
     def rules_path(self) -> Path:
-        if self.rules:
-            return Path(self.rules)
-        # The bundled rules, wherever llmwatch.alerts lives (a source checkout's alerts/ folder,
-        # or site-packages/llmwatch/alerts), found without importing it.
-        spec = importlib.util.find_spec("llmwatch.alerts")
-        assert spec is not None and spec.submodule_search_locations
-        return Path(spec.submodule_search_locations[0]) / "rules.yaml"
+        return Path(self.rules) if self.rules else _bundled_alerts_file("rules.yaml")
+
+    @property
+    def evaluations_path(self) -> Path:
+        return Path(self.evaluations) if self.evaluations else _bundled_alerts_file("evaluations.yaml")
 
     @property
     def link_base(self) -> str:
