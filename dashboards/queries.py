@@ -30,6 +30,7 @@ __all__ = [
     "releases_by_first_seen",
     "review_backlog",
     "review_next",
+    "reviewed_items",
     "reviews",
     "score_details",
     "session_list",
@@ -340,6 +341,25 @@ def review_backlog(db: str, decisions_needed: int) -> Query:
         f"WHERE q.event_id NOT IN (SELECT event_id FROM {db}.reviews FINAL GROUP BY event_id "
         f"HAVING uniqExact(reviewer) >= {{needed:UInt32}})",
         {"needed": decisions_needed},
+    )
+
+
+def reviewed_items(db: str, rule: str = "", since: Any = None) -> Query:
+    """Each decided review-queue item (of `rule`, or any) with the reviewers' majority decision, and
+    whether each output detector and judge flagged it (score >= 0.5): one row per (item, signal)."""
+    conditions = ["1"] + (["rule = {rule:String}"] if rule else []) + (
+        ["queued_at >= {since:DateTime64(3, 'UTC')}"] if since is not None else [])
+    return (
+        f"SELECT q.app AS app, toString(q.event_id) AS event_id, q.rule AS rule, r.decision AS decision, "
+        f"s.detector AS detector, max(s.score >= 0.5) AS flagged "
+        f"FROM (SELECT app, event_id, rule FROM {db}.review_queue FINAL WHERE {' AND '.join(conditions)}) AS q "
+        f"JOIN (SELECT event_id, topK(1)(decision)[1] AS decision FROM {db}.reviews FINAL GROUP BY event_id) AS r "
+        f"ON r.event_id = q.event_id "
+        f"LEFT JOIN (SELECT event_id, detector, score FROM {db}.scores WHERE score IS NOT NULL "
+        f"AND (detector = 'grounding' OR (detector = 'toxicity' AND target = 'output') OR startsWith(detector, 'judge:')) "
+        f"AND event_id IN (SELECT event_id FROM {db}.review_queue)) AS s ON s.event_id = q.event_id "
+        f"GROUP BY app, event_id, rule, decision, detector ORDER BY app, event_id, detector",
+        {"rule": rule, "since": since},
     )
 
 

@@ -3,37 +3,41 @@ and their differences (canary analysis), inter-rater agreement, and a 2-D pictur
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["cohen_kappa", "fleiss_kappa", "moved_most", "project_2d", "rate_difference", "wilson"]
+from llmwatch.alerts.intervals import rate_difference, wilson
 
-Z_95 = 1.959963984540054
+__all__ = ["ERROR_DECISIONS", "cohen_kappa", "detector_accuracy", "fleiss_kappa", "moved_most", "project_2d",
+           "rate_difference", "wilson"]
 
-
-def wilson(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n; (0, 1) when there is nothing to go on."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+# The reviewer decisions that say a detector was right to flag an event; a judge's rubric is about
+# any kind of error, so any decision but `fine` counts for judges.
+ERROR_DECISIONS = {"toxicity": ("toxic",), "grounding": ("hallucinated",)}
 
 
-def rate_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z_95) -> tuple[float, float, float]:
-    """p1 - p2 with Newcombe's hybrid score interval (method 10): well behaved for the small
-    rates and unequal sizes of a canary. Returns (difference, low, high)."""
-    p1, p2 = (k1 / n1 if n1 else 0.0), (k2 / n2 if n2 else 0.0)
-    l1, u1 = wilson(k1, n1, z)
-    l2, u2 = wilson(k2, n2, z)
-    d = p1 - p2
-    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return d, max(-1.0, low), min(1.0, high)
+def detector_accuracy(items: pd.DataFrame) -> pd.DataFrame:
+    """Precision and recall of each signal per app against reviewers' decisions, each with its 95%
+    Wilson interval and the counts behind it. `items`: app, event_id, decision, detector, flagged
+    (one row per reviewed item and signal, as queries.reviewed_items returns). Only an unbiased
+    sample (route:sample) makes these estimates of the traffic's precision and recall."""
+    rows = []
+    for (app, detector), group in items.dropna(subset=["detector"]).groupby(["app", "detector"], sort=True):
+        errors = ERROR_DECISIONS.get(str(detector))
+        actual = group["decision"].isin(errors) if errors else group["decision"] != "fine"
+        flagged = group["flagged"].astype(bool)
+        tp, flagged_n, errors_n = int((actual & flagged).sum()), int(flagged.sum()), int(actual.sum())
+        p_lo, p_hi = wilson(tp, flagged_n)
+        r_lo, r_hi = wilson(tp, errors_n)
+        rows.append({"app": app, "signal": detector, "reviewed": len(group),
+                     "precision": tp / flagged_n if flagged_n else None, "precision_low": p_lo, "precision_high": p_hi,
+                     "flagged": flagged_n, "recall": tp / errors_n if errors_n else None, "recall_low": r_lo,
+                     "recall_high": r_hi, "errors": errors_n})
+    return pd.DataFrame(rows, columns=["app", "signal", "reviewed", "precision", "precision_low", "precision_high",
+                                       "flagged", "recall", "recall_low", "recall_high", "errors"])
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:

@@ -134,7 +134,16 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
             registry.promote(args.app, record.release, actor, args.reason or "registered as active")
         print(f"registered {args.app} {record.release}" + (" (active)" if args.activate else ""))
     elif args.action == "promote":
-        print(f"{args.app} now serves {registry.promote(args.app, args.release, actor, args.reason).release}")
+        from llmwatch.alerts.evaluations import load_evaluations
+        from llmwatch.alerts.gate import promote_through_gate
+
+        evaluations, errors = load_evaluations(settings.evaluations_path)
+        for error in errors:
+            print(f"warning: {error}", file=sys.stderr)
+        promoted, verdict = promote_through_gate(store, evaluations, registry, args.app, args.release, actor,
+                                                 args.reason, args.force)
+        gate = "; ".join(verdict.reasons)
+        print(f"{args.app} now serves {promoted.release} (release gate: {'overridden: ' if not verdict.allowed else ''}{gate})")
     elif args.action == "rollback":
         restored = registry.rollback(args.app, args.release, actor, args.reason or "manual rollback")
         if restored is None:
@@ -144,6 +153,18 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
     for record in registry.releases(args.app):
         print(f"  {record.release:<40} {record.status:<12} {record.updated_at:%Y-%m-%d %H:%M:%S}  {record.actor}: {record.reason}")
     return 0
+
+
+def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.eval_cli import run_dataset
+
+    return run_dataset(settings, args)
+
+
+def cmd_experiment(settings: Settings, args: argparse.Namespace) -> int:
+    from llmwatch.eval_cli import run_experiment_command
+
+    return run_experiment_command(settings, args)
 
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
@@ -237,7 +258,9 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
-    "release": (cmd_release, "list, register, promote or roll back an app's releases (prompt version + model)"),
+    "release": (cmd_release, "list, register, promote (through the release gate) or roll back an app's releases"),
+    "dataset": (cmd_dataset, "build versioned datasets of cases (from a file, reviews or events); list; export"),
+    "experiment": (cmd_experiment, "replay a dataset through a candidate on an OpenAI-compatible endpoint; score, compare"),
     "jobs": (cmd_jobs, "run the scheduled jobs (drift checks) against the store"),
     "alerts": (cmd_alerts, "run the alert rules and deliver notifications; `alerts check` evaluates once, sending nothing"),
     "console": (cmd_console, "serve the Streamlit console; `console hash-password` makes a --console-users hash"),
@@ -275,8 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--model", default="")
             command.add_argument("--provider", default="")
             command.add_argument("--activate", action="store_true", help="register: serve it now")
+            command.add_argument("--force", action="store_true", help="promote: past a refusing release gate "
+                                 "(needs --reason; audited)")
             command.add_argument("--reason", default="")
             command.add_argument("--actor", default="", help="who (default: the OS user)")
+        if name in ("dataset", "experiment"):
+            from llmwatch.eval_cli import add_arguments
+
+            add_arguments(name, command)
         if name == "console":
             command.add_argument("action", nargs="?", choices=["run", "hash-password"], default="run",
                                  help="hash-password reads the password from the terminal, or one line of stdin")

@@ -9,7 +9,7 @@ from llmwatch.dashboards import queries as q
 from llmwatch.dashboards.charts import over_time
 from llmwatch.dashboards.markup import md
 from llmwatch.dashboards.scope import Scope
-from llmwatch.dashboards.stats import rate_difference, wilson
+from llmwatch.dashboards.stats import detector_accuracy, rate_difference, wilson
 
 db = c.settings().database
 scope = c.scope_picker()
@@ -25,6 +25,23 @@ for column, (name, title) in zip([*st.columns(2), *st.columns(2)], charts):
     frame = series[series[f"{name}_of"] > 0].assign(rate=lambda f, n=name: f[n] / f[f"{n}_of"])
     column.subheader(title)
     over_time(frame, "t", "rate", "release", percent=True, container=column)
+
+st.header("Detectors against reviewers")
+st.caption("On the uniform review sample (route:sample in the review queue): of what a signal flags, the share "
+           "reviewers call an error (precision), and of the errors reviewers find, the share it flags (recall); "
+           "95% Wilson intervals. Routed and escalated items are left out: they were picked for being doubtful.")
+accuracy = detector_accuracy(c.query(q.reviewed_items(db, rule="route:sample", since=scope.start)))
+if accuracy.empty:
+    st.info("No reviewed items from the uniform sample in this time range yet (routing.sample in the evaluations file).")
+else:
+    def _interval(value: object, low: float, high: float, n: int) -> str:
+        return "n/a (n = 0)" if value is None or value != value else f"{value:.2f} [{low:.2f}, {high:.2f}] of {n}"
+
+    st.dataframe(pd.DataFrame({
+        "app": accuracy["app"], "signal": accuracy["signal"], "reviewed": accuracy["reviewed"],
+        "precision": [_interval(r.precision, r.precision_low, r.precision_high, r.flagged) for r in accuracy.itertuples()],
+        "recall": [_interval(r.recall, r.recall_low, r.recall_high, r.errors) for r in accuracy.itertuples()],
+    }), hide_index=True, width="stretch")
 
 st.header("Compare two releases")
 st.caption("Same app, same period (the time range on the left). Is the candidate worse than the baseline?")

@@ -1,8 +1,11 @@
 """Releases: each app's releases with status and history, the rollbacks and why, and manual
-promote / rollback (admins, after confirming), through the same registry the alert rules use."""
+promote / rollback (admins, after confirming), through the same registry the alert rules use. A
+promotion passes the release gate (alerts/gate.py) first, or overrides it with a reason."""
 
 import streamlit as st
 
+from llmwatch.alerts.evaluations import load_evaluations
+from llmwatch.alerts.gate import GateRefused, check_gate, promote_through_gate
 from llmwatch.alerts.releases import Registry, ReleaseRecord, active_release, rollback_target
 from llmwatch.core.errors import ConfigError
 from llmwatch.dashboards import console as c
@@ -39,7 +42,8 @@ st.dataframe([{"release": r.release, "status": r.status, "since": r.updated_at, 
               for r in records], hide_index=True, width="stretch")
 
 st.subheader("Rollbacks and promotions")
-audit = c.fresh(q.audit_log(db, actions=("rolled_back", "restored", "promoted", "superseded", "registered"),
+audit = c.fresh(q.audit_log(db, actions=("rolled_back", "restored", "promoted", "superseded", "registered", "gate_refused",
+                                          "gate_overridden", "gate_passed"),
                              app=app, limit=500))
 st.dataframe(audit, hide_index=True, width="stretch")
 
@@ -60,19 +64,30 @@ consequence = (f"{app} will serve {release}" if action == "promote"
 if consequence is None:
     st.warning(f"{md(app)} has no stable release to return to; a rollback would change nothing.")
     st.stop()
+force = False
+evaluations, evaluation_errors = load_evaluations(settings.evaluations_path)
+if action == "promote":
+    gate = check_gate(c.store(), evaluations, registry, app, release)
+    if gate.allowed:
+        st.success("Release gate: " + "; ".join(gate.reasons))
+    else:
+        st.error("Release gate: stopped.\n\n" + "\n".join(f"- {md(r)}" for r in gate.reasons))
+        force = st.checkbox("Override the gate (the reason below goes to the audit log as the override's)", key="release_force")
+        if not force:
+            st.stop()
 confirmed = st.checkbox(f"Yes: {consequence}. Apps following llm.control switch within seconds.", key="release_confirm")
 if st.button(action.capitalize(), type="primary", disabled=not (confirmed and reason.strip()), key="release_go"):
     live = Registry(c.store(), settings, control_producer())
     done: ReleaseRecord | None
     try:
         if action == "promote":
-            done = live.promote(app, release, c.user().name, reason.strip())
+            done, _verdict = promote_through_gate(c.store(), evaluations, live, app, release, c.user().name, reason.strip(), force)
         else:
             done = live.rollback(app, release, c.user().name, reason.strip())
-    except ConfigError as exc:
+    except (ConfigError, GateRefused) as exc:
         st.error(str(exc))
     else:
         st.success(f"{md(app)} now serves {md(done.release)}." if done else "Nothing changed.")
-        for key in ("release_confirm", "release_reason"):
+        for key in ("release_confirm", "release_reason", "release_force"):
             st.session_state.pop(key, None)
         st.rerun()
