@@ -48,7 +48,7 @@ def judge_answer(case: str) -> str:
 
 
 def candidate_answer(system: str, question: str) -> str:
-    fact = next((f for f in corpus.RAG_FACTS if f["question"] in question), None)
+    fact = next((f for f in corpus.RAG_FACTS if str(f["question"]) in question), None)
     if fact is None:
         return "I can only answer questions about Acme Cloud's documentation."
     return str(fact["answer"] if "only from the" in system.lower() else fact["unsupported"])
