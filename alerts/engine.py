@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmwatch.alerts.rules import Rule
@@ -100,13 +100,19 @@ def step(rule: Rule, state: AlertState, observation: Observation | None, now: da
     return moved("pending", AlertState("pending", level, breaches, since=since, resolved_at=state.resolved_at))
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    # clickhouse-connect returns the UTC columns as naive datetimes; `step` compares them with an
+    # aware `now` (renotify, cooldown), which Python refuses for a naive one.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def state_from_row(row: dict[str, Any]) -> AlertState:
     """The state a persisted llmwatch.alerts row leaves a (rule, group) in."""
     return AlertState(
         status=row["status"],
         level=row["level"] or None,
         breaches=row["breaches"],
-        since=row["since"],
-        notified_at=row["notified_at"],
-        resolved_at=row["resolved_at"],
+        since=_utc(row["since"]),
+        notified_at=_utc(row["notified_at"]),
+        resolved_at=_utc(row["resolved_at"]),
     )

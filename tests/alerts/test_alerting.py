@@ -116,6 +116,24 @@ def test_a_toxic_burst_triggers_once_and_resolves_once_with_the_same_dedup_key(
     assert delivered == [(n, e, "delivered", 1) for n in ("pagerduty", "slack", "webhook") for e in ("firing", "resolved")]
 
 
+def test_reminders_and_cooldowns_work_from_the_stored_state(embedded_store: ClickHouseStore) -> None:
+    """The stored state comes back from ClickHouse with naive UTC datetimes: renotify and cooldown
+    compare them with now (this crashed every evaluation of a firing rule with `renotify`)."""
+    rule = parse_rules(RULES.replace("for: 2", "for: 1\n    renotify: 2m\n    cooldown: 10m"))[0][0]
+    store = embedded_store
+    for minute in range(9):
+        traffic(store, T0 + timedelta(minutes=minute), toxic_share=0.5 if minute < 5 or minute == 8 else 0.0)
+
+    def at(minutes: float) -> list[str]:
+        return [t.name for _, t in evaluate_rule(store, rule, T0 + timedelta(minutes=minutes), link="http://console")]
+
+    assert at(2) == ["firing"]
+    assert at(3) == []
+    assert at(4.5) == ["renotify"]
+    assert at(7.1) == ["resolved"]  # the window (5.1-7.1) is clean
+    assert at(8.6) == ["pending"]  # toxic again in minute 8, but within the 10-minute cooldown: no new page
+
+
 class CrashOn:
     """The real store, except that the process 'dies' when it writes into `table`."""
 
