@@ -29,6 +29,7 @@ PAGES = {
         st.Page("views/alerts.py", title="Alerts", icon=":material/notifications_active:"),
         st.Page("views/review.py", title="Review queue", icon=":material/rate_review:"),
         st.Page("views/releases.py", title="Releases", icon=":material/rocket_launch:"),
+        st.Page("views/experiments.py", title="Experiments", icon=":material/science:"),
     ],
     "Explore": [st.Page("views/sql.py", title="SQL", icon=":material/terminal:")],
 }

@@ -22,6 +22,8 @@ __all__ = [
     "decisions",
     "dimension_values",
     "drift_checks",
+    "experiment_cases",
+    "experiments",
     "feedback_for",
     "incidents",
     "label_series",
@@ -360,6 +362,33 @@ def reviewed_items(db: str, rule: str = "", since: Any = None) -> Query:
         f"AND event_id IN (SELECT event_id FROM {db}.review_queue)) AS s ON s.event_id = q.event_id "
         f"GROUP BY app, event_id, rule, decision, detector ORDER BY app, event_id, detector",
         {"rule": rule, "since": since},
+    )
+
+
+def experiments(db: str, app: str = "", limit: int = 200) -> Query:
+    """The newest experiments (of one app, or all), their summary JSON included."""
+    return (
+        f"SELECT experiment_id, app, release, dataset, dataset_version, status, cases, summary, updated_at "
+        f"FROM {db}.experiments FINAL WHERE {{app:String}} = '' OR app = {{app:String}} "
+        f"ORDER BY updated_at DESC LIMIT {{limit:UInt32}}",
+        {"app": app, "limit": limit},
+    )
+
+
+def experiment_cases(db: str, experiment_ids: list[str]) -> Query:
+    """Each case of these experiments: the input, the output, and one row per output signal's score."""
+    return (
+        f"SELECT c.experiment_id AS experiment_id, c.case_id AS case_id, t.input AS input, c.output AS output, "
+        f"c.status AS status, c.error AS error, s.detector AS detector, s.score AS score "
+        f"FROM {db}.experiment_cases AS c FINAL "
+        f"LEFT JOIN (SELECT event_id, input FROM {db}.traces WHERE environment = 'experiment' AND event_id IN "
+        f"(SELECT event_id FROM {db}.experiment_cases WHERE experiment_id IN {{ids:Array(String)}})) AS t ON t.event_id = c.event_id "
+        f"LEFT JOIN (SELECT event_id, detector, max(score) AS score FROM {db}.scores WHERE event_id IN "
+        f"(SELECT event_id FROM {db}.experiment_cases WHERE experiment_id IN {{ids:Array(String)}}) "
+        f"AND (detector = 'grounding' OR (detector = 'toxicity' AND target = 'output') OR startsWith(detector, 'judge:')) "
+        f"GROUP BY event_id, detector) AS s ON s.event_id = c.event_id "
+        f"WHERE c.experiment_id IN {{ids:Array(String)}} ORDER BY c.case_id",
+        {"ids": experiment_ids},
     )
 
 

@@ -44,6 +44,10 @@ class Scope:
             if values and dimension not in skip:
                 conditions.append(f"{columns.get(dimension, dimension)} IN {{{dimension}:Array(String)}}")
                 params[dimension] = list(values)
+        if "environment" not in skip and not self.filters.get("environment"):
+            # Experiments' replays are not the apps' traffic: the Experiments page shows them, or
+            # an explicit environment filter.
+            conditions.append(f"{columns.get('environment', 'environment')} != 'experiment'")
         return " AND ".join(conditions), params
 
     def to_params(self) -> dict[str, str]:

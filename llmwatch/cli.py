@@ -83,6 +83,15 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_model(settings: Settings, _args: argparse.Namespace) -> int:
+    from llmwatch.core.processes import check_ports_free
+    from llmwatch.ingest.demo.model_server import DemoModelServer
+
+    check_ports_free(settings.host, {"demo_model_port": settings.demo_model_port})
+    DemoModelServer(settings.host, settings.demo_model_port).serve_forever()
+    return 0
+
+
 def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
     from llmwatch.drift_cli import run_drift
 
@@ -258,6 +267,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "create or update the ClickHouse schema (idempotent)"),
     "store": (cmd_store, "serve the embedded ClickHouse (chdb) over HTTP"),
     "generate": (cmd_generate, "emit demo traffic through the SDK to any Kafka"),
+    "demo-model": (cmd_demo_model, "serve the demo's scripted stand-in LLM (OpenAI chat-completions format) on HOST"),
     "release": (cmd_release, "list, register, promote (through the release gate) or roll back an app's releases"),
     "dataset": (cmd_dataset, "build versioned datasets of cases (from a file, reviews or events); list; export"),
     "experiment": (cmd_experiment, "replay a dataset through a candidate on an OpenAI-compatible endpoint; score, compare"),

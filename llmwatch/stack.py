@@ -65,6 +65,9 @@ def build_components(
         result.append(Component("console", python_command("console"), ready=lambda: console_ready(settings),
                                 port=settings.console_port, env=env))
     if demo:
+        result.append(Component("demo-model", python_command("demo-model"),
+                                ready=lambda: port_open(settings.host, settings.demo_model_port),
+                                port=settings.demo_model_port, env=env))
         args = ["generate"]
         if demo_duration_s is not None:
             args += ["--duration-s", str(demo_duration_s)]
@@ -92,17 +95,49 @@ DEMO_WINDOWS = {
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """Demo-sized windows, where the user left a window at its default."""
+    """Demo-sized windows, where the user left a window at its default; and, unless the user has
+    an evaluations file, the demo's (a judge and a release gate on the demo's stand-in LLM)."""
     defaults = Settings()
     changes: dict[str, Any] = {k: v for k, v in DEMO_WINDOWS.items() if getattr(settings, k) == getattr(defaults, k)}
+    if not settings.evaluations:
+        path = settings.data_dir / "demo-evaluations.yaml"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(demo_evaluations(f"http://{settings.host}:{settings.demo_model_port}/v1"))
+        changes["evaluations"] = str(path)
     return dataclasses.replace(settings, **changes)
+
+
+def demo_evaluations(model_url: str) -> str:
+    """The demo's evaluations file: a faithfulness judge on a sample of docs-rag's answers, routing
+    with a sample big enough to show on the Quality page within minutes, and docs-rag's gate."""
+    return f"""# Written by `llmwatch demo` (llmwatch/stack.py); your own: --evaluations FILE.
+judges:
+  - name: faithful
+    endpoint: {model_url}
+    model: demo-judge
+    rubric: Is every claim of the answer stated in the retrieved context?
+    sample: 0.05
+    filters: {{app: docs-rag}}
+    compare_with: grounding
+    daily_calls: 20000
+    daily_cost_usd: 1.0
+    price: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}
+routing:
+  sample: 0.02
+  bands: {{toxicity: 0.1, grounding: 0.1}}
+  daily_budget: 400
+gates:
+  - app: docs-rag
+    dataset: docs-gate
+    signals: [grounding, toxicity, error, judge:faithful]
+"""
 
 
 def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float | None = None) -> int:
     if demo:
         settings = demo_settings(settings)
     ports = {"kafka_port": settings.kafka_port, "clickhouse_port": settings.clickhouse_port,
-             "ingest_port": settings.ingest_port}
+             "ingest_port": settings.ingest_port, **({"demo_model_port": settings.demo_model_port} if demo else {})}
     if not settings.no_console:
         ports["console_port"] = settings.console_port
     check_ports_free(settings.host, ports)
@@ -131,7 +166,8 @@ def run_stack(settings: Settings, *, demo: bool = False, demo_duration_s: float 
          if not settings.no_console else "  console     left out (--no-console)"),
     ]
     if demo:
-        lines.append(f"  demo        emitting {settings.demo_rate:g} events/s through the SDK")
+        lines.append(f"  demo        emitting {settings.demo_rate:g} events/s through the SDK; its stand-in LLM at "
+                     f"http://{settings.host}:{settings.demo_model_port}/v1 (evaluations: {settings.evaluations})")
     lines.append("Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
     supervisor.run_forever()

@@ -50,6 +50,20 @@ else:
                           key="found",
                           column_config={"timestamp": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
     rows = picked.selection.rows if picked else []
+    if c.can("review"):
+        with st.expander("Add these traces to a dataset"):
+            name = st.text_input("Dataset", key="dataset_name", placeholder="e.g. support-gate")
+            if st.button(f"Add {len(found)} trace(s)", key="dataset_add", disabled=not name.strip()):
+                from llmwatch.alerts.datasets import add_cases, cases_from_events
+                from llmwatch.core.errors import ConfigError
+
+                try:
+                    version, total = add_cases(c.store(), name.strip(), cases_from_events(c.store(), list(found["event_id"])),
+                                               c.user().name)
+                except ConfigError as exc:
+                    st.error(str(exc))
+                else:
+                    st.success(f"{md(name.strip())} v{version} holds {total} case(s).")
 # A selected row, or the trace a shared link names (it may lie outside the current search).
 event_id = found.iloc[rows[0]]["event_id"] if rows else st.query_params.get("event")
 if not event_id:

@@ -17,12 +17,18 @@ The loop closes on its own when the store is reachable: the generator also plays
 pipeline, promoting v8 in the release registry when its canary phase starts. The `toxic-outputs`
 rule fires, rolls v8 back, and the generator's SDK release resolver (following `llm.control`)
 switches support-bot back to v7 within seconds, so toxicity recovers and the incident resolves.
+
+Before release, the gate (`DemoGate`, half a minute in): docs-rag's team tries two new prompts on
+the gate dataset through the demo's stand-in LLM. v5 answers from memory, is worse on grounding
+and the faithfulness judge, and is stopped at the gate; v6 is not worse and is promoted, and the
+generator's docs-rag traffic follows the registry to it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +50,15 @@ SUPPORT_CANARY = Release("support-answer", "8", "gpt-4o-mini", "openai")
 RAG_STABLE = Release("rag-answer", "3", "llama-3.1-70b", "vllm")
 RAG_REGRESSED = Release("rag-answer", "4", "llama-3.1-8b", "vllm")
 AGENT_RELEASE = Release("sql-agent", "12", "claude-sonnet", "anthropic")
+# docs-rag's candidates for the release gate, with the system prompts they are tried with.
+RAG_PROMPT = "Answer only from the numbered context passages."
+RAG_FROM_MEMORY = Release("rag-answer", "5", "llama-3.1-70b", "vllm")
+RAG_QUOTING = Release("rag-answer", "6", "llama-3.1-70b", "vllm")
+CANDIDATE_PROMPTS = {
+    RAG_STABLE: RAG_PROMPT,
+    RAG_FROM_MEMORY: "Answer from what you know, briefly; the context is a hint.",
+    RAG_QUOTING: "Answer only from the numbered context passages, quoting numbers exactly.",
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,8 @@ class Scenario:
         rng = self.rng
         fact = rng.choice(corpus.RAG_FACTS)
         regressed = phase.unsupported_answers and rng.random() < 0.7
-        release = RAG_REGRESSED if regressed else RAG_STABLE
+        serving = self.serving("docs-rag") if self.serving is not None else RAG_STABLE
+        release = RAG_REGRESSED if regressed else serving
         answer = fact["unsupported"] if regressed and rng.random() < 0.8 else fact["answer"]
         return {
             "app": "docs-rag",
@@ -209,10 +225,14 @@ class DemoDeploys:
         migrate(store, settings.retention_days)
         ensure_llmwatch_topics(settings, [settings.control_topic])
         self.registry = Registry(store, settings, producer(settings.bootstrap_servers))
-        for release in (SUPPORT_STABLE, SUPPORT_CANARY):
-            self.registry.register(ReleaseRecord("support-bot", release.prompt_id, release.prompt_version,
-                                                 release.model, release.provider), actor="demo-deploy")
+        for app, releases in (("support-bot", (SUPPORT_STABLE, SUPPORT_CANARY)),
+                              ("docs-rag", (RAG_STABLE, RAG_FROM_MEMORY, RAG_QUOTING))):
+            for release in releases:
+                self.registry.register(ReleaseRecord(app, release.prompt_id, release.prompt_version,
+                                                     release.model, release.provider), actor="demo-deploy")
         self.deploy(SUPPORT_STABLE, "demo start")
+        self.registry.promote("docs-rag", self.name(RAG_STABLE), actor="demo-deploy", reason="demo start")
+        self.store = store
         self.canary_started = self.canary_ended = -1  # the cycle each last happened in
 
     @staticmethod
@@ -235,6 +255,55 @@ class DemoDeploys:
                 self.deploy(SUPPORT_STABLE, "demo: canary phase over")
 
 
+class DemoGate:
+    """docs-rag's release gate, played once per demo start: a gate dataset from the demo corpus,
+    an experiment per release on the demo's stand-in LLM, then a promotion attempt of each
+    candidate through the gate. Runs on its own thread: experiments wait for the workers."""
+
+    def __init__(self, settings: Settings, deploys: DemoDeploys) -> None:
+        self.settings, self.deploys = settings, deploys
+        self.thread = threading.Thread(target=self.run, name="demo-gate", daemon=True)
+
+    def run(self, delay_s: float = 30.0) -> None:
+        from llmwatch.core.errors import LlmwatchError
+
+        time.sleep(delay_s)
+        try:
+            self._run()
+        except LlmwatchError as exc:
+            log.warning("demo gate: not played (%s)", exc)
+
+    def _run(self) -> None:
+        from llmwatch.alerts.datasets import DatasetCase, add_cases
+        from llmwatch.alerts.evaluations import load_evaluations
+        from llmwatch.alerts.experiments import Candidate, run_experiment
+        from llmwatch.alerts.gate import GateRefused, promote_through_gate
+
+        evaluations, _ = load_evaluations(self.settings.evaluations_path)
+        gate = evaluations.gate("docs-rag")
+        if gate is None:
+            return
+        store, registry = self.deploys.store, self.deploys.registry
+        cases = [DatasetCase(f"fact-{i}", str(f["question"]), tuple(f["passages"]), str(f["answer"]), source="demo")
+                 for i, f in enumerate(corpus.RAG_FACTS)]
+        version, _ = add_cases(store, gate.dataset, cases, "demo-deploy")
+        url = f"http://{self.settings.host}:{self.settings.demo_model_port}/v1"
+        with Emitter(self.settings.bootstrap_servers, topic=self.settings.traces_topic) as emitter:
+            for release, prompt in CANDIDATE_PROMPTS.items():
+                candidate = Candidate("docs-rag", url, release.model, prompt, release.prompt_id, release.prompt_version)
+                summary = run_experiment(store, emitter, gate.dataset, version, cases, candidate, evaluations=evaluations,
+                                         prices=None, registry=registry, actor="demo-deploy")
+                log.info("demo gate: experiment %s of %s: %s", summary["experiment_id"], summary["release"],
+                         {k: f"{v['bad']}/{v['of']}" for k, v in summary["signals"].items()})
+        for release in (RAG_FROM_MEMORY, RAG_QUOTING):
+            try:
+                promote_through_gate(store, evaluations, registry, "docs-rag", self.deploys.name(release), "demo-deploy",
+                                     "demo: new docs prompt")
+                log.info("demo gate: %s promoted", self.deploys.name(release))
+            except GateRefused as exc:
+                log.warning("demo gate: %s", exc)
+
+
 def run_generator(settings: Settings, *, duration_s: float | None = None, max_events: int | None = None) -> int:
     """Emit demo events at settings.demo_rate until duration_s or max_events; returns the count."""
     from llmwatch.core.errors import LlmwatchError
@@ -245,8 +314,10 @@ def run_generator(settings: Settings, *, duration_s: float | None = None, max_ev
     except LlmwatchError as exc:
         log.warning("demo: no release registry (%s); the timeline alone decides releases", exc)
         deploys = None
-    resolver = ReleaseResolver(settings.bootstrap_servers, {"support-bot": SUPPORT_STABLE},
+    resolver = ReleaseResolver(settings.bootstrap_servers, {"support-bot": SUPPORT_STABLE, "docs-rag": RAG_STABLE},
                                topic=settings.control_topic) if deploys else None
+    if deploys is not None:
+        DemoGate(settings, deploys).thread.start()
     scenario = Scenario(settings.demo_seed, resolver.release if resolver else None)
     emitter = Emitter(settings.bootstrap_servers, topic=settings.traces_topic, queue_size=settings.emitter_queue_size)
     interval = 1.0 / settings.demo_rate

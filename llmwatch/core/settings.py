@@ -187,6 +187,7 @@ class Settings:
     # Demo traffic.
     demo_rate: float = setting(50.0, "events per second the demo generator emits")
     demo_seed: int = setting(7, "seed of the demo generator")
+    demo_model_port: int = setting(8700, "port of the demo's stand-in LLM (OpenAI-compatible) its experiments and judges call")
 
     log_level: str = setting("INFO", "log level")
 

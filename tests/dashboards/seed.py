@@ -21,6 +21,7 @@ from llmwatch.detectors.embedding import quantise
 STABLE = ReleaseRecord("support-bot", "answer", "7", "gpt-4o-mini", "openai")
 CANARY = ReleaseRecord("support-bot", "answer", "8", "gpt-4o-mini", "openai")
 RAG = ReleaseRecord("docs-rag", "rag", "4", "llama-3-8b", "local")
+RAG_NEXT = ReleaseRecord("docs-rag", "rag", "5", "llama-3-8b", "local")  # a candidate never tried on the gate dataset
 SESSION = "conv-7"  # five docs-rag turns; one of them the unsupported answer with negative feedback
 
 
@@ -37,6 +38,8 @@ class Seeded:
     latencies: list[float]
     injected_event_id: str
     injection: str
+    sampled: dict[str, str]  # event id -> reviewers' decision, of the uniform review sample
+    experiments: tuple[str, str]
 
 
 def seed(store: Any, settings: Settings) -> Seeded:
@@ -153,7 +156,7 @@ def seed(store: Any, settings: Settings) -> Seeded:
     ])
 
     registry = Registry(store, settings)
-    for record in (STABLE, CANARY, RAG):
+    for record in (STABLE, CANARY, RAG, RAG_NEXT):
         registry.register(record, actor="ci")
     registry.promote("support-bot", STABLE.release, "ci", "first release")
     registry.promote("support-bot", CANARY.release, "ci", "canary")
@@ -163,5 +166,56 @@ def seed(store: Any, settings: Settings) -> Seeded:
     store.insert("review_queue", [{"queued_at": now, "event_id": e, "app": "support-bot", "release": CANARY.release,
                                    "rule": "toxic-outputs", "reason": "toxicity_rate breached", "score": 0.93,
                                    "status": "open"} for e in review])
+    sampled = _review_sample(store, now, ids["support-bot"][-100:-60], set(toxic_ids))
+    experiments = _experiments(store, now)
     return Seeded(now, len(traces), errors, toxic_canary, review, pii_event_id, unsupported_event_id, claim,
-                  [t["latency_ms"] for t in traces], injected_event_id, injection)
+                  [t["latency_ms"] for t in traces], injected_event_id, injection, sampled, experiments)
+
+
+def _review_sample(store: Any, now: datetime, event_ids: list[str], flagged: set[str]) -> dict[str, str]:
+    """The uniform review sample, decided by two reviewers (so it is no one's work left): they agree
+    with toxicity's flags but for one false alarm (the first flagged event) and one miss (the first
+    unflagged one). Queued an hour ago, before the escalations the review tests decide."""
+    first_flagged = next(e for e in event_ids if e in flagged)
+    first_unflagged = next(e for e in event_ids if e not in flagged)
+    decisions = {e: ("toxic" if e in flagged else "fine") for e in event_ids}
+    decisions[first_flagged], decisions[first_unflagged] = "fine", "toxic"
+    store.insert("review_queue", [{"queued_at": now - timedelta(hours=1), "event_id": e, "app": "support-bot",
+                                   "release": CANARY.release, "rule": "route:sample", "reason": "uniform sample (2.00% of events)", "score": None,
+                                   "status": "open"} for e in event_ids])
+    store.insert("reviews", [{"event_id": e, "reviewer": reviewer, "app": "support-bot", "release": CANARY.release,
+                              "decision": d, "note": "", "decided_at": now - timedelta(minutes=30)}
+                             for e, d in decisions.items() for reviewer in ("rev-a", "rev-b")])
+    return decisions
+
+
+def _experiments(store: Any, now: datetime) -> tuple[str, str]:
+    """Two experiments of docs-rag on one dataset: rag:4 answers from the context, rag:5 invents
+    on the second case."""
+    ids = ("exp-seed-rag4", "exp-seed-rag5")
+    questions = ["What is the rate limit?", "How long are audit logs kept?", "Where is my data stored?"]
+    for experiment, record, invented in ((ids[0], RAG, -1), (ids[1], RAG_NEXT, 1)):
+        counts = {"grounding": [int(invented >= 0), 3], "error": [0, 3]}
+        store.insert("experiments", [{
+            "experiment_id": experiment, "dataset": "docs-gate", "dataset_version": 1, "app": "docs-rag",
+            "release": record.release, "model": record.model, "endpoint": "http://127.0.0.1:1/v1", "system_prompt": "",
+            "status": "done", "cases": 3, "actor": "ci", "started_at": now, "updated_at": now,
+            "summary": json.dumps({"counts": counts, "signals": {name: {"bad": k, "of": n, "rate": k / n, "low": 0.0,
+                                                                         "high": 0.5} for name, (k, n) in counts.items()}}),
+        }])
+        for i, question in enumerate(questions):
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{experiment}/{i}"))
+            output = "Forever, in Frankfurt." if i == invented else f"From the docs: answer {i}."
+            store.insert("experiment_cases", [{"experiment_id": experiment, "case_id": f"case-{i}", "event_id": event_id,
+                                               "status": "ok", "output": output, "error": "", "input_tokens": 10,
+                                               "output_tokens": 5, "cost_usd": 0.0, "latency_ms": 100.0, "finished_at": now}])
+            store.insert("traces", [{"event_id": event_id, "trace_id": event_id, "timestamp": now, "received_at": now,
+                                     "app": "docs-rag", "environment": "experiment", "prompt_id": record.prompt_id,
+                                     "prompt_version": record.prompt_version, "model": record.model, "input": question,
+                                     "output": output, "tags": {"experiment": experiment}}])
+            store.insert("scores", [{"event_id": event_id, "app": "docs-rag", "timestamp": now, "environment": "experiment",
+                                     "release": record.release, "model": record.model, "detector": "grounding",
+                                     "detector_version": "g", "target": "output", "score": 0.9 if i == invented else 0.1,
+                                     "label": "unsupported" if i == invented else "supported", "details": "{}",
+                                     "scored_at": now}])
+    return ids

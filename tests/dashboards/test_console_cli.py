@@ -42,11 +42,12 @@ def test_reviews_export_writes_the_labelled_dataset(console_env, tmp_path: Path)
         out = tmp_path / f"labels.{fmt}"
         result = llmwatch("reviews", "export", "--format", fmt, "--output", str(out), env=env)
         assert result.returncode == 0, result.stderr
-        assert "1 reviewed event(s)" in result.stdout and "Fleiss' kappa" in result.stdout
+        assert f"{1 + len(seeded.sampled)} reviewed event(s)" in result.stdout and "Fleiss' kappa" in result.stdout
         rows = ([json.loads(line) for line in out.read_text().splitlines()] if fmt == "jsonl"
                 else pq.read_table(out).to_pylist())
-        assert len(rows) == 1
-        assert rows[0]["label"] == "toxic" and not rows[0]["agreed"] and len(rows[0]["decisions"]) == 3
+        assert len(rows) == 1 + len(seeded.sampled)  # the seed's uniform review sample, decided by two reviewers
+        row = next(r for r in rows if r["event_id"] == event)
+        assert row["label"] == "toxic" and not row["agreed"] and len(row["decisions"]) == 3
         assert not list(tmp_path.glob("*.partial"))
 
 

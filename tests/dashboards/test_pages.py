@@ -183,11 +183,64 @@ def test_quality_says_the_canary_is_worse(open_console) -> None:  # noqa: ANN001
     # The newest release is the candidate, the one before it the baseline.
     assert (at.selectbox(key="baseline").value, at.selectbox(key="candidate").value) == (STABLE.release, CANARY.release)
     assert f"{CANARY.release} is worse than {STABLE.release} on: toxic" in texts(at.warning)
-    table = at.dataframe[0].value.set_index("label")
+    table = at.dataframe[1].value.set_index("label")
     assert table.at["toxic", "verdict"] == "worse"
     assert table.at["toxic", "baseline"].startswith("0.00%")
     assert table.at["error", "verdict"] == "no clear difference"  # errors are spread evenly in the seed
     assert "Latency (ms) of each release" in texts(at.caption)
+
+
+def test_quality_measures_each_detector_on_the_uniform_review_sample(open_console, console_env) -> None:  # noqa: ANN001
+    _, _, seeded = console_env
+    at = visit(open_console(), "quality")
+    accuracy = at.dataframe[0].value.set_index(["app", "signal"])
+    flagged = sum(d == "toxic" for d in seeded.sampled.values())  # reviewers' errors: one miss among them
+    row = accuracy.loc[("support-bot", "toxicity")]
+    assert row["reviewed"] == len(seeded.sampled)
+    # One false alarm among the flagged, one miss among the errors: both shown with interval and size.
+    assert row["precision"].startswith(f"{(flagged - 1) / flagged:.2f} [") and row["precision"].endswith(f"of {flagged}")
+    assert row["recall"].startswith(f"{(flagged - 1) / flagged:.2f} [") and row["recall"].endswith(f"of {flagged}")
+
+
+def test_experiments_side_by_side_case_by_case(open_console, console_env) -> None:  # noqa: ANN001
+    _, _, seeded = console_env
+    at = visit(open_console(), "experiments")
+    overview = at.dataframe[0].value
+    assert set(overview["experiment"]) == set(seeded.experiments)
+    signals = at.dataframe[1].value.set_index("signal")
+    assert signals.at["grounding", "A"].startswith("0.0%") and signals.at["grounding", "B"].startswith("33.3%")
+    cases = at.dataframe[2].value
+    assert len(cases) == 3
+    at.toggle(key="experiment_changed").set_value(True)
+    at.run()
+    changed = at.dataframe[2].value
+    assert list(changed["output B"]) == ["Forever, in Frankfurt."]
+
+
+def test_promoting_through_the_console_passes_the_release_gate_or_overrides_it_on_record(
+    open_console, console_env, broker: str, tmp_path: Path,  # noqa: ANN001
+) -> None:
+    _, store, _ = console_env
+    gate = tmp_path / "evaluations.yaml"
+    gate.write_text("gates:\n  - {app: docs-rag, dataset: docs-gate, signals: [grounding, error]}\n")
+    at = visit(open_console("ada", url={"app": "docs-rag"}, LLMWATCH_KAFKA_BOOTSTRAP=broker,
+                            LLMWATCH_EVALUATIONS=str(gate)), "releases")
+    at.selectbox(key="release_target").set_value("rag:5@llama-3-8b")
+    at.run()
+    # rag:5's experiment invented one answer in three: worse by more than max_increase (10 points).
+    assert "stopped" in texts(at.error) and "grounding: 1/3" in texts(at.error)
+    assert "release_go" not in [b.key for b in at.button]  # no promote button until the override is chosen
+    at.checkbox(key="release_force").check()
+    at.run()
+    at.text_input(key="release_reason").input("hotfix, accepted by the docs team")
+    at.checkbox(key="release_confirm").check()
+    at.run()
+    at.button(key="release_go").click()
+    at.run()
+    assert not at.exception
+    rows = store.query(f"SELECT actor, action, release, details FROM {store.database}.audit_log WHERE action = 'gate_overridden'")
+    assert rows and rows[0][:3] == ("ada", "gate_overridden", "rag:5@llama-3-8b") and "hotfix" in rows[0][3]
+    assert metrics(at)["Serving now"] == "rag:5@llama-3-8b"
 
 
 def test_drift_page_shows_the_verdicts_terms_and_the_inputs_that_moved(open_console) -> None:  # noqa: ANN001
@@ -242,14 +295,14 @@ def test_two_reviewers_decide_an_item_and_the_agreement_shows(open_console, cons
         at.run()
     at = visit(at, "review")
     assert "4 event(s) still need decisions" in texts(at.caption)
-    assert metrics(at)["Decisions"] == "2"
+    assert metrics(at)["Decisions"] == str(2 + 2 * len(seeded.sampled))  # the seed's review sample has two each
     assert metrics(at)["Fleiss' kappa"] == "1.00"
 
     at.button(key="decide_other").click()  # `other` without a note is refused
     at.run()
     assert "needs a note" in texts(at.error)
 
-    records = reviews.dataset(store.query_df(*reviews_query(store.database)))
+    records = [r for r in reviews.dataset(store.query_df(*reviews_query(store.database))) if r["event_id"] not in seeded.sampled]
     assert [(r["event_id"], r["label"], r["agreed"], len(r["decisions"])) for r in records] == [(first, "toxic", True, 2)]
     assert records[0]["output"]  # the text travels with the label
     assert reviews.to_jsonl(records).count(b"\n") == 1
@@ -287,7 +340,7 @@ def test_releases_rollback_needs_confirmation_and_lands_in_the_audit_log(open_co
 def test_sql_is_read_only_by_clickhouse_and_capped(open_console, console_env) -> None:  # noqa: ANN001
     _, store, seeded = console_env
     at = visit(open_console("vic", LLMWATCH_CONSOLE_SQL_MAX_ROWS="50"), "sql")
-    at.text_area(key="sql").input(f"SELECT app, count() AS n FROM {store.database}.traces GROUP BY app ORDER BY app")
+    at.text_area(key="sql").input(f"SELECT app, count() AS n FROM {store.database}.traces WHERE environment = 'production' GROUP BY app ORDER BY app")
     at.button(key="run_sql").click()
     at.run()
     result = at.dataframe[0].value
@@ -304,7 +357,7 @@ def test_sql_is_read_only_by_clickhouse_and_capped(open_console, console_env) ->
         at.run()
         refusal = texts(at.error)
         assert "READONLY" in refusal or "readonly" in refusal or "ACCESS_DENIED" in refusal, statement
-    assert store.query(f"SELECT count() FROM {store.database}.traces") == [(seeded.events,)]
+    assert store.query(f"SELECT count() FROM {store.database}.traces WHERE environment = 'production'") == [(seeded.events,)]
     assert store.query(f"SELECT count() FROM {store.database}.reviews WHERE reviewer = 'mallory'") == [(0,)]
 
     at.text_area(key="sql").input("SELECT number FROM numbers(100000)")
