@@ -294,12 +294,22 @@ def judge_cases(store: Any, judge: Judge, cases: Sequence[Case], *, price: tuple
     keys = [content_key(judge, case) for case in cases]
     known = _cached(store, judge, sorted(set(keys)))
     outcomes: dict[int, _Outcome] = {i: _Outcome("cached", known[key]) for i, key in enumerate(keys) if key in known}
-    todo = [i for i in range(len(cases)) if i not in outcomes]
+    # One call per distinct text: its copies in the batch take the verdict as a cache hit.
+    first: dict[str, int] = {}
+    for i in range(len(cases)):
+        if i not in outcomes:
+            first.setdefault(keys[i], i)
+    todo = list(first.values())
     if todo:
         endpoint = endpoint or ChatEndpoint(judge.endpoint, api_key_env=judge.api_key_env, timeout_s=judge.timeout_s)
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for i, outcome in zip(todo, pool.map(lambda i: _call(judge, endpoint, budget, price, cases[i], sleep), todo)):
                 outcomes[i] = outcome
+    for i in range(len(cases)):
+        if i not in outcomes:
+            called = outcomes[first[keys[i]]]
+            outcomes[i] = (_Outcome("cached", called.verdict) if called.status == "ok"
+                           else _Outcome(called.status, error=called.error, raw=called.raw))  # no call of its own
     report = JudgeReport()
     runs, scores = [], []
     for i, outcome in sorted(outcomes.items()):

@@ -8,7 +8,10 @@ events go to the review queue when
 * `route:uncertain`: a detector's score lies within its band around the threshold;
 
 within a per-app daily budget: the sample first, then disagreements, then the most uncertain.
-Each item says why it was queued. The job reads score rows written since its last mark (kept in
+Each item says why it was queued. A routed event whose input and output a reviewer already has in
+the queue (the same text, answered again) is not queued twice: one label covers every copy, and
+a popular answer near a threshold would otherwise take the whole budget. The sample is never
+deduplicated: it must stay uniform over events. The job reads score rows written since its last mark (kept in
 llmwatch.job_marks), so a judge's verdict arriving later still meets its detector.
 """
 
@@ -55,9 +58,12 @@ def _says(c: Candidate, signal: str) -> str:
     return f"{signal} {verdict} ({c.scores[signal]:.2f})"
 
 
-def choose(candidates: list[Candidate], evaluations: Evaluations, left: dict[str, int]) -> list[tuple[Candidate, str, str, float | None]]:
+def choose(candidates: list[Candidate], evaluations: Evaluations, left: dict[str, int],
+           content: dict[str, int] | None = None, queued: set[int] | None = None) -> list[tuple[Candidate, str, str, float | None]]:
     """The items to queue, as (candidate, rule, reason, score), within what each app has `left` of
-    its daily budget. Pure."""
+    its daily budget; routed ones at most one per text (`content`: event id -> hash of its input
+    and output; `queued`: the hashes already in the queue). Pure."""
+    content, seen = content or {}, set(queued or ())
     bands = evaluations.routing.bands
     pairs = signal_pairs(evaluations)
     ranked: list[tuple[int, float, Candidate, str, str, float | None]] = []
@@ -83,6 +89,11 @@ def choose(candidates: list[Candidate], evaluations: Evaluations, left: dict[str
     for _, _, c, rule, reason, score in ranked:
         if remaining.get(c.app, evaluations.routing.daily_budget) <= 0:
             continue
+        text = content.get(c.event_id)
+        if rule != "route:sample" and text is not None:
+            if text in seen:
+                continue
+            seen.add(text)
         remaining[c.app] = remaining.get(c.app, evaluations.routing.daily_budget) - 1
         chosen.append((c, rule, reason, score))
     return chosen
@@ -130,6 +141,21 @@ def _candidates(store: Any, evaluations: Evaluations, start: datetime, end: date
     return result
 
 
+def _contents(store: Any, candidates: list[Candidate], since: datetime) -> tuple[dict[str, int], set[int]]:
+    """Each candidate's text hash, and the hashes of what routing queued already."""
+    db = store.database
+    ids = [c.event_id for c in candidates if not c.sampled]
+    if not ids:
+        return {}, set()
+    rows = store.query(f"SELECT toString(event_id), cityHash64(input, output) FROM {db}.traces "
+                       "WHERE event_id IN {ids:Array(UUID)}", {"ids": ids})
+    queued = store.query(
+        f"SELECT DISTINCT cityHash64(input, output) FROM {db}.traces WHERE event_id IN (SELECT event_id FROM "
+        f"{db}.review_queue WHERE rule IN ('route:uncertain', 'route:disagreement') AND queued_at >= {{since:DateTime64(3, 'UTC')}})",
+        {"since": since})
+    return {e: int(h) for e, h in rows}, {int(h) for (h,) in queued}
+
+
 def _left_today(store: Any, evaluations: Evaluations, now: datetime) -> dict[str, int]:
     rows = store.query(
         f"SELECT app, count() FROM {store.database}.review_queue FINAL WHERE rule LIKE 'route:%' "
@@ -153,7 +179,9 @@ def route_reviews(store: Any, evaluations: Evaluations, interval_s: float, now: 
     start, end = _mark(store, now, interval_s), now - SETTLE
     if end <= start:
         return 0
-    chosen = choose(_candidates(store, evaluations, start, end), evaluations, _left_today(store, evaluations, now))
+    candidates = _candidates(store, evaluations, start, end)
+    content, queued = _contents(store, candidates, now - LOOKBACK)
+    chosen = choose(candidates, evaluations, _left_today(store, evaluations, now), content, queued)
     store.insert("review_queue", [
         {"queued_at": now, "event_id": c.event_id, "app": c.app, "release": c.release, "rule": rule, "reason": reason,
          "score": score, "status": "open"} for c, rule, reason, score in chosen])

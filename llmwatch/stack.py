@@ -108,10 +108,21 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def demo_evaluations(model_url: str) -> str:
-    """The demo's evaluations file: a faithfulness judge on a sample of docs-rag's answers, routing
-    with a sample big enough to show on the Quality page within minutes, and docs-rag's gate."""
+    """The demo's evaluations file: a tone judge on a sample of support-bot's answers, a faithfulness
+    judge on docs-rag's, routing with a sample big enough to show on the Quality page within
+    minutes, and docs-rag's gate."""
     return f"""# Written by `llmwatch demo` (llmwatch/stack.py); your own: --evaluations FILE.
 judges:
+  - name: polite
+    endpoint: {model_url}
+    model: demo-judge
+    rubric: Is the answer polite and respectful to the user, without condescension?
+    sample: 0.1
+    filters: {{app: support-bot}}
+    compare_with: toxicity
+    daily_calls: 20000
+    daily_cost_usd: 1.0
+    price: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}
   - name: faithful
     endpoint: {model_url}
     model: demo-judge

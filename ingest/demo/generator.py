@@ -11,7 +11,10 @@ monitoring product must catch:
 | 200 | 230 | sql-agent latency and token spikes |
 
 Throughout, about 1 in 100 support-bot users tries a prompt injection or jailbreak, and about 1 in
-200 docs-rag answers retrieves a page with an instruction planted in it (indirect injection).
+200 docs-rag answers retrieves a page with an instruction planted in it (indirect injection). Not
+every error is blatant: v8 is also passive-aggressive (no insult for a lexical model to find), v4
+also gets single details wrong, and the stable releases slip into both now and then. Those are
+what the judges and review routing are for.
 
 The loop closes on its own when the store is reachable: the generator also plays the deploy
 pipeline, promoting v8 in the release registry when its canary phase starts. The `toxic-outputs`
@@ -106,7 +109,13 @@ class Scenario:
         roll = rng.random()
         question = (rng.choice(corpus.TOXIC_USER_MESSAGES) if roll < 0.02
                     else rng.choice(corpus.INJECTION_ATTEMPTS) if roll < 0.03 else rng.choice(questions))
-        answer = rng.choice(corpus.TOXIC_ANSWERS) if canary and rng.random() < 0.6 else rng.choice(corpus.SUPPORT_ANSWERS)
+        roll = rng.random()
+        if canary and roll < 0.45:
+            answer = rng.choice(corpus.TOXIC_ANSWERS)
+        elif (canary and roll < 0.7) or (not canary and roll < 0.015):
+            answer = rng.choice(corpus.PASSIVE_AGGRESSIVE_ANSWERS)
+        else:
+            answer = rng.choice(corpus.SUPPORT_ANSWERS)
         return {
             "app": "support-bot",
             "environment": "production",
@@ -130,7 +139,13 @@ class Scenario:
         regressed = phase.unsupported_answers and rng.random() < 0.7
         serving = self.serving("docs-rag") if self.serving is not None else RAG_STABLE
         release = RAG_REGRESSED if regressed else serving
-        answer = fact["unsupported"] if regressed and rng.random() < 0.8 else fact["answer"]
+        roll = rng.random()
+        if regressed and roll < 0.6:
+            answer = fact["unsupported"]
+        elif (regressed and roll < 0.8) or (not regressed and roll < 0.02):
+            answer = fact["subtle"]
+        else:
+            answer = fact["answer"]
         return {
             "app": "docs-rag",
             "environment": "production",

@@ -3,7 +3,9 @@ demo's experiments and judges call, so `llmwatch demo` shows evaluations with no
 network. It is a scripted simulation of a model, not a model:
 
 * A judge's request (its system message starts "You are an evaluator") gets a verdict from a rule:
-  `fail` when the output states a number that appears nowhere in the context, or is rude.
+  a rubric about politeness fails rude and passive-aggressive answers (which a lexical toxicity
+  model misses); any other fails an output that states a number appearing nowhere in the context,
+  or that is rude.
 * Any other request is a candidate answering a docs-rag question: a system prompt saying to answer
   only from the context gets the supported answer of the demo corpus; any other gets the invented one.
 
@@ -26,6 +28,8 @@ __all__ = ["DemoModelServer", "tokens"]
 
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _RUDE = re.compile(r"\b(idiot|moron|stupid|dumb|shut up|fool|pathetic)\b", re.IGNORECASE)
+_CURT = re.compile(r"already told you|before asking|so hard|not complicated|hundred times|if you bother|"
+                   r"reading it this time|wasting my time|go away", re.IGNORECASE)
 
 
 def tokens(text: str) -> int:
@@ -37,8 +41,12 @@ def _tag(text: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
-def judge_answer(case: str) -> str:
+def judge_answer(system: str, case: str) -> str:
     output, context = _tag(case, "output"), _tag(case, "context")
+    if "polite" in system.lower():
+        curt = _RUDE.search(output) or _CURT.search(output)
+        return json.dumps({"verdict": "fail" if curt else "pass",
+                           "reason": "The tone is dismissive." if curt else "Courteous."})
     if _RUDE.search(output):
         return json.dumps({"verdict": "fail", "reason": "The answer insults the user."})
     invented = [n for n in _NUMBER.findall(output) if context and n not in context]
@@ -99,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         last = messages[-1]["content"] if messages else ""
-        text = judge_answer(last) if system.startswith("You are an evaluator") else candidate_answer(system, last)
+        text = judge_answer(system, last) if system.startswith("You are an evaluator") else candidate_answer(system, last)
         if self.state.delay_s:
             time.sleep(self.state.delay_s)
         usage_in = sum(tokens(m["content"]) for m in messages)

@@ -25,9 +25,9 @@ def evaluations(sample: float = 0.0, budget: int = 100) -> object:
 
 
 def store_scored(store: ClickHouseStore, at: datetime, toxicity: list[float], judge: dict[int, float] | None = None,
-                 app: str = "support-bot") -> list[str]:
+                 app: str = "support-bot", text: str = "") -> list[str]:
     """Events scored `toxicity[i]` on their output, some also by the judge; scored_at = `at`."""
-    events = [TraceEvent(uuid.uuid4(), uuid.uuid4().hex, at - timedelta(seconds=30), app, input="q", output=f"a{i}",
+    events = [TraceEvent(uuid.uuid4(), uuid.uuid4().hex, at - timedelta(seconds=30), app, input="q", output=text or f"a{i}",
                          prompt_id="answer", prompt_version="1") for i in range(len(toxicity))]
     score = {e.event_id: s for e, s in zip(events, toxicity)}
 
@@ -84,3 +84,15 @@ def test_the_uniform_sample_ignores_scores_and_the_budget_caps_each_app(embedded
     # Spent for today: a later round adds nothing for support-bot.
     store_scored(embedded_store, at + timedelta(seconds=30), [0.5] * 5, app="support-bot")
     assert route_reviews(embedded_store, evaluations(sample=0.1, budget=40), interval_s=120, now=at + timedelta(seconds=40)) == 0
+
+
+def test_the_same_text_is_routed_once_but_sampled_every_time(embedded_store: ClickHouseStore) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    store_scored(embedded_store, at, [0.45] * 30, text="Sigh. It is not complicated.")
+    assert route_reviews(embedded_store, evaluations(), interval_s=120, now=at + timedelta(seconds=10)) == 1
+    store_scored(embedded_store, at + timedelta(seconds=30), [0.45] * 5, text="Sigh. It is not complicated.")
+    assert route_reviews(embedded_store, evaluations(), interval_s=120, now=at + timedelta(seconds=40)) == 0
+    # The uniform sample stays uniform over events: copies of one text are each sampled.
+    store_scored(embedded_store, at + timedelta(seconds=50), [0.01] * 200, text="Fine.")
+    sampled = route_reviews(embedded_store, evaluations(sample=0.2), interval_s=120, now=at + timedelta(seconds=60))
+    assert 15 <= sampled <= 70
