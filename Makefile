@@ -58,6 +58,7 @@ bench: install
 	$(PY) bench/detectors.py
 	$(PY) bench/alerts.py
 	$(PY) bench/ingest_http.py
+	$(PY) bench/evaluations.py
 	$(PY) bench/console.py
 	$(PY) bench/chaos.py
 

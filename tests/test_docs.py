@@ -121,6 +121,15 @@ def test_the_rules_example_is_a_valid_rule_file() -> None:
     assert problems == [] and [r.name for r in rules] == ["toxic-outputs"]
 
 
+def test_the_evaluations_example_is_a_valid_file() -> None:
+    from llmwatch.alerts.evaluations import parse_evaluations
+
+    (yaml_block,) = [code for name, code in blocks("yaml") if name == "evaluations.md"]
+    evaluations, problems = parse_evaluations(yaml_block, "docs/evaluations.md")
+    assert problems == [] and [j.name for j in evaluations.judges] == ["faithful"]
+    assert evaluations.gate("docs-rag") is not None and evaluations.routing.disagree
+
+
 def test_the_readme_sql_runs(embedded_url: str, embedded_store: ClickHouseStore) -> None:
     (curl,) = [code for _, code in blocks("bash") if code.startswith("curl")]
     db = embedded_store.database
