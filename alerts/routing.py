@@ -128,8 +128,9 @@ def _candidates(store: Any, evaluations: Evaluations, start: datetime, end: date
         "cityHash64(toString(event_id)) % 1000000 < {per_million:UInt32} AS sampled"
         + "".join(f", {c}" for c in columns)
         + f" FROM {db}.scores WHERE timestamp >= {{lookback:DateTime64(3, 'UTC')}} AND environment != 'experiment' "
-        f"AND event_id IN (SELECT event_id FROM {db}.scores WHERE scored_at > {{start:DateTime64(3, 'UTC')}} "
-        "AND scored_at <= {end:DateTime64(3, 'UTC')}) "
+        # scored_at is not in the sort key: the event time bounds what is read (partitions, key).
+        f"AND event_id IN (SELECT event_id FROM {db}.scores WHERE timestamp >= {{lookback:DateTime64(3, 'UTC')}} "
+        "AND scored_at > {start:DateTime64(3, 'UTC')} AND scored_at <= {end:DateTime64(3, 'UTC')}) "
         f"AND event_id NOT IN (SELECT event_id FROM {db}.review_queue WHERE rule LIKE 'route:%' "
         "AND queued_at >= {lookback:DateTime64(3, 'UTC')}) "
         f"GROUP BY event_id HAVING {' OR '.join(f'({w})' for w in wanted)} LIMIT {{limit:UInt32}}"
@@ -148,10 +149,12 @@ def _contents(store: Any, candidates: list[Candidate], since: datetime) -> tuple
     if not ids:
         return {}, set()
     rows = store.query(f"SELECT toString(event_id), cityHash64(input, output) FROM {db}.traces "
-                       "WHERE event_id IN {ids:Array(UUID)}", {"ids": ids})
+                       "WHERE timestamp >= {since:DateTime64(3, 'UTC')} - INTERVAL 6 HOUR AND event_id IN {ids:Array(UUID)}",
+                       {"ids": ids, "since": since})
     queued = store.query(
-        f"SELECT DISTINCT cityHash64(input, output) FROM {db}.traces WHERE event_id IN (SELECT event_id FROM "
-        f"{db}.review_queue WHERE rule IN ('route:uncertain', 'route:disagreement') AND queued_at >= {{since:DateTime64(3, 'UTC')}})",
+        f"SELECT DISTINCT cityHash64(input, output) FROM {db}.traces WHERE timestamp >= {{since:DateTime64(3, 'UTC')}} - "
+        f"INTERVAL 6 HOUR AND event_id IN (SELECT event_id FROM {db}.review_queue WHERE rule IN ('route:uncertain', "
+        "'route:disagreement') AND queued_at >= {since:DateTime64(3, 'UTC')})",
         {"since": since})
     return {e: int(h) for e, h in rows}, {int(h) for (h,) in queued}
 
