@@ -306,5 +306,6 @@ def run_experiment(store: Any, emitter: Any, dataset: str, version: int, cases: 
         if baseline else None,
     }
     status = "done" if scored >= len(answered) else "incomplete"
+    summary["status"] = status
     _record(store, experiment, dataset, version, candidate, status, len(cases), summary, actor, started)
     return summary

@@ -157,4 +157,7 @@ def run_experiment_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         emitter.close()
     print(json.dumps(summary, indent=2, default=str))
-    return 0 if summary["answered"] == summary["cases"] else 1
+    if summary["status"] != "done":
+        print(f"llmwatch experiment: the workers scored {summary['scored_by_detectors']} of {summary['answered']} "
+              f"answers within --wait-s; run the same command again to finish (nothing is asked twice)", file=sys.stderr)
+    return 0 if summary["answered"] == summary["cases"] and summary["status"] == "done" else 1

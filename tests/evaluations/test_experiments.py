@@ -69,7 +69,7 @@ def experiment(capsys: pytest.CaptureFixture[str], url: str, version: str, promp
                               "--model", "demo", "--system-prompt", str(prompt), "--release", f"rag-answer:{version}",
                               "--wait-s", "90", *extra)
     summary = json.loads(out)
-    assert code == (0 if summary["answered"] == summary["cases"] else 1), err
+    assert code == (0 if summary["answered"] == summary["cases"] and summary["status"] == "done" else 1), err
     return summary
 
 
