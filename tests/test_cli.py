@@ -31,6 +31,8 @@ def test_every_command_takes_the_same_settings_flags() -> None:
             "score": ["--detector", "toxicity", "--input", "a.jsonl", "--output", "b.jsonl"],
             "release": ["list", "--app", "a"],
             "reviews": ["export", "--output", "r.jsonl"],
+            "dataset": ["list"],
+            "experiment": ["list"],
         }.get(command, [])
         args = parser.parse_args([command, *extra, "--data-dir", "/tmp/x", "--kafka-port", "19092", "--clickhouse-port", "18123", "--console-port", "18501", "--no-console"])
         settings = settings_from_args(args, environ={})

@@ -267,7 +267,7 @@ def test_the_review_training_job_is_scheduled_only_when_asked_for() -> None:
     from llmwatch.alerts.scheduler import build_scheduler
 
     jobs = {job.id for job in build_scheduler(Settings(), store=None, blocking=False).get_jobs()}
-    assert jobs == {"drift"}
+    assert jobs == {"drift", "review-routing"}  # the bundled evaluations file routes a sample; no judges
     every_day = build_scheduler(Settings(review_training_interval_h=24), store=None, blocking=False)
     (job,) = [j for j in every_day.get_jobs() if j.id == "review-training"]
     assert job.trigger.interval.total_seconds() == 24 * 3600
