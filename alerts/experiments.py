@@ -166,12 +166,14 @@ def _record(store: Any, experiment: str, dataset: str, version: int, candidate: 
 def signal_counts(store: Any, experiment: str, judges: list[str]) -> dict[str, tuple[int, int]]:
     """(bad, judged) per output signal of an experiment's events: toxicity, grounding, error, judges."""
     db = store.database
+    # One verdict per event and signal, the latest: a resumed run must not count a case twice.
     rows = store.query(
         f"SELECT detector, countIf(label IN ('toxic', 'unsupported', 'fail')), "
-        f"countIf(label IN ('toxic', 'unsupported', 'fail', 'ok', 'supported', 'pass')) FROM {db}.scores "
+        f"countIf(label IN ('toxic', 'unsupported', 'fail', 'ok', 'supported', 'pass')) "
+        f"FROM (SELECT event_id, detector, argMax(label, scored_at) AS label FROM {db}.scores "
         f"WHERE event_id IN (SELECT event_id FROM {db}.experiment_cases FINAL WHERE experiment_id = {{e:String}}) "
         f"AND (detector = 'grounding' OR (detector = 'toxicity' AND target = 'output') OR has({{judges:Array(String)}}, detector)) "
-        f"GROUP BY detector", {"e": experiment, "judges": judges})
+        f"GROUP BY event_id, detector) GROUP BY detector", {"e": experiment, "judges": judges})
     counts = {detector: (int(bad), int(n)) for detector, bad, n in rows}
     errors = store.query(f"SELECT countIf(status = 'error'), count() FROM {db}.experiment_cases FINAL "
                          "WHERE experiment_id = {e:String}", {"e": experiment})[0]
@@ -278,9 +280,12 @@ def run_experiment(store: Any, emitter: Any, dataset: str, version: int, cases: 
     judge_tokens = {"input": 0, "output": 0}
     judges = [j for j in evaluations.judges if j.filters.get("app", candidate.app) == candidate.app]
     for judge in judges:
+        judged = {e for (e,) in store.query(
+            f"SELECT DISTINCT toString(event_id) FROM {store.database}.judge_runs WHERE judge = {{j:String}} "
+            "AND experiment = {e:String} AND status IN ('ok', 'cached')", {"j": judge.name, "e": experiment})}
         report = judge_cases(store, judge, [
             Case(r["event_id"], candidate.app, case.input, r["output"], case.context, case.reference, started,
-                 "experiment", candidate.release, candidate.model) for case, r in answered],
+                 "experiment", candidate.release, candidate.model) for case, r in answered if r["event_id"] not in judged],
             price=judge_price(judge, prices), experiment=experiment, concurrency=concurrency)
         judge_costs[judge.detector] = report.cost_usd
         judge_tokens["input"] += report.input_tokens
