@@ -276,20 +276,20 @@ def run_experiment(store: Any, emitter: Any, dataset: str, version: int, cases: 
     if not emitter.flush(30):
         log.warning("experiment %s: some events are not delivered yet; scores will be missing for them", experiment)
     answered = [(by_id[i], r) for i, r in done.items() if i in by_id and r["status"] == "ok"]
-    judge_costs: dict[str, float] = {}
-    judge_tokens = {"input": 0, "output": 0}
     judges = [j for j in evaluations.judges if j.filters.get("app", candidate.app) == candidate.app]
     for judge in judges:
         judged = {e for (e,) in store.query(
             f"SELECT DISTINCT toString(event_id) FROM {store.database}.judge_runs WHERE judge = {{j:String}} "
             "AND experiment = {e:String} AND status IN ('ok', 'cached')", {"j": judge.name, "e": experiment})}
-        report = judge_cases(store, judge, [
+        judge_cases(store, judge, [
             Case(r["event_id"], candidate.app, case.input, r["output"], case.context, case.reference, started,
                  "experiment", candidate.release, candidate.model) for case, r in answered if r["event_id"] not in judged],
             price=judge_price(judge, prices), experiment=experiment, concurrency=concurrency)
-        judge_costs[judge.detector] = report.cost_usd
-        judge_tokens["input"] += report.input_tokens
-        judge_tokens["output"] += report.output_tokens
+    # What the judges spent on this experiment, over every run of it (as the candidate's cost is).
+    spent = store.query(f"SELECT judge, sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM {store.database}.judge_runs "
+                        "WHERE experiment = {e:String} GROUP BY judge ORDER BY judge", {"e": experiment})
+    judge_costs = {f"judge:{name}": float(cost) for name, cost, _, _ in spent}
+    judge_tokens = {"input": sum(int(r[2]) for r in spent), "output": sum(int(r[3]) for r in spent)}
     scored = _wait_for_scores(store, experiment, len(answered), wait_s)
     counts = signal_counts(store, experiment, [j.detector for j in judges])
     baseline = baseline_experiment(store, registry, candidate.app, dataset, version, experiment)

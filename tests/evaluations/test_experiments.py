@@ -128,7 +128,7 @@ def test_a_worse_release_is_stopped_at_the_gate_and_a_good_one_promoted(
     billed = dict(model.billed)
     again = experiment(capsys, model.url, "6", good)
     assert (again["resumed"], again["called"]) == (n, 0) and model.billed == billed
-    assert again["counts"] == better["counts"]  # each case counted once, also after a resume
+    assert again["counts"] == better["counts"] and again["cost_usd"] == better["cost_usd"]  # counted once, also resumed
     assert again["experiment_id"] == better["experiment_id"]
 
     code, out, _ = llmwatch(capsys, "dataset", "export", "docs-gate", "--format", "parquet", "--output", str(tmp_path / "d.parquet"))
