@@ -157,6 +157,7 @@ def store_reference(store: Any, window_s: float, limit: int = 20_000) -> Callabl
             f"SELECT latency_ms, input_tokens, output_tokens, cost_usd, input_chars, output_chars "
             f"FROM {store.database}.traces WHERE app = {{app:String}} "
             f"AND timestamp > now64(3) - toIntervalSecond({{window:UInt32}}) "
+            f"AND environment != 'experiment' "  # an experiment's replays are not the app's normal
             f"ORDER BY cityHash64(event_id) LIMIT {{limit:UInt32}}",
             {"app": app, "window": int(window_s), "limit": limit},
         )

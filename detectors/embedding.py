@@ -139,7 +139,9 @@ class EventEmbedder:
         self._credit: dict[str, tuple[float, float]] = {}
 
     def chosen(self, events: Sequence[Any]) -> list[Any]:
-        picked = [e for e in events if self.sample >= 1.0 or (e.event_id.int & 0xFFFFFFFF) < self.sample * 2**32]
+        # An experiment's replays are not the app's traffic: drift must not take them for a shift.
+        picked = [e for e in events if e.environment != "experiment"
+                  and (self.sample >= 1.0 or (e.event_id.int & 0xFFFFFFFF) < self.sample * 2**32)]
         if not self.max_per_batch and not self.max_per_s:
             return picked
         by_app: dict[str, list[Any]] = {}

@@ -177,6 +177,9 @@ def test_embedding_sample_per_app_per_batch() -> None:
     assert {e.event_id for e in embedder.chosen(list(reversed(busy + quiet)))} == {e.event_id for e in chosen}
     assert {r["event_id"] for r in embedder.embed(busy + quiet)} == {e.event_id for e in chosen}
     assert len(EventEmbedder(embedder.encoder, max_per_batch=0, max_per_s=0).chosen(busy)) == 100
+    # An experiment's replays are never embedded: drift compares the app's own traffic.
+    replays = [event("busy", f"q{i}", NOW, environment="experiment") for i in range(10)]
+    assert EventEmbedder(embedder.encoder, max_per_batch=0, max_per_s=0).chosen(replays) == []
 
 
 def test_embedding_sample_per_app_per_second() -> None:
