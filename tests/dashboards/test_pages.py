@@ -177,6 +177,22 @@ def test_traces_score_range_filter(open_console) -> None:  # noqa: ANN001
     assert len(found) == 25 and (found["toxicity"] >= 0.9).all()
 
 
+def test_a_search_becomes_a_dataset(open_console, console_env) -> None:  # noqa: ANN001
+    _, store, _ = console_env
+    at = visit(open_console("vic"), "traces")  # a viewer cannot build datasets
+    assert "dataset_add" not in [b.key for b in at.button]
+    at = visit(open_console("rui"), "traces")
+    at.slider(key="score_toxicity").set_value((0.9, 1.0))
+    at.run()
+    at.text_input(key="dataset_name").input("rude-answers")
+    at.run()
+    at.button(key="dataset_add").click()
+    at.run()
+    assert not at.exception and "rude-answers v1 holds 25 case(s)" in texts(at.success)
+    rows = store.query(f"SELECT count(), any(source), any(labels['app']) FROM {store.database}.datasets WHERE name = 'rude-answers'")
+    assert rows == [(25, "search", "support-bot")]
+
+
 def test_quality_says_the_canary_is_worse(open_console) -> None:  # noqa: ANN001
     at = visit(open_console(), "quality")
     assert at.selectbox(key="compare_app").value == "support-bot"
