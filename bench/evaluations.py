@@ -38,7 +38,7 @@ from llmwatch.alerts.routing import route_reviews
 from llmwatch.core.settings import Settings
 from llmwatch.ingest.demo import corpus
 from llmwatch.ingest.demo.generator import Scenario
-from llmwatch.ingest.demo.model_server import DemoModelServer
+from llmwatch.ingest.demo.model_server import ChatServer
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
 
@@ -49,7 +49,7 @@ def experiment_throughput(store: ClickHouseStore, bootstrap: str, cases_n: int, 
                           concurrencies: list[int]) -> list[dict[str, Any]]:
     from llmwatch import Emitter
 
-    server = DemoModelServer(delay_s=latency_s).start()
+    server = ChatServer(delay_s=latency_s).start()
     facts = corpus.RAG_FACTS
     cases = [DatasetCase(f"case-{i}", f"{facts[i % len(facts)]['question']} (#{i})", tuple(facts[i % len(facts)]["passages"]))
              for i in range(cases_n)]
@@ -102,7 +102,7 @@ def demo_cycle(store: ClickHouseStore, bootstrap: str, events_n: int, sample: fl
         handler.handle(messages[start : start + 500])
     scored_s = time.perf_counter() - started
 
-    server = DemoModelServer().start()
+    server = ChatServer().start()
     try:
         evaluations, errors = parse_evaluations(json.dumps({
             "judges": [{"name": "faithful", "endpoint": server.url, "model": "demo-judge", "sample": 0.1,

@@ -85,10 +85,10 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo_model(settings: Settings, _args: argparse.Namespace) -> int:
     from llmwatch.core.processes import check_ports_free
-    from llmwatch.ingest.demo.model_server import DemoModelServer
+    from llmwatch.ingest.demo.model_server import ChatServer
 
     check_ports_free(settings.host, {"demo_model_port": settings.demo_model_port})
-    DemoModelServer(settings.host, settings.demo_model_port).serve_forever()
+    ChatServer(host=settings.host, port=settings.demo_model_port).serve_forever()
     return 0
 
 

@@ -10,7 +10,8 @@ network. It is a scripted simulation of a model, not a model:
   only from the context gets the supported answer of the demo corpus; any other gets the invented one.
 
 Usage is counted as one token per whitespace-separated word, so cost accounting can be checked
-exactly against what the server billed (bench/evaluations.py).
+exactly against what the server billed (bench/evaluations.py). The same server answers with any
+`reply` function: the tests script outages, slow and malformed answers with it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from llmwatch.ingest.demo import corpus
 
-__all__ = ["DemoModelServer", "tokens"]
+__all__ = ["ChatServer", "Reply", "demo_reply", "tokens"]
 
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _RUDE = re.compile(r"\b(idiot|moron|stupid|dumb|shut up|fool|pathetic)\b", re.IGNORECASE)
@@ -62,10 +65,33 @@ def candidate_answer(system: str, question: str) -> str:
     return str(fact["answer"] if "only from the" in system.lower() else fact["unsupported"])
 
 
-class DemoModelServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
+@dataclass
+class Reply:
+    """What the server answers to one request: a text, or an error status; after a delay."""
+
+    text: str = ""
+    status: int = 200
+    delay_s: float = 0.0
+
+
+def demo_reply(body: dict[str, Any]) -> Reply:
+    """The demo's model: a judge's verdict by rule, or a docs-rag candidate's answer."""
+    messages = [m for m in body["messages"] if isinstance(m.get("content"), str)]
+    system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+    last = messages[-1]["content"] if messages else ""
+    return Reply(judge_answer(system, last) if system.startswith("You are an evaluator") else candidate_answer(system, last))
+
+
+class ChatServer:
+    """An OpenAI chat-completions endpoint on `host` whose answers come from `reply(body)` (the
+    demo's by default; tests script theirs). Every answer's usage is counted in `billed`, and
+    every request body kept in `requests` when `keep_requests` is set."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], Reply] = demo_reply, *, host: str = "127.0.0.1", port: int = 0,
+                 delay_s: float = 0.0, keep_requests: bool = False) -> None:
+        self.reply, self.delay_s, self.keep_requests = reply, delay_s, keep_requests
         self.billed = {"input": 0, "output": 0, "requests": 0}
+        self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"state": self})
         self._http = ThreadingHTTPServer((host, port), handler)
@@ -74,8 +100,8 @@ class DemoModelServer:
         self.url = f"http://{host}:{self.port}/v1"
         self._thread: threading.Thread | None = None
 
-    def start(self) -> DemoModelServer:
-        self._thread = threading.Thread(target=self._http.serve_forever, name="demo-model", daemon=True)
+    def start(self) -> ChatServer:
+        self._thread = threading.Thread(target=self._http.serve_forever, name="chat-server", daemon=True)
         self._thread.start()
         return self
 
@@ -86,9 +112,15 @@ class DemoModelServer:
         self._http.shutdown()
         self._http.server_close()
 
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class _Handler(BaseHTTPRequestHandler):
-    state: DemoModelServer
+    state: ChatServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *_args: Any) -> None:
@@ -105,20 +137,25 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, AttributeError):
             self._send({"error": {"message": "a JSON body with messages"}}, 400)
             return
-        system = next((m["content"] for m in messages if m.get("role") == "system"), "")
-        last = messages[-1]["content"] if messages else ""
-        text = judge_answer(system, last) if system.startswith("You are an evaluator") else candidate_answer(system, last)
-        if self.state.delay_s:
-            time.sleep(self.state.delay_s)
+        if self.state.keep_requests:
+            with self.state.lock:
+                self.state.requests.append(body)
+        reply = self.state.reply(body)
+        if reply.delay_s or self.state.delay_s:
+            time.sleep(reply.delay_s or self.state.delay_s)
+        if reply.status != 200:
+            self._send({"error": {"message": f"status {reply.status}", "type": "api_error"}}, reply.status)
+            return
         usage_in = sum(tokens(m["content"]) for m in messages)
-        usage_out = tokens(text)
+        usage_out = tokens(reply.text)
         with self.state.lock:
             self.state.billed["input"] += usage_in
             self.state.billed["output"] += usage_out
             self.state.billed["requests"] += 1
-        self._send({"id": "chatcmpl-demo", "object": "chat.completion", "created": int(time.time()),
+        self._send({"id": "chatcmpl-llmwatch", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "demo"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                                 "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out,
                               "total_tokens": usage_in + usage_out}}, 200)
 
@@ -130,5 +167,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("content-length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
-        except ConnectionError:
+        except ConnectionError:  # the client gave up (a timeout) and hung up
             pass

@@ -18,10 +18,9 @@ from llmwatch.alerts.rules import parse_rules
 from llmwatch.cli import main
 from llmwatch.core.settings import Settings, settings_env
 from llmwatch.ingest.demo import corpus
-from llmwatch.ingest.demo.model_server import DemoModelServer
+from llmwatch.ingest.demo.model_server import ChatServer, Reply
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import stop_process
-from tests.evaluations.chat_server import ChatServer, Reply
 from tests.test_pipeline import start_worker
 
 pytestmark = pytest.mark.slow
@@ -31,14 +30,14 @@ BAD_PROMPT = "Answer from what you know, briefly."
 
 
 @pytest.fixture
-def model() -> Iterator[DemoModelServer]:
-    server = DemoModelServer().start()
+def model() -> Iterator[ChatServer]:
+    server = ChatServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def evaluated(stack_settings: Settings, model: DemoModelServer, tmp_path: Path,
+def evaluated(stack_settings: Settings, model: ChatServer, tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings whose evaluations file has a judge on the model server and a gate for docs-rag,
     in the environment the commands read; a worker scoring toxicity and grounding."""
@@ -74,7 +73,7 @@ def experiment(capsys: pytest.CaptureFixture[str], url: str, version: str, promp
 
 
 def test_a_worse_release_is_stopped_at_the_gate_and_a_good_one_promoted(
-    evaluated: Settings, model: DemoModelServer, embedded_store: ClickHouseStore, tmp_path: Path,
+    evaluated: Settings, model: ChatServer, embedded_store: ClickHouseStore, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cases = tmp_path / "docs-gate.jsonl"
@@ -149,7 +148,7 @@ def test_a_run_that_failed_halfway_redoes_only_the_failed_cases(
         asked.append(question)
         return Reply(status=503) if question in down else Reply(f"Answer to {question}")
 
-    with ChatServer(answer) as server:
+    with ChatServer(answer, keep_requests=True) as server:
         args = ["experiment", "run", "--dataset", str(cases), "--app", "bot", "--endpoint", server.url, "--model", "m",
                 "--wait-s", "60", "--concurrency", "3", "--rate", "50"]
         code, out, _ = llmwatch(capsys, *args)

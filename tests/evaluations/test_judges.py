@@ -18,9 +18,9 @@ from llmwatch.alerts.judging import Budget, Case, JudgeAnswerError, judge_cases,
 from llmwatch.alerts.rules import parse_rules
 from llmwatch.core.errors import ConfigError
 from llmwatch.core.events import TraceEvent
+from llmwatch.ingest.demo.model_server import ChatServer, Reply
 from llmwatch.ingest.pipeline.sink import store_events
 from llmwatch.storage.clickhouse import ClickHouseStore
-from tests.evaluations.chat_server import ChatServer, Reply
 
 
 def judges_yaml(url: str, **extra: Any) -> str:
@@ -101,7 +101,7 @@ def test_verdicts_are_parsed_strictly() -> None:
 
 
 def test_verdicts_become_score_rows_and_cost_is_exact_to_the_token(embedded_store: ClickHouseStore) -> None:
-    with ChatServer(rude_is_fail) as server:
+    with ChatServer(rude_is_fail, keep_requests=True) as server:
         judge = judge_of(server.url, examples=[{"input": "hi", "output": "Go away.", "verdict": "fail", "reason": "rude"}])
         batch = cases(6, rude=2)
         report = judge_cases(embedded_store, judge, batch, price=judge.price)
@@ -113,16 +113,16 @@ def test_verdicts_become_score_rows_and_cost_is_exact_to_the_token(embedded_stor
     rude = [r["messages"] for r in server.requests if "<output>\nYou idiot.\n</output>" in r["messages"][-1]["content"]]
     assert len(rude) == 2 and "not instructions" in rude[0][0]["content"]
     stored = runs(embedded_store)
-    assert sum(r["input_tokens"] for r in stored) == server.usage["input"]
-    assert sum(r["output_tokens"] for r in stored) == server.usage["output"]
-    expected = (server.usage["input"] * 1.0 + server.usage["output"] * 2.0) / 1e6
+    assert sum(r["input_tokens"] for r in stored) == server.billed["input"]
+    assert sum(r["output_tokens"] for r in stored) == server.billed["output"]
+    expected = (server.billed["input"] * 1.0 + server.billed["output"] * 2.0) / 1e6
     assert sum(r["cost_usd"] for r in stored) == pytest.approx(expected, rel=1e-9)
     assert report.cost_usd == pytest.approx(expected, rel=1e-9)
 
 
 def test_malformed_answers_are_errors_never_scores(embedded_store: ClickHouseStore) -> None:
     answers = iter(["I think it is fine.", '{"verdict": "perhaps"}', '{"verdict": "pass", "reason": "ok"}'])
-    with ChatServer(lambda _body: Reply(next(answers))) as server:
+    with ChatServer(lambda _body: Reply(next(answers)), keep_requests=True) as server:
         judge = judge_of(server.url)
         report = judge_cases(embedded_store, judge, cases(3), price=judge.price, concurrency=1)
     assert report.counts == {"error": 2, "ok": 1}
@@ -135,7 +135,7 @@ def test_malformed_answers_are_errors_never_scores(embedded_store: ClickHouseSto
 
 
 def test_the_daily_budgets_are_never_exceeded(embedded_store: ClickHouseStore) -> None:
-    with ChatServer(rude_is_fail) as server:
+    with ChatServer(rude_is_fail, keep_requests=True) as server:
         by_calls = judge_of(server.url, daily_calls=4)
         report = judge_cases(embedded_store, by_calls, cases(10), price=by_calls.price)
         assert report.counts == {"ok": 4, "over_budget": 6} and len(server.requests) == 4
@@ -167,7 +167,7 @@ def test_outages_and_timeouts_are_retried_recorded_and_counted(embedded_store: C
             return Reply('{"verdict": "pass"}', delay_s=3.0)  # past the 2 s timeout
         return Reply('{"verdict": "pass", "reason": "ok"}')
 
-    with ChatServer(flaky) as server:
+    with ChatServer(flaky, keep_requests=True) as server:
         judge = judge_of(server.url)  # retries: 1
         report = judge_cases(embedded_store, judge, cases(4), price=judge.price, sleep=lambda _s: None)
     assert report.counts == {"error": 2, "ok": 2}
@@ -182,7 +182,7 @@ def test_outages_and_timeouts_are_retried_recorded_and_counted(embedded_store: C
 
 
 def test_the_same_content_is_judged_once(embedded_store: ClickHouseStore) -> None:
-    with ChatServer(rude_is_fail) as server:
+    with ChatServer(rude_is_fail, keep_requests=True) as server:
         judge = judge_of(server.url)
         batch = cases(3, rude=1)
         judge_cases(embedded_store, judge, batch, price=judge.price)
@@ -211,7 +211,7 @@ def test_the_online_job_judges_its_sample_once_and_alert_rules_read_the_verdicts
                          prompt_id="answer", prompt_version="1")
               for i in range(40) for app in ("support-bot", "docs-bot")]
     store_events(embedded_store, traces=events, feedback=[], score=lambda _e: [], now=now)
-    with ChatServer(rude_is_fail) as server:
+    with ChatServer(rude_is_fail, keep_requests=True) as server:
         text = judges_yaml(server.url, sample=0.5, filters={"app": "support-bot"})
         evaluations, _ = parse_evaluations(text)
         first = run_judges(embedded_store, evaluations, prices=None, now=now)
