@@ -64,6 +64,8 @@ def run_dataset(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = store.query(f"SELECT name, max(version), argMax(created_at, version) FROM {store.database}.datasets "
                            "GROUP BY name ORDER BY name")
+        if not rows:
+            print("no datasets yet: llmwatch dataset add NAME --from-file F | --from-reviews | --from-events IDS")
         for name, version, created in rows:
             count = store.query(f"SELECT count() FROM {store.database}.datasets FINAL WHERE name = {{n:String}} "
                                 "AND version = {v:UInt32}", {"n": name, "v": version})[0][0]
@@ -119,6 +121,9 @@ def run_experiment_command(settings: Settings, args: argparse.Namespace) -> int:
             f"SELECT experiment_id, app, release, dataset, dataset_version, status, cases, updated_at "
             f"FROM {store.database}.experiments FINAL WHERE {{app:String}} = '' OR app = {{app:String}} "
             "ORDER BY updated_at DESC LIMIT 100", {"app": args.app})
+        if not rows:
+            print("no experiments yet" + (f" of {args.app}" if args.app else "")
+                  + ": llmwatch experiment run --dataset NAME --app APP --endpoint URL --model MODEL")
         for experiment, app, release, dataset, version, status, cases, at in rows:
             print(f"{experiment}  {app:<16} {release:<32} {dataset} v{version}  {status:<10} {cases:>6}  {at:%Y-%m-%d %H:%M}")
         return 0
