@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from llmwatch.alerts.rules import DIMENSIONS, parse_duration
+from llmwatch.alerts.rules import DIMENSIONS, parse_duration, parse_named
 from llmwatch.core.errors import ConfigError
 
 __all__ = ["DETECTOR_THRESHOLDS", "Evaluations", "Gate", "Judge", "Routing", "load_evaluations", "parse_evaluations"]
@@ -225,18 +225,7 @@ def parse_evaluations(text: str, source: str = "evaluations") -> tuple[Evaluatio
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(document, dict) or set(document) - {"judges", "routing", "gates"}:
         raise ConfigError(f"{source}: expected a mapping with judges, routing and gates")
-    errors: list[str] = []
-    judges: list[Judge] = []
-    for position, raw in enumerate(document.get("judges") or [], 1):
-        try:
-            judge = _judge(raw, position)
-        except _Problem as exc:
-            errors.append(f"{source}: {exc}")
-            continue
-        if any(j.name == judge.name for j in judges):
-            errors.append(f"{source}: judge {judge.name!r}, field name: defined twice")
-            continue
-        judges.append(judge)
+    judges, errors = parse_named(document.get("judges") or [], _judge, "judge", source)
     try:
         routing = _routing(document.get("routing"), tuple(judges))
     except _Problem as exc:

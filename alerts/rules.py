@@ -29,14 +29,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
 from llmwatch.alerts.metrics import METRICS, metric_named
 from llmwatch.core.errors import ConfigError
 
-__all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_rules"]
+__all__ = ["ACTIONS", "DIMENSIONS", "NOTIFY_ACTIONS", "Rule", "load_rules", "parse_duration", "parse_named", "parse_rules"]
 
 DIMENSIONS = ("app", "environment", "release", "model")
 NOTIFY_ACTIONS = ("slack", "pagerduty", "webhook")
@@ -47,6 +47,12 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 NO_DATA = ("ok", "keep", "alert")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Named)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -187,19 +193,25 @@ def parse_rules(text: str, source: str = "rules") -> tuple[list[Rule], list[str]
     raw_rules = document.get("rules") if isinstance(document, dict) else None
     if not isinstance(raw_rules, list):
         raise ConfigError(f"{source}: expected a top-level `rules:` list")
-    rules: list[Rule] = []
+    return parse_named(raw_rules, _rule, "rule", source)
+
+
+def parse_named(raws: list[Any], parse: Callable[[Any, int], T], kind: str, source: str) -> tuple[list[T], list[str]]:
+    """Each entry parsed by `parse(raw, position)` (a ValueError names what is wrong with it), and
+    one error line per entry that is wrong or reuses a name: one mistake does not drop the rest."""
+    parsed: list[T] = []
     errors: list[str] = []
-    for position, raw in enumerate(raw_rules, 1):
+    for position, raw in enumerate(raws, 1):
         try:
-            rule = _rule(raw, position)
+            entry = parse(raw, position)
         except ValueError as exc:
             errors.append(f"{source}: {exc}")
             continue
-        if any(r.name == rule.name for r in rules):
-            errors.append(f"{source}: rule {rule.name!r}, field name: defined twice")
+        if any(p.name == entry.name for p in parsed):
+            errors.append(f"{source}: {kind} {entry.name!r}, field name: defined twice")
             continue
-        rules.append(rule)
-    return rules, errors
+        parsed.append(entry)
+    return parsed, errors
 
 
 def load_rules(path: Path) -> tuple[list[Rule], list[str]]:
