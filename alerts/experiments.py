@@ -213,12 +213,12 @@ def latest_experiment(store: Any, app: str, release: str, dataset: str, version:
 
 
 def baseline_experiment(store: Any, registry: Any, app: str, dataset: str, version: int, exclude: str) -> dict[str, Any] | None:
-    """The latest experiment of the app's active release on the same dataset version."""
+    """The latest experiment of the app's active release on the same dataset version, with that release."""
     active = registry.active(app) if registry is not None else None
     if active is None:
         return None
     found = latest_experiment(store, app, active.release, dataset, version)
-    return found if found is not None and found["experiment_id"] != exclude else None
+    return {**found, "release": active.release} if found is not None and found["experiment_id"] != exclude else None
 
 
 def _wait_for_scores(store: Any, experiment: str, expected: int, wait_s: float) -> int:
@@ -307,8 +307,7 @@ def run_experiment(store: Any, emitter: Any, dataset: str, version: int, cases: 
                    "judge_input": judge_tokens["input"], "judge_output": judge_tokens["output"]},
         "counts": counts,
         "signals": summarize(counts, baseline_counts),
-        "baseline": {"experiment_id": baseline["experiment_id"], "release": registry.active(candidate.app).release}
-        if baseline else None,
+        "baseline": {"experiment_id": baseline["experiment_id"], "release": baseline["release"]} if baseline else None,
     }
     status = "done" if scored >= len(answered) else "incomplete"
     summary["status"] = status
