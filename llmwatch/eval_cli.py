@@ -62,13 +62,14 @@ def run_dataset(settings: Settings, args: argparse.Namespace) -> int:
 
     store = _store(settings)
     if args.action == "list":
-        rows = store.query(f"SELECT name, max(version), argMax(created_at, version) FROM {store.database}.datasets "
-                           "GROUP BY name ORDER BY name")
+        db = store.database
+        rows = store.query(  # each dataset's latest version and its size, in one query
+            f"SELECT name, version, count(), max(created_at) FROM {db}.datasets FINAL "
+            f"WHERE (name, version) IN (SELECT name, max(version) FROM {db}.datasets GROUP BY name) "
+            "GROUP BY name, version ORDER BY name")
         if not rows:
             print("no datasets yet: llmwatch dataset add NAME --from-file F | --from-reviews | --from-events IDS")
-        for name, version, created in rows:
-            count = store.query(f"SELECT count() FROM {store.database}.datasets FINAL WHERE name = {{n:String}} "
-                                "AND version = {v:UInt32}", {"n": name, "v": version})[0][0]
+        for name, version, count, created in rows:
             print(f"{name:<32} v{version:<4} {count:>7} case(s)  {created:%Y-%m-%d %H:%M:%S}")
         return 0
     if not args.name:
