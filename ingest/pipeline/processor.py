@@ -421,15 +421,16 @@ def _record_time(seconds: float | None) -> datetime | None:
 
 def build_app(settings: Settings, handler: BatchHandler) -> Any:
     """The faust app with one agent that runs `handler` on batches."""
-    import faust
+    from llmwatch.ingest.pipeline.fetch import BatchDrainApp
 
-    app = faust.App(
+    app = BatchDrainApp(
         settings.consumer_group,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
         # faust makes a table folder even with memory tables; keep it out of the cwd.
         datadir=str(settings.data_dir / "faust"),
         web_enabled=False,
+        fetch_wait_s=settings.kafka_fetch_wait_s,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(1.0, settings.kafka_session_timeout_s / 4),
         broker_commit_interval=1.0,

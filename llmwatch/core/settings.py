@@ -70,6 +70,10 @@ class Settings:
     kafka_session_timeout_s: float = setting(
         6.0, "consumer session timeout; tansu delays group joins by half of it"
     )
+    kafka_fetch_wait_s: float = setting(
+        0.1, "longest a worker's fetch waits at the broker for new events; tansu answers a waiting fetch only "
+        "at this deadline, so it is the floor of emit-to-row latency there (faust's own is 1.5 s)"
+    )
 
     # Stream processing.
     batch_size: int = setting(500, "events per detector batch")
@@ -280,6 +284,8 @@ class Settings:
                 problems.append(f"{name} must be a TCP port, got {port}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 < self.kafka_fetch_wait_s <= 30:
+            problems.append(f"kafka_fetch_wait_s must be in (0, 30], got {self.kafka_fetch_wait_s}")
         if self.batch_window_s <= 0:
             problems.append(f"batch_window_s must be positive, got {self.batch_window_s}")
         if self.retention_days < 1:
