@@ -450,25 +450,38 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         (assigned,) = args  # the set of TopicPartitions this worker got
         handler.partitions_assigned((tp.topic, tp.partition) for tp in assigned)
 
+    async def store_and_ack(stream: Any, events: list[Any]) -> None:
+        messages = [
+            RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                       _record_time(e.message.timestamp))
+            for e in events
+        ]
+        try:
+            stored = await asyncio.to_thread(handler.handle, messages)
+        except Exception:
+            # Nothing of this batch is acked; stop so the supervisor restarts us from the
+            # committed offsets (re-raising would let faust restart the agent and move on).
+            log.critical("batch of %d could not be stored; exiting", len(messages), exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_STORE_DOWN)
+        for event in events:
+            await stream.ack(event)
+        log.debug("batch %d: %s", len(messages), stored)
+
     @app.agent(topic, name="score-traces")
     async def score_traces(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
-            messages = [
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                           _record_time(e.message.timestamp))
-                for e in events
-            ]
-            try:
-                stored = await asyncio.to_thread(handler.handle, messages)
-            except Exception:
-                # Nothing of this batch is acked; stop so the supervisor restarts us from the
-                # committed offsets (re-raising would let faust restart the agent and move on).
-                log.critical("batch of %d could not be stored; exiting", len(messages), exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_STORE_DOWN)
-            for event in events:
-                await stream.ack(event)
-            log.debug("batch %d: %s", len(messages), stored)
+        # One batch is stored while the next one fills: its window starts when the previous batch
+        # is handed over, not when it is stored, so a busy worker adds no second wait. Batches
+        # are still handled one at a time and acked in order.
+        in_flight: asyncio.Future[None] | None = None
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(store_and_ack(stream, events))
+        finally:
+            if in_flight is not None and not in_flight.done():
+                await asyncio.shield(in_flight)  # let a stopping worker finish (and ack) its batch
 
     @app.timer(interval=settings.model_refresh_s)
     async def refresh_models() -> None:

@@ -4,11 +4,13 @@ detector through the batch handler, embeddings, the scheduled drift checks and a
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from llmwatch.core.errors import StoreError
 from llmwatch.core.events import TraceEvent
 from llmwatch.core.settings import Settings
 from llmwatch.detectors.anomaly import AnomalyDetector, store_reference
@@ -163,6 +165,62 @@ def test_anomaly_models_refit_on_schedule_and_new_apps_are_checked_again_soon() 
     now[0] = 617.0
     detector.score([probe])
     assert len(calls) == 3
+
+
+def test_refits_in_the_background_keep_the_batch_going_with_the_model_it_had() -> None:
+    now = [0.0]
+    rng = np.random.default_rng(0)
+
+    def latencies(mean_log: float) -> np.ndarray:  # the app reports latency only
+        rows = np.full((500, 6), np.nan)
+        rows[:, 0] = rng.lognormal(mean_log, 0.1, size=500)
+        return rows
+
+    history = {"bot": latencies(6.7)}
+    fitting = threading.Event()
+    looks: list[str] = []
+
+    def reference(app: str) -> np.ndarray:
+        looks.append(app)
+        if len(looks) > 1:
+            assert fitting.wait(10)  # a slow refit: the batch below must not wait for it
+        return history[app]
+
+    detector = AnomalyDetector(reference, refit_s=600, min_reference=200, clock=lambda: now[0],
+                               refit_in_background=True)
+    slow = event("bot", "q", NOW, latency_ms=9000.0)
+    first = detector.model_for("bot")
+    assert first is not None and detector.score([slow])[0].label == "outlier"  # first look: in the batch
+    history["bot"] = latencies(9.1)  # the app got slower: 9000 ms is normal now
+    now[0] = 601.0
+    assert detector.score([slow])[0].label == "outlier"  # scored at once, with the model it had
+    assert detector.model_for("bot") is first and looks == ["bot", "bot"]
+    fitting.set()
+    detector.wait_for_refits()
+    assert detector.model_for("bot") is not first
+    assert detector.score([slow])[0].label == "ok"
+    detector.close()
+
+
+def test_a_failed_background_refit_keeps_the_previous_model() -> None:
+    now = [0.0]
+    history = np.random.default_rng(1).lognormal(6.7, 0.1, size=(500, 6))
+    looks: list[int] = []
+
+    def reference(app: str) -> np.ndarray:
+        looks.append(1)
+        if len(looks) > 1:
+            raise StoreError("store down")
+        return history
+
+    detector = AnomalyDetector(reference, refit_s=600, min_reference=200, clock=lambda: now[0],
+                               refit_in_background=True)
+    first = detector.model_for("bot")
+    now[0] = 601.0
+    detector.model_for("bot")
+    detector.wait_for_refits()
+    assert detector.model_for("bot") is first and len(looks) == 2
+    detector.close()
 
 
 def test_embedding_sample_per_app_per_batch() -> None:
