@@ -6,11 +6,13 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from llmwatch.core.events import RELEASE_SQL, Feedback, Limits, Rejection, TraceEvent, parse, release_name
+from llmwatch.schemas import trace_event_schema
 from llmwatch.storage.clickhouse import ClickHouseStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -258,3 +260,27 @@ def _has_repeats(value: object) -> bool:
     if isinstance(value, tuple):
         return _has_repeats(value[1])
     return False
+
+
+_messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", ""]),
+                                            "content": st.text(max_size=5) | st.integers()}), max_size=2)
+_passages = st.lists(st.text(max_size=5) | st.fixed_dictionaries({"text": st.text(max_size=5) | st.none()},
+                                                                  optional={"id": st.integers() | st.text(max_size=3)}),
+                     max_size=2)
+_fields = st.fixed_dictionaries({}, optional={
+    "input": json_values | _messages, "output": json_values, "context": json_values | _passages,
+    "timestamp": st.integers(min_value=-1, max_value=2**50) | st.text(max_size=70) | st.floats(allow_nan=False),
+    "event_id": st.uuids().map(str) | json_values, "latency_ms": json_values,
+})
+
+
+@given(_fields)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_validator_accepts_exactly_what_the_published_schema_accepts(fields: dict) -> None:
+    """The worker validates with a copy of the schema whose type-exclusive oneOfs are anyOfs
+    (faster); the published schema, checked by jsonschema, must agree on every document."""
+    doc = event(**fields)
+    result = parsed(doc)
+    assume(not (isinstance(result, Rejection) and result.reason == "not_json"))  # an infinite float
+    valid = jsonschema.Draft7Validator(trace_event_schema()).is_valid(doc)
+    assert (isinstance(result, Rejection) and result.reason == "schema") is not valid, result
