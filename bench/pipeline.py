@@ -58,7 +58,8 @@ from llmwatch.storage.migrate import migrate
 DB = "llmwatch"
 TICKS = os.sysconf("SC_CLK_TCK")
 # Stages of the worker that run outside its batch thread, and the batch itself.
-_OUTSIDE_BATCHES = ("batch", "embeddings", "store insert embeddings", "store insert workers")
+_OWN_THREADS = ("embeddings", "store insert embeddings", "anomaly refits")
+_OUTSIDE_BATCHES = ("batch", *_OWN_THREADS, "store insert workers")
 
 
 def demo_events(n: int, prefix: str) -> list[dict[str, Any]]:
@@ -174,7 +175,7 @@ def budget(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[s
     stages = {k: {"cpu_us": v * per, "wall_us": worker_wall.get(k, 0.0) * per} for k, v in inside.items()}
     batch_cpu = worker_cpu.get("batch", 0.0)
     stages["batch bookkeeping, row dicts"] = {"cpu_us": (batch_cpu - sum(inside.values())) * per, "wall_us": 0.0}
-    for name in ("embeddings", "store insert embeddings"):
+    for name in _OWN_THREADS:
         if name in worker_cpu:
             stages[f"{name} (own thread)"] = {"cpu_us": worker_cpu[name] * per, "wall_us": worker_wall.get(name, 0) * per}
     outside = worker_process - sum(worker_cpu.get(k, 0.0) for k in _OUTSIDE_BATCHES)

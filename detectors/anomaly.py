@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from llmwatch.core.events import TraceEvent
+from llmwatch.core.stages import StageClock
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class AnomalyDetector:
         self.checked: dict[str, float] = {}
         self.refits = (ThreadPoolExecutor(1, thread_name_prefix="llmwatch-anomaly-refit") if refit_in_background
                        else None)
+        self.stages: StageClock | None = None  # the worker's, to report the refits' time in its budget
 
     def model_for(self, app: str) -> AppModel | None:
         now = self.clock()
@@ -129,7 +131,7 @@ class AnomalyDetector:
             return self.models.get(app)
         self.checked[app] = now
         if seen and self.refits is not None:
-            self.refits.submit(self._fitted, app).add_done_callback(partial(self._refitted, app))
+            self.refits.submit(self._refit, app).add_done_callback(partial(self._refitted, app))
             return self.models.get(app)
         self.models[app] = self._fitted(app)
         return self.models[app]
@@ -138,6 +140,12 @@ class AnomalyDetector:
         rows = self.reference(app)
         log.debug("anomaly model for %s: %d reference events", app, len(rows))
         return AppModel.fit(rows) if len(rows) >= self.min_reference else None
+
+    def _refit(self, app: str) -> AppModel | None:
+        if self.stages is None:
+            return self._fitted(app)
+        with self.stages("anomaly refits"):
+            return self._fitted(app)
 
     def _refitted(self, app: str, fit: Future[AppModel | None]) -> None:
         try:

@@ -87,6 +87,9 @@ class BatchHandler:
         self.store = TimedStore(store, self.clock_stages)
         # Scorers write score rows; embedders (the `embedding` detector) write vectors.
         self.detectors = [d for d in detectors if hasattr(d, "score")]
+        for detector in self.detectors:
+            if hasattr(detector, "stages"):  # work off the batch's thread (anomaly refits) is reported too
+                detector.stages = self.clock_stages
         self.embedders = [d for d in detectors if hasattr(d, "embed")]
         self.embeddings = (EmbeddingWriter(self.store, self.embedders, self.clock_stages) if self.embedders
                            else None)
