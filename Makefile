@@ -51,6 +51,7 @@ browser:
 bench: install
 	$(PY) bench/emit.py
 	$(PY) bench/instrument.py
+	$(PY) bench/consumer.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py
