@@ -47,13 +47,15 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 NO_DATA = ("ok", "keep", "alert")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
 class _Named(Protocol):
     @property
     def name(self) -> str: ...
 
 
-T = TypeVar("T", bound=_Named)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+T = TypeVar("T", bound=_Named)  # what parse_named reads: rules, judges
 
 
 def parse_duration(value: Any) -> float:

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -142,9 +143,7 @@ class AnomalyDetector:
         return AppModel.fit(rows) if len(rows) >= self.min_reference else None
 
     def _refit(self, app: str) -> AppModel | None:
-        if self.stages is None:
-            return self._fitted(app)
-        with self.stages("anomaly refits"):
+        with self.stages("anomaly refits") if self.stages is not None else nullcontext():
             return self._fitted(app)
 
     def _refitted(self, app: str, fit: Future[AppModel | None]) -> None:
