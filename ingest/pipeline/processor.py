@@ -34,6 +34,7 @@ from typing import Any
 
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
+from llmwatch.core.processes import freeze_startup_heap
 from llmwatch.core.settings import Settings
 from llmwatch.core.stages import StageClock
 from llmwatch.detectors.adapters import refresh_adapters
@@ -548,4 +549,5 @@ def run_worker(settings: Settings) -> None:
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
+    freeze_startup_heap()
     worker.execute_from_commandline()

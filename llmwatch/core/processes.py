@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import ipaddress
 import socket
 import subprocess
@@ -12,7 +13,17 @@ from typing import Any
 
 from llmwatch.core.errors import PortInUse
 
-__all__ = ["check_ports_free", "free_port", "is_loopback", "port_open", "return_big_buffers_to_the_os", "stop_process", "trim_heap", "wait_until"]
+__all__ = [
+    "check_ports_free",
+    "free_port",
+    "freeze_startup_heap",
+    "is_loopback",
+    "port_open",
+    "return_big_buffers_to_the_os",
+    "stop_process",
+    "trim_heap",
+    "wait_until",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -83,6 +94,17 @@ def trim_heap() -> None:
     call it after big bodies, not per request."""
     if (libc := _glibc()) is not None:
         libc.malloc_trim(0)
+
+
+def freeze_startup_heap() -> int:
+    """Move everything alive now (models, vocabularies, modules) out of the cyclic garbage
+    collector's reach. Each full collection otherwise walks those ~160,000 long-lived objects
+    again: 90 ms of CPU each, twice per 3,000 events in the worker (60 us per event, in bursts
+    that land in the middle of a batch). Call once, after start-up has loaded what stays.
+    Returns how many objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _glibc() -> Any:
