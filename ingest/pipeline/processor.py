@@ -36,7 +36,7 @@ from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.processes import freeze_startup_heap
 from llmwatch.core.settings import Settings
-from llmwatch.core.stages import StageClock
+from llmwatch.core.stages import StageClock, clock_garbage_collection
 from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_events, redact_span, redact_text
@@ -549,5 +549,6 @@ def run_worker(settings: Settings) -> None:
     handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
+    clock_garbage_collection(handler.clock_stages)
     freeze_startup_heap()
     worker.execute_from_commandline()

@@ -3,9 +3,11 @@ and the number of stage names is bounded (a client names the table it inserts in
 
 from __future__ import annotations
 
+import gc
 import time
 
-from llmwatch.core.stages import MAX_STAGES, StageClock
+from llmwatch.core.processes import freeze_startup_heap
+from llmwatch.core.stages import GARBAGE_COLLECTION, MAX_STAGES, StageClock, clock_garbage_collection
 
 
 def test_waiting_costs_wall_time_and_no_cpu() -> None:
@@ -28,3 +30,30 @@ def test_stage_names_are_bounded() -> None:
         clock.add(f"insert table_{i}", 0.001, 0.002)
     cpu, _, calls = clock.totals()
     assert len(cpu) == MAX_STAGES + 1 and calls["other"] == 50
+
+
+def test_garbage_collection_passes_are_timed_until_stopped() -> None:
+    clock = StageClock()
+    stop = clock_garbage_collection(clock)
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        stop()
+    gc.collect()
+    cpu, wall, calls = clock.totals()
+    assert calls == {GARBAGE_COLLECTION: 2}
+    assert 0 <= cpu[GARBAGE_COLLECTION] <= wall[GARBAGE_COLLECTION] + 0.01
+
+
+def test_a_frozen_heap_is_out_of_the_collectors_reach() -> None:
+    # What the worker does once its models are loaded: later passes walk only what is new.
+    models = [[i] for i in range(1000)]
+    try:
+        assert freeze_startup_heap() >= len(models)
+        walked = {id(o) for o in gc.get_objects()}  # every generation the collector walks
+        assert not any(id(model) in walked for model in models)
+        assert id(models) not in walked
+    finally:
+        gc.unfreeze()
+    assert id(models) in {id(o) for o in gc.get_objects()}
