@@ -34,7 +34,7 @@ from typing import Any
 
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
-from llmwatch.core.processes import freeze_startup_heap
+from llmwatch.core.processes import tune_garbage_collector
 from llmwatch.core.settings import Settings
 from llmwatch.core.stages import StageClock, clock_garbage_collection
 from llmwatch.detectors.adapters import refresh_adapters
@@ -550,5 +550,5 @@ def run_worker(settings: Settings) -> None:
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
     clock_garbage_collection(handler.clock_stages)
-    freeze_startup_heap()
+    tune_garbage_collector()
     worker.execute_from_commandline()

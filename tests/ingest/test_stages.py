@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 
-from llmwatch.core.processes import freeze_startup_heap
+from llmwatch.core.processes import tune_garbage_collector
 from llmwatch.core.stages import GARBAGE_COLLECTION, MAX_STAGES, StageClock, clock_garbage_collection
 
 
@@ -46,14 +46,18 @@ def test_garbage_collection_passes_are_timed_until_stopped() -> None:
     assert 0 <= cpu[GARBAGE_COLLECTION] <= wall[GARBAGE_COLLECTION] + 0.01
 
 
-def test_a_frozen_heap_is_out_of_the_collectors_reach() -> None:
-    # What the worker does once its models are loaded: later passes walk only what is new.
+def test_a_tuned_collector_leaves_the_start_up_heap_alone() -> None:
+    # What the worker does once its models are loaded: later passes walk only what is new, and
+    # the youngest generation waits for more allocations.
     models = [[i] for i in range(1000)]
+    threshold = gc.get_threshold()
     try:
-        assert freeze_startup_heap() >= len(models)
+        assert tune_garbage_collector() >= len(models)
         walked = {id(o) for o in gc.get_objects()}  # every generation the collector walks
         assert not any(id(model) in walked for model in models)
         assert id(models) not in walked
+        assert gc.get_threshold()[0] > threshold[0]
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
     assert id(models) in {id(o) for o in gc.get_objects()}
