@@ -17,7 +17,9 @@ The budget:
 * the store's stages (its /llmwatch/stages): chdb sessions, the guard's EXPLAIN, each table's
   insert, queries; the rest of its CPU is HTTP;
 * each materialized view: the same rows inserted into a scratch copy of the schema with all views,
-  then without each one (INSERT ... SELECT inside the store: no HTTP in the difference).
+  then without each one (INSERT ... SELECT inside the store: no HTTP in the difference), per row
+  of a 20,000-row insert and per one-row insert (a view's pipeline and the part it writes cost the
+  same for one row as for hundreds: a fixed cost every batch pays).
 
 Latency is measured by ClickHouse itself: inserted_at (server clock at insert) - timestamp (taken
 by the SDK at emit), on the same machine.
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,17 +245,23 @@ def saturate(bootstrap: str, store: ClickHouseStore, data_dir: Path, url: str, e
             "worker_rss_mb_by_quarter": quarters, "budget": budget(before, after, rows[0])}
 
 
-def fixed_rate(bootstrap: str, store: ClickHouseStore, rate: float, seconds: float) -> dict[str, Any]:
+def fixed_rate(bootstrap: str, store: ClickHouseStore, data_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
     prefix = f"rate{int(rate)}-{uuid.uuid4().hex[:6]}-"
     total = int(rate * seconds)
     docs = demo_events(total, prefix)
     emitter = Emitter(bootstrap)
+    pids = processes(data_dir)
+    cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
     started = time.monotonic()
     for i, doc in enumerate(docs):
         emitter.emit(doc)
         delay = started + (i + 1) / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+    # What watching this rate costs each process, in cores (a lower rate pays each batch's fixed
+    # costs for fewer events).
+    elapsed = time.monotonic() - started
+    cores = {name: (cpu_s(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
     emitter.flush(60)
     emitter.close()
     wait_until(lambda: count(store, prefix) >= total, 600, "all events stored")
@@ -261,12 +270,15 @@ def fixed_rate(bootstrap: str, store: ClickHouseStore, rate: float, seconds: flo
         f"(SELECT dateDiff('millisecond', timestamp, inserted_at) AS l FROM {DB}.traces "
         "WHERE startsWith(app, {p:String}))", {"p": prefix},
     )[0]
-    return {"rate": rate, "events": n, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": worst}
+    return {"rate": rate, "events": n, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": worst, "cores": cores}
 
 
-def view_costs(store: ClickHouseStore, url: str, rows: int = 20_000, repeats: int = 3) -> dict[str, float]:
-    """Microseconds per source row that each materialized view adds to an insert: the burst's rows
-    copied into a scratch schema with every view, then with each view dropped in turn."""
+def view_costs(store: ClickHouseStore, url: str, rows: int = 20_000, repeats: int = 3,
+               single_inserts: int = 25) -> dict[str, dict[str, float]]:
+    """What each materialized view adds to an insert: microseconds per source row (the burst's rows
+    copied into a scratch schema with every view, then with each view dropped in turn), and
+    milliseconds per insert (the median of one-row inserts: a view runs a pipeline and writes a
+    part of its own for every insert, however few rows it brings)."""
     scratch = f"bench_views_{uuid.uuid4().hex[:6]}"
     store.command(f"CREATE DATABASE {scratch}")
     try:
@@ -287,19 +299,31 @@ def view_costs(store: ClickHouseStore, url: str, rows: int = 20_000, repeats: in
                 best = min(best, time.perf_counter() - started)
             return best
 
+        def one_row_ms(table: str) -> float:
+            took = []
+            for _ in range(single_inserts):
+                started = time.perf_counter()
+                copy.command(f"INSERT INTO {scratch}.{table} SELECT * FROM {DB}.{table} LIMIT 1")
+                took.append((time.perf_counter() - started) * 1e3)
+            return statistics.median(took)
+
         n = {t: min(rows, store.query(f"SELECT count() FROM {DB}.{t}")[0][0]) for t in sources}
         with_all = {t: insert_s(t) for t in sources if n[t]}
-        costs = {f"insert into {t} (with its views)": with_all[t] / n[t] * 1e6 for t in with_all}
+        single = {t: one_row_ms(t) for t in with_all}
+        per_row = {f"insert into {t} (with its views)": with_all[t] / n[t] * 1e6 for t in with_all}
+        per_insert = {f"insert into {t} (with its views)": single[t] for t in with_all}
         for view, source in sorted(source_of.items()):
             if source not in with_all:
                 continue
             copy.command(f"DROP VIEW {scratch}.{view}")
-            without = insert_s(source)
-            costs[f"  view {view}"] = (with_all[source] - without) / n[source] * 1e6
-            with_all[source] = without
+            without, without_single = insert_s(source), one_row_ms(source)
+            per_row[f"  view {view}"] = (with_all[source] - without) / n[source] * 1e6
+            per_insert[f"  view {view}"] = single[source] - without_single
+            with_all[source], single[source] = without, without_single
         for t in with_all:
-            costs[f"  {t} without views"] = with_all[t] / n[t] * 1e6
-        return costs
+            per_row[f"  {t} without views"] = with_all[t] / n[t] * 1e6
+            per_insert[f"  {t} without views"] = single[t]
+        return {"per_row_us": per_row, "per_insert_ms": per_insert}
     finally:
         store.command(f"DROP DATABASE IF EXISTS {scratch}")
 
@@ -322,7 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    and store.query(f"SELECT count() FROM {DB}.workers")[0][0] > 0, 180, "llmwatch up")
         time.sleep(2)
         saturation = saturate(bootstrap, store, data_dir, url, args.events)
-        latencies = [fixed_rate(bootstrap, store, rate, args.seconds) for rate in args.rate or [500.0, 2000.0]]
+        latencies = [fixed_rate(bootstrap, store, data_dir, rate, args.seconds) for rate in args.rate or [500.0, 2000.0]]
         views = view_costs(store, url)
     finally:
         stop_process(up, 60)
@@ -375,8 +399,13 @@ def report(result: dict[str, Any], workers: int) -> None:
                  for name, s in sorted(b["worker"].items(), key=lambda kv: (kv[0].startswith("("), -kv[1]["cpu_us"]))])
     print_table("Store stages (CPU)", ["stage", "us/event"],
                 [[name, f"{us:.1f}"] for name, us in sorted(b["store"].items(), key=lambda kv: -kv[1])])
-    print_table("Materialized views (store CPU per source row, INSERT ... SELECT)", ["insert", "us/row"],
-                [[name, f"{us:.1f}"] for name, us in views.items()])
+    print_table("CPU at each fixed rate (cores: CPU seconds per second while the load ran)",
+                ["process", *[f"{r['rate']:,.0f}/s" for r in latencies]],
+                [[name, *[f"{r.get('cores', {}).get(name, 0.0):.2f}" for r in latencies]]
+                 for name in latencies[0].get("cores", {})] if latencies else [])
+    print_table("Materialized views (INSERT ... SELECT inside the store: no HTTP, no parsing)",
+                ["insert", "us per row", "ms per one-row insert"],
+                [[name, f"{us:.1f}", f"{views['per_insert_ms'][name]:.1f}"] for name, us in views["per_row_us"].items()])
 
 
 def compare(before: dict[str, Any], after: dict[str, Any], ref: str) -> None:
