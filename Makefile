@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/instrument.py
 	$(PY) bench/consumer.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/store_batches.py
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py
 	$(PY) bench/learning.py

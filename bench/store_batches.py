@@ -1,0 +1,114 @@
+"""What a batch costs the embedded store, apart from its events.
+
+The worker's batch handler (real detectors, PII redaction, the embedded store over HTTP, tansu)
+stores the same demo traffic in batches of different sizes; the store process's CPU (all its
+threads: requests, chdb's pipelines, the merges that follow) is read from /proc before and after.
+A line through (1 / batch size, CPU per event) splits it into a cost per batch (the duplicate
+lookup and the two inserts, each a pipeline and a new part per table and materialized view, and
+their merges) and a cost per event. Sizes are interleaved, each repeated.
+
+    .venv/bin/python bench/store_batches.py [--events 3000] [--sizes 25 125 500] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from _common import free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
+
+from llmwatch.core.settings import Settings
+from llmwatch.detectors.registry import load_all
+from llmwatch.ingest.demo.generator import Scenario
+from llmwatch.ingest.kafka import producer
+from llmwatch.ingest.pipeline.processor import BatchHandler
+from llmwatch.ingest.pipeline.sink import RawMessage
+from llmwatch.storage.clickhouse import connect
+from llmwatch.storage.migrate import migrate
+
+SETTLE_S = 1.0  # before and after each run: the merges an insert starts belong to it
+
+
+def demo_messages(n: int, seed: int) -> list[RawMessage]:
+    scenario = Scenario(seed=seed)
+    now = datetime.now(UTC).isoformat()
+    messages = []
+    for i in range(n):
+        doc = scenario.event(elapsed_s=float(i % 240))
+        doc.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=now)
+        messages.append(RawMessage("llm.traces", 0, i, json.dumps(doc).encode()))
+    return messages
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[25, 125, 500])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-batches-"))
+    store_port, kafka_port = free_port(), free_port()
+    store_process = start_store(data_dir, store_port)
+    broker = start_tansu(kafka_port)
+    try:
+        settings = Settings.from_env({}, clickhouse_url=store_url(data_dir, store_port), database="batches",
+                                     kafka_bootstrap=f"127.0.0.1:{kafka_port}")
+        store = connect(settings)
+        migrate(store, settings.retention_days)
+        handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
+                               producer(settings.bootstrap_servers))
+        handler.handle(demo_messages(500, seed=0))  # models warm, tables created
+        time.sleep(SETTLE_S)
+        idle_before = process_cpu_s(store_process.pid)
+        time.sleep(5)
+        idle_cores = (process_cpu_s(store_process.pid) - idle_before) / 5  # merges, schedulers
+
+        per_event: dict[int, list[float]] = {size: [] for size in args.sizes}
+        seed = 1
+        for _ in range(args.repeats):
+            for size in args.sizes:
+                messages = demo_messages(args.events, seed)
+                seed += 1
+                time.sleep(SETTLE_S)
+                before, started = process_cpu_s(store_process.pid), time.monotonic()
+                for start in range(0, len(messages), size):
+                    handler.handle(messages[start:start + size])
+                time.sleep(SETTLE_S)
+                spent = process_cpu_s(store_process.pid) - before - idle_cores * (time.monotonic() - started)
+                per_event[size].append(spent / len(messages) * 1e6)
+        median = {size: statistics.median(values) for size, values in per_event.items()}
+        # Least squares through (1 / size, us per event): slope = us per batch, intercept = per event.
+        xs = [1 / size for size in args.sizes]
+        ys = [median[size] for size in args.sizes]
+        x_mean, y_mean = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum((x - x_mean) ** 2 for x in xs)
+        per_batch_ms, per_event_us = slope / 1000, y_mean - slope * x_mean
+    finally:
+        stop_process(broker, timeout_s=1.5)
+        stop_process(store_process)
+
+    print_table(f"Embedded store CPU per event by batch size ({args.events} demo events, median of {args.repeats}; "
+                f"idle {idle_cores * 1000:.0f} ms per second taken out)",
+                ["events per batch", "store CPU us per event", "runs"],
+                [[size, f"{median[size]:.0f}", " / ".join(f"{v:.0f}" for v in per_event[size])] for size in args.sizes])
+    print_table("Fitted", ["measure", "value"],
+                [["store CPU per batch", f"{per_batch_ms:.1f} ms"], ["store CPU per event", f"{per_event_us:.0f} us"]])
+    write_json("store_batches", {"events": args.events, "idle_cores": idle_cores, "us_per_event": per_event,
+                                 "median_us_per_event": median, "per_batch_ms": per_batch_ms, "per_event_us": per_event_us})
+
+
+if __name__ == "__main__":
+    main()
