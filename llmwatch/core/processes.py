@@ -106,7 +106,7 @@ def tune_garbage_collector() -> int:
       stage fell from 100 to 37 us per event (bench/pipeline.py).
     * The youngest generation is collected after 10,000 allocations, not 700: a batch keeps
       thousands of objects alive until it is stored, and each young collection walked them again
-      (37 -> 12 us per event). Garbage without cycles is freed at once either way."""
+      (34 -> 12 us per event). Garbage without cycles is freed at once either way."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)

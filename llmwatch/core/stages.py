@@ -31,7 +31,9 @@ class StageClock:
         self.cpu_s: dict[str, float] = {}
         self.wall_s: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: the garbage collector's timing (clock_garbage_collection) adds from inside
+        # whatever allocation started a pass, which can be this clock's own, under this lock.
+        self._lock = threading.RLock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
