@@ -265,7 +265,7 @@ class BatchHandler:
         rejection is never recorded without its DLQ record. Returns the rows written."""
         if not rejections:
             return 0
-        fresh = new_rejections(self.store, rejections)
+        fresh = new_rejections(self.store, rejections, now)
         if fresh:
             with self.clock_stages("dlq"):
                 self._send_to_dlq([(m, r) for _, m, r in fresh])

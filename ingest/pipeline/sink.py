@@ -15,7 +15,10 @@ every write idempotent by key before it commits offsets.
 
 The lookups reach back `RETRY_WINDOW` before a batch's earliest event: ids that HTTP ingest
 derives from content, or feedback timed by its arrival, arrive again with a later time when the
-client retries, and must still find the first copy.
+client retries, and must still find the first copy. The rejection lookup reaches back the same
+window before the batch's earliest Kafka record timestamp: a rejection's row was received after its
+record entered Kafka, so a replay finds it however long ago that was, and the lookup reads only
+the hours since (unbounded, it read every rejection kept, and a flood of junk slowed every batch).
 
 Rows are only ever inserted for keys the store does not have, so a plain count() is exact.
 Two workers writing the same partition at once (a zombie whose insert was stuck while its
@@ -54,7 +57,9 @@ __all__ = [
     "RawMessage",
     "StoredBatch",
     "existing_event_ids",
+    "existing_rejections",
     "new_rejections",
+    "rejected_since",
     "rejection_id",
     "repair_rollups",
     "store_events",
@@ -145,17 +150,33 @@ def _existing_score_keys(store: Store, events: Sequence[TraceEvent]) -> set[tupl
     return {(row[0], row[1], row[2]) for row in rows}
 
 
-def _existing_rejections(store: Store, ids: list[bytes]) -> set[bytes]:
-    if not ids:
+def existing_rejections(store: Store, keyed: dict[bytes, RawMessage], now: datetime) -> set[bytes]:
+    if not keyed:
         return set()
+    since = rejected_since(list(keyed.values()), now)
     rows = store.query(
         f"SELECT DISTINCT hex(rejection_id) FROM {store.database}.rejected "
         # toFixedString: unhex gives a String, and an id ending in a zero byte (1 in 256) then
         # never matched its FixedString(16), so replays recorded those rejections again.
-        "WHERE rejection_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))",
-        {"ids": [i.hex() for i in ids]},
+        "WHERE rejection_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
+        + (" AND received_at >= {since:DateTime64(3, 'UTC')}" if since is not None else ""),
+        {"ids": [i.hex() for i in keyed], **({"since": since} if since is not None else {})},
     )
     return {bytes.fromhex(row[0]) for row in rows}
+
+
+def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime | None:
+    """The earliest `received_at` a stored rejection of these messages can have, or None.
+
+    Unbounded, the lookup read every rejection kept (the sort key leads with the hour), so a flood
+    of junk would make every later batch slower. A message is processed after it entered Kafka,
+    so its row was received at or after its record timestamp, less the producer's clock skew
+    (RETRY_WINDOW allows for 15 minutes); a timestamp ahead of this worker's clock counts as now.
+    A message without a timestamp leaves the lookup unbounded."""
+    arrivals = [m.arrived for m in messages]
+    if any(arrived is None for arrived in arrivals):
+        return None
+    return min(min(a for a in arrivals if a is not None), now) - RETRY_WINDOW
 
 
 def store_events(
@@ -292,11 +313,11 @@ def _correct_score_counts(store: Store, event: TraceEvent, pairs: list[tuple[str
 
 
 def new_rejections(
-    store: Store, rejections: Sequence[tuple[RawMessage, Rejection]]
+    store: Store, rejections: Sequence[tuple[RawMessage, Rejection]], now: datetime
 ) -> list[tuple[bytes, RawMessage, Rejection]]:
     """The rejections the store has no row for yet, with their keys, each once."""
     keyed = {rejection_id(m): (m, r) for m, r in rejections}
-    seen = _existing_rejections(store, list(keyed))
+    seen = existing_rejections(store, {key: m for key, (m, _) in keyed.items()}, now)
     return [(key, m, r) for key, (m, r) in keyed.items() if key not in seen]
 
 

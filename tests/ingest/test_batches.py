@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Consumer
@@ -226,6 +226,36 @@ def test_a_store_error_inside_a_detector_is_retried_not_blamed_on_events(embedde
     with pytest.raises(StoreUnavailable):
         handler.handle(messages([valid_event(output="fine")]))
     assert counts(embedded_store)["scores"] == 0
+
+
+def test_a_rejection_replayed_long_after_its_record_arrived_is_recorded_once(
+    embedded_store: ClickHouseStore, broker: str
+) -> None:
+    """The rejection lookup reads only the hours since the batch's records entered Kafka (their
+    timestamps stay the same on a replay), so a replay of old records still finds their rows: here
+    records from two days ago (a consumer group reset to the earliest offset), and one record
+    without a timestamp, which leaves the lookup unbounded."""
+    handler = handler_for(embedded_store, broker)
+    arrived = NOW - timedelta(days=2)
+    batch = [RawMessage("llm.traces", 0, i, f"junk {i}".encode(), arrived + timedelta(seconds=i)) for i in range(20)]
+    batch.append(RawMessage("llm.traces", 0, 20, b"junk without a record timestamp"))
+    assert handler.handle(batch).rejected == 21
+    assert handler.handle(batch).rejected == 0
+    assert handler.handle(batch[:20]).rejected == 0  # bounded by the records' own timestamps
+    assert counts(embedded_store)["rejected"] == 21
+
+
+def test_the_rejection_lookup_reaches_back_from_the_records_timestamps() -> None:
+    from llmwatch.ingest.pipeline.sink import RETRY_WINDOW, rejected_since
+
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    old, new = now - timedelta(days=3), now - timedelta(seconds=5)
+    at = [RawMessage("t", 0, i, b"x", arrived) for i, arrived in enumerate((new, old, new))]
+    assert rejected_since(at, now) == old - RETRY_WINDOW
+    # A producer clock ahead of ours: its rows were received no later than now.
+    ahead = [RawMessage("t", 0, 0, b"x", now + timedelta(hours=5))]
+    assert rejected_since(ahead, now) == now - RETRY_WINDOW
+    assert rejected_since([*at, RawMessage("t", 0, 9, b"x")], now) is None  # no timestamp: no bound
 
 
 def test_a_rejection_whose_id_ends_in_a_zero_byte_is_recorded_once(embedded_store: ClickHouseStore, broker: str) -> None:
