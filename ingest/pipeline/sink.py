@@ -42,7 +42,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmwatch.core.events import Feedback, Rejection, SpanEvent, TraceEvent
@@ -172,11 +172,15 @@ def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime | 
     of junk would make every later batch slower. A message is processed after it entered Kafka,
     so its row was received at or after its record timestamp, less the producer's clock skew
     (RETRY_WINDOW allows for 15 minutes); a timestamp ahead of this worker's clock counts as now.
-    A message without a timestamp leaves the lookup unbounded."""
+    A message without a timestamp, or with one before 1970 (a producer may set any), leaves the
+    lookup unbounded."""
     arrivals = [m.arrived for m in messages]
-    if any(arrived is None for arrived in arrivals):
+    if any(arrived is None or arrived < _EPOCH for arrived in arrivals):
         return None
     return min(min(a for a in arrivals if a is not None), now) - RETRY_WINDOW
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def store_events(

@@ -243,6 +243,10 @@ def test_a_rejection_replayed_long_after_its_record_arrived_is_recorded_once(
     assert handler.handle(batch).rejected == 0
     assert handler.handle(batch[:20]).rejected == 0  # bounded by the records' own timestamps
     assert counts(embedded_store)["rejected"] == 21
+    # The earliest timestamp a record can carry is a rejection like any other, not a crash.
+    ancient = [RawMessage("llm.traces", 0, 99, b"junk from year 1", datetime(1, 1, 1, tzinfo=UTC))]
+    assert handler.handle(ancient).rejected == 1
+    assert handler.handle(ancient).rejected == 0
 
 
 def test_the_rejection_lookup_reaches_back_from_the_records_timestamps() -> None:
@@ -256,6 +260,9 @@ def test_the_rejection_lookup_reaches_back_from_the_records_timestamps() -> None
     ahead = [RawMessage("t", 0, 0, b"x", now + timedelta(hours=5))]
     assert rejected_since(ahead, now) == now - RETRY_WINDOW
     assert rejected_since([*at, RawMessage("t", 0, 9, b"x")], now) is None  # no timestamp: no bound
+    # A producer may set any timestamp: year 1 would underflow, and the store keeps 1900 on.
+    for hostile in (datetime(1, 1, 1, tzinfo=UTC), datetime(1969, 12, 31, tzinfo=UTC)):
+        assert rejected_since([RawMessage("t", 0, 0, b"x", hostile)], now) is None
 
 
 def test_a_rejection_whose_id_ends_in_a_zero_byte_is_recorded_once(embedded_store: ClickHouseStore, broker: str) -> None:
