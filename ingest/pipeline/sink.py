@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 RETRY_WINDOW = timedelta(minutes=15)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # record timestamps before it bound no lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,7 @@ def _existing_score_keys(store: Store, events: Sequence[TraceEvent]) -> set[tupl
 
 
 def existing_rejections(store: Store, keyed: dict[bytes, RawMessage], now: datetime) -> set[bytes]:
+    """Which of these rejection ids (each with the message it came from) `rejected` holds."""
     if not keyed:
         return set()
     since = rejected_since(list(keyed.values()), now)
@@ -178,9 +180,6 @@ def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime | 
     if any(arrived is None or arrived < _EPOCH for arrived in arrivals):
         return None
     return min(min(a for a in arrivals if a is not None), now) - RETRY_WINDOW
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def store_events(
