@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -15,8 +16,21 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.core.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url", "wait_until",
-           "write_json"]
+__all__ = ["cpu_s", "cpu_s_of", "free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url",
+           "wait_until", "write_json"]
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used, all its threads (utime + stime)."""
+    return cpu_s_of(Path(f"/proc/{pid}/stat"))
+
+
+def cpu_s_of(stat: Path) -> float:
+    """CPU seconds of a /proc/PID/stat or /proc/PID/task/TID/stat file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
@@ -64,7 +78,7 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(), "platform": platform.platform()}, **payload}
+    payload = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}, **payload}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"\nwrote {path.relative_to(ROOT)}")

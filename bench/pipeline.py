@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from _common import ROOT, free_port, print_table, stop_process, store_url, wait_until, write_json
+from _common import ROOT, cpu_s, cpu_s_of, free_port, print_table, stop_process, store_url, wait_until, write_json
 
 from llmwatch import Emitter
 from llmwatch.core.errors import StoreError
@@ -59,7 +59,6 @@ from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
 
 DB = "llmwatch"
-TICKS = os.sysconf("SC_CLK_TCK")
 # Stages of the worker that run outside its batch thread, and the batch itself.
 _OWN_THREADS = ("embeddings", "store insert embeddings", "anomaly refits")
 _OUTSIDE_BATCHES = ("batch", *_OWN_THREADS, "store insert workers")
@@ -87,10 +86,6 @@ def count(store: ClickHouseStore, prefix: str) -> int:
 # --- what each process spent ----------------------------------------------------------------
 
 
-def cpu_s(pid: int) -> float:
-    return cpu_s_of(Path(f"/proc/{pid}/stat"))
-
-
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (Python threads carry the process's name; chdb's and
     librdkafka's name theirs), of the threads alive now."""
@@ -102,11 +97,6 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
         except OSError:  # the thread ended meanwhile
             continue
     return by_name
-
-
-def cpu_s_of(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def rss_mb(pid: int) -> float:

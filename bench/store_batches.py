@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
+from _common import cpu_s, free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
 
 from llmwatch.core.settings import Settings
 from llmwatch.detectors.registry import load_all
@@ -46,12 +46,6 @@ def demo_messages(n: int, seed: int) -> list[RawMessage]:
     return messages
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = __import__("os").sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000)
@@ -72,9 +66,9 @@ def main() -> None:
                                producer(settings.bootstrap_servers))
         handler.handle(demo_messages(500, seed=0))  # models warm, tables created
         time.sleep(SETTLE_S)
-        idle_before = process_cpu_s(store_process.pid)
+        idle_before = cpu_s(store_process.pid)
         time.sleep(5)
-        idle_cores = (process_cpu_s(store_process.pid) - idle_before) / 5  # merges, schedulers
+        idle_cores = (cpu_s(store_process.pid) - idle_before) / 5  # merges, schedulers
 
         per_event: dict[int, list[float]] = {size: [] for size in args.sizes}
         seed = 1
@@ -83,11 +77,11 @@ def main() -> None:
                 messages = demo_messages(args.events, seed)
                 seed += 1
                 time.sleep(SETTLE_S)
-                before, started = process_cpu_s(store_process.pid), time.monotonic()
+                before, started = cpu_s(store_process.pid), time.monotonic()
                 for start in range(0, len(messages), size):
                     handler.handle(messages[start:start + size])
                 time.sleep(SETTLE_S)
-                spent = process_cpu_s(store_process.pid) - before - idle_cores * (time.monotonic() - started)
+                spent = cpu_s(store_process.pid) - before - idle_cores * (time.monotonic() - started)
                 per_event[size].append(spent / len(messages) * 1e6)
         median = {size: statistics.median(values) for size, values in per_event.items()}
         # Least squares through (1 / size, us per event): slope = us per batch, intercept = per event.
