@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 RETRY_WINDOW = timedelta(minutes=15)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # record timestamps before it bound no lookup
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # what a rejection lookup without a bound reaches back to
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,30 +155,29 @@ def existing_rejections(store: Store, keyed: dict[bytes, RawMessage], now: datet
     """Which of these rejection ids (each with the message it came from) `rejected` holds."""
     if not keyed:
         return set()
-    since = rejected_since(list(keyed.values()), now)
     rows = store.query(
         f"SELECT DISTINCT hex(rejection_id) FROM {store.database}.rejected "
         # toFixedString: unhex gives a String, and an id ending in a zero byte (1 in 256) then
         # never matched its FixedString(16), so replays recorded those rejections again.
-        "WHERE rejection_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
-        + (" AND received_at >= {since:DateTime64(3, 'UTC')}" if since is not None else ""),
-        {"ids": [i.hex() for i in keyed], **({"since": since} if since is not None else {})},
+        "WHERE rejection_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16)) "
+        "AND received_at >= {since:DateTime64(3, 'UTC')}",
+        {"ids": [i.hex() for i in keyed], "since": rejected_since(list(keyed.values()), now)},
     )
     return {bytes.fromhex(row[0]) for row in rows}
 
 
-def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime | None:
-    """The earliest `received_at` a stored rejection of these messages can have, or None.
+def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime:
+    """The earliest `received_at` a stored rejection of these messages can have.
 
     Unbounded, the lookup read every rejection kept (the sort key leads with the hour), so a flood
     of junk would make every later batch slower. A message is processed after it entered Kafka,
     so its row was received at or after its record timestamp, less the producer's clock skew
     (RETRY_WINDOW allows for 15 minutes); a timestamp ahead of this worker's clock counts as now.
-    A message without a timestamp, or with one before 1970 (a producer may set any), leaves the
-    lookup unbounded."""
+    A message without a timestamp, or with one before 1970 (a producer may set any), bounds
+    nothing: 1970, before every row this worker wrote."""
     arrivals = [m.arrived for m in messages]
     if any(arrived is None or arrived < _EPOCH for arrived in arrivals):
-        return None
+        return _EPOCH
     return min(min(a for a in arrivals if a is not None), now) - RETRY_WINDOW
 
 
