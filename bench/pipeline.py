@@ -184,7 +184,8 @@ def budget(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[s
     store_process = after["store"]["process_cpu_s"] - before["store"]["process_cpu_s"]
     store = {k: v * per for k, v in store_cpu.items()}
     store["HTTP (requests, auth, bodies) and chdb's own threads (merges, pipelines)"] = (store_process - sum(store_cpu.values())) * per
-    batches = after["worker"]["calls"].get("batch", 0) - before["worker"]["calls"].get("batch", 0)
+    # "parse" runs once per batch ("batch" twice since a batch is prepared and written apart).
+    batches = after["worker"]["calls"].get("parse", 0) - before["worker"]["calls"].get("parse", 0)
     threads = {name: {t: s * per for t, s in _delta(after["threads"][name], before["threads"].get(name, {})).items()
                       if s * per >= 1.0} for name in after["threads"]}
     return {

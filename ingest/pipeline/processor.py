@@ -27,10 +27,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
@@ -45,17 +45,20 @@ from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
     StoredBatch,
+    TracePlan,
     new_rejections,
+    plan_traces,
     repair_rollups,
-    store_events,
     store_rejections,
+    trace_copies,
+    write_events,
 )
 from llmwatch.ingest.pipeline.stages import TimedStore
 from llmwatch.storage.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchHandler", "build_app", "run_worker"]
+__all__ = ["BatchHandler", "PreparedBatch", "build_app", "run_worker"]
 
 # Exit status that tells the supervisor "the store stayed down; restart me".
 EXIT_STORE_DOWN = 75
@@ -206,42 +209,71 @@ class BatchHandler:
         """Process one batch to completion. Returns when everything is stored and every DLQ
         record is acknowledged by the broker; raises StoreError when the store (or the broker,
         for DLQ records) stays down."""
+        return self.write(self.prepare(messages))
+
+    def prepare(self, messages: Sequence[RawMessage],
+                in_flight: frozenset[uuid.UUID] = frozenset()) -> PreparedBatch:
+        """Parse, redact, price, look up and score a batch; writes nothing. `in_flight`: the event
+        ids of a batch that may be being written meanwhile (`write` looks those up again).
+        Raises StoreError when the store stays down."""
         with self.clock_stages("batch"):
-            return self._handle(messages)
+            started = self.monotonic()
+            now = self.clock()
+            events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []
+            rejections: list[tuple[RawMessage, Rejection]] = []
+            for message, parsed in self._prepared(messages, now):
+                if isinstance(parsed, Rejection):
+                    rejections.append((message, parsed))
+                else:
+                    events.append((message, parsed))
+            traces = [e for _, e in events if isinstance(e, TraceEvent)]
+            plan = self._with_retry(lambda: self._plan(traces, in_flight)) if traces else TracePlan()
+            return PreparedBatch(messages, now, started, events, rejections, plan)
 
-    def _handle(self, messages: Sequence[RawMessage]) -> StoredBatch:
-        started = self.monotonic()
-        now = self.clock()
-        events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []
-        rejections: list[tuple[RawMessage, Rejection]] = []
-        for message, parsed in self._prepared(messages, now):
-            if isinstance(parsed, Rejection):
-                rejections.append((message, parsed))
-            else:
-                events.append((message, parsed))
+    def _plan(self, traces: list[TraceEvent], in_flight: frozenset[uuid.UUID]) -> TracePlan | None:
+        try:
+            return plan_traces(self.store, traces, self.score, in_flight)
+        except StoreDataError:
+            log.warning("looking up a batch of %d failed on its data; splitting it while writing", len(traces))
+            return None
 
-        stored = self._with_retry(lambda: self._store_isolated(events, now))
+    def write(self, batch: PreparedBatch) -> StoredBatch:
+        """Store a prepared batch, then its rejections, in that order. Batches must be written one
+        at a time, in the order they were prepared."""
+        with self.clock_stages("batch"):
+            return self._write(batch)
+
+    def _write(self, batch: PreparedBatch) -> StoredBatch:
+        events, now = batch.events, batch.now
+        # Only the first attempt writes the plan: one that failed may have stored some of its rows,
+        # so a retry looks up (and scores) again.
+        plans = iter([batch.plan])
+        stored = self._with_retry(lambda: self._store_isolated(events, next(plans, None), now))
         traces = [e for _, e in events if isinstance(e, TraceEvent)]
-        if traces and self._may_have_raced(messages, started):
+        stored = replace(stored, duplicates=stored.duplicates + trace_copies(traces))
+        if traces and self._may_have_raced(batch.messages, batch.started):
             stored = replace(stored, repaired=self._with_retry(lambda: repair_rollups(self.store, traces)))
-        rejections += stored.refused
+        rejections = batch.rejections + stored.refused
         stored = replace(stored, rejected=self._with_retry(lambda: self._reject(rejections, now)))
         if self.embeddings is not None:
-            self.embeddings.submit([e for _, e in events if isinstance(e, TraceEvent)])
+            self.embeddings.submit(traces)
         for key in self.totals:
             self.totals[key] += getattr(stored, key)
         return stored
 
     def _store_isolated(self, events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]],
-                        now: datetime) -> StoredBatch:
+                        plan: TracePlan | None, now: datetime) -> StoredBatch:
         """Store these events. When the store refuses the data, or encoding it fails, split the
-        batch in halves until the events at fault stand alone, and return those as refused."""
+        batch in halves until the events at fault stand alone, and return those as refused.
+        `plan`: these events' traces looked up and scored; None to do that here."""
         if not events:
             return StoredBatch()
         try:
-            return store_events(
+            if plan is None:
+                plan = plan_traces(self.store, [e for _, e in events if isinstance(e, TraceEvent)], self.score)
+            return write_events(
                 self.store,
-                traces=[e for _, e in events if isinstance(e, TraceEvent)],
+                plan,
                 feedback=[e for _, e in events if isinstance(e, Feedback)],
                 spans=[e for _, e in events if isinstance(e, SpanEvent)],
                 score=self.score,
@@ -258,7 +290,8 @@ class BatchHandler:
             log.error("event %s refused: %s: %s", event.event_id, type(error).__name__, error)
             return StoredBatch(refused=[self._internal(message, error, "storing")])
         middle = len(events) // 2
-        return self._store_isolated(events[:middle], now) + self._store_isolated(events[middle:], now)
+        # The halves look up and score again: a failed write may have stored some rows.
+        return self._store_isolated(events[:middle], None, now) + self._store_isolated(events[middle:], None, now)
 
     def _reject(self, rejections: list[tuple[RawMessage, Rejection]], now: datetime) -> int:
         """DLQ records first, then `rejected` rows: a crash in between replays both, so a
@@ -329,6 +362,22 @@ class BatchHandler:
         if remaining or failures:
             msg = f"DLQ delivery failed ({remaining} pending): {failures[:3]}"
             raise StoreError(msg)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch parsed, redacted, looked up and scored (`BatchHandler.prepare`): what `write` stores."""
+
+    messages: Sequence[RawMessage]
+    now: datetime
+    started: float  # monotonic
+    events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]]
+    rejections: list[tuple[RawMessage, Rejection]]
+    plan: TracePlan | None  # None: the lookup failed on the data; the write splits the batch to find out why
+
+    @property
+    def trace_ids(self) -> frozenset[uuid.UUID]:
+        return frozenset(e.event_id for _, e in self.events if isinstance(e, TraceEvent))
 
 
 def _position(message: RawMessage) -> tuple[str, int, int]:
@@ -454,38 +503,48 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         (assigned,) = args  # the set of TopicPartitions this worker got
         handler.partitions_assigned((tp.topic, tp.partition) for tp in assigned)
 
-    async def store_and_ack(stream: Any, events: list[Any]) -> None:
-        messages = [
-            RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                       _record_time(e.message.timestamp))
-            for e in events
-        ]
+    def exit_unstored(messages: list[RawMessage]) -> NoReturn:
+        # Nothing of this batch is acked; stop so the supervisor restarts us from the committed
+        # offsets (re-raising would let faust restart the agent and move on).
+        log.critical("batch of %d could not be stored; exiting", len(messages), exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_STORE_DOWN)
+
+    async def write_and_ack(stream: Any, events: list[Any], batch: PreparedBatch) -> None:
         try:
-            stored = await asyncio.to_thread(handler.handle, messages)
+            stored = await asyncio.to_thread(handler.write, batch)
         except Exception:
-            # Nothing of this batch is acked; stop so the supervisor restarts us from the
-            # committed offsets (re-raising would let faust restart the agent and move on).
-            log.critical("batch of %d could not be stored; exiting", len(messages), exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_STORE_DOWN)
+            exit_unstored(list(batch.messages))
         for event in events:
             await stream.ack(event)
-        log.debug("batch %d: %s", len(messages), stored)
+        log.debug("batch %d: %s", len(events), stored)
 
     @app.agent(topic, name="score-traces")
     async def score_traces(stream: Any) -> None:
-        # One batch is stored while the next one fills: its window starts when the previous batch
-        # is handed over, not when it is stored, so a busy worker adds no second wait. Batches
-        # are still handled one at a time and acked in order.
-        in_flight: asyncio.Future[None] | None = None
+        # Two batches at once: while one is written (the store's work, a third of a batch's time
+        # that the worker only waits for), the next is parsed, looked up and scored. Writes and
+        # acks stay one batch at a time, in order. The next batch's window starts when the
+        # previous one is handed over, so a busy worker adds no second wait.
+        writing: asyncio.Future[None] | None = None
+        writing_ids: frozenset[uuid.UUID] = frozenset()
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(store_and_ack(stream, events))
+                messages = [
+                    RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                               _record_time(e.message.timestamp))
+                    for e in events
+                ]
+                try:
+                    batch = await asyncio.to_thread(handler.prepare, messages, writing_ids)
+                except Exception:
+                    exit_unstored(messages)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(write_and_ack(stream, events, batch))
+                writing_ids = batch.trace_ids
         finally:
-            if in_flight is not None and not in_flight.done():
-                await asyncio.shield(in_flight)  # let a stopping worker finish (and ack) its batch
+            if writing is not None and not writing.done():
+                await asyncio.shield(writing)  # let a stopping worker finish (and ack) its batch
 
     @app.timer(interval=settings.model_refresh_s)
     async def refresh_models() -> None:

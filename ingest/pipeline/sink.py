@@ -8,7 +8,9 @@ every write idempotent by key before it commits offsets.
    bounded by the batch's apps and time range, so it reads a few granules through the sort key.
 3. New events' trace rows are inserted first, then their score rows. An event whose trace row
    exists but whose score rows are missing (a crash between the two inserts) gets only the
-   missing (detector, target) rows on replay.
+   missing (detector, target) rows on replay. The lookup and the scoring (`plan_traces`) can run
+   while the previous batch is being written: events whose id is in that batch are looked up
+   again by `write_events`, which runs after the previous write.
 4. Feedback is keyed by event_id the same way. Rejections are keyed by rejection_id (Kafka
    position + bytes); the worker produces a rejection's DLQ record before its `rejected` row, so a
    crash between the two is repaired by the replay (which finds no row and sends both again).
@@ -41,7 +43,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,14 +58,18 @@ __all__ = [
     "RETRY_WINDOW",
     "RawMessage",
     "StoredBatch",
+    "TracePlan",
     "existing_event_ids",
     "existing_rejections",
     "new_rejections",
+    "plan_traces",
     "rejected_since",
     "rejection_id",
     "repair_rollups",
     "store_events",
     "store_rejections",
+    "trace_copies",
+    "write_events",
 ]
 
 RETRY_WINDOW = timedelta(minutes=15)
@@ -181,6 +187,78 @@ def rejected_since(messages: Sequence[RawMessage], now: datetime) -> datetime:
     return min(min(a for a in arrivals if a is not None), now) - RETRY_WINDOW
 
 
+@dataclass(frozen=True)
+class TracePlan:
+    """A batch's trace events sorted by what the store held when it looked, the new ones scored.
+
+    Made before the batch is written (`plan_traces`), so that a worker can look up and score one
+    batch while the previous one is still being written. Events whose id was in that batch are
+    `in_flight`: the lookup could not tell whether they are stored, so `write_events` looks again."""
+
+    new: list[TraceEvent] = field(default_factory=list)
+    replayed: list[TraceEvent] = field(default_factory=list)  # trace row stored before a crash
+    scores: list[ScoreRow] = field(default_factory=list)  # of the new, and those the replayed lack
+    in_flight: list[TraceEvent] = field(default_factory=list)
+
+
+def plan_traces(store: Store, traces: Sequence[TraceEvent], score: Any,
+                in_flight: frozenset[uuid.UUID] | set[uuid.UUID] = frozenset()) -> TracePlan:
+    """Look up which of these events the store holds and score the rest (`score(events) ->
+    list[ScoreRow]`). Scored before their rows are written, so a detector that reads history
+    (anomaly) never sees the batch it is judging. `in_flight`: ids another write may be storing
+    right now. Raises StoreError; writes nothing."""
+    unique = list({e.event_id: e for e in traces}.values())  # copies inside the batch dropped
+    waiting = [e for e in unique if e.event_id in in_flight]
+    if waiting:
+        unique = [e for e in unique if e.event_id not in in_flight]
+    stored = existing_event_ids(store, "traces", unique)
+    new = [e for e in unique if e.event_id not in stored]
+    replayed = [e for e in unique if e.event_id in stored]
+    scores = score(new)
+    if replayed:
+        # Stored before a crash that may have come before their scores were.
+        have = _existing_score_keys(store, replayed)
+        scores += [r for r in score(replayed) if (r.event_id, r.detector, r.target) not in have]
+    return TracePlan(new, replayed, scores, waiting)
+
+
+def write_events(
+    store: Store,
+    plan: TracePlan,
+    *,
+    feedback: Sequence[Feedback],
+    score: Any,
+    now: datetime,
+    spans: Sequence[SpanEvent] = (),
+) -> StoredBatch:
+    """Write a planned batch idempotently: trace rows, then score rows, then feedback and spans.
+    Raises StoreError/StoreUnavailable (StoreDataError when a row's data is at fault); safe to
+    call again on failure."""
+    if plan.in_flight:  # the write before this one has finished now: look again
+        again = plan_traces(store, plan.in_flight, score)
+        plan = TracePlan(plan.new + again.new, plan.replayed + again.replayed, plan.scores + again.scores)
+    store.insert("traces", [e.row(now) for e in plan.new])
+    by_id = {e.event_id: e for e in plan.new + plan.replayed}
+    store.insert("scores", [_score_row(r, by_id[r.event_id], now) for r in plan.scores])
+
+    unique_feedback = list({f.event_id: f for f in feedback}.values())
+    seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
+    new_feedback = [f for f in unique_feedback if f.event_id not in seen_feedback]
+    store.insert("feedback", [f.row(now) for f in new_feedback])
+
+    unique_spans = list({s.event_id: s for s in spans}.values())
+    seen_spans = existing_event_ids(store, "spans", unique_spans)
+    new_spans = [s for s in unique_spans if s.event_id not in seen_spans]
+    store.insert("spans", [s.row(now) for s in new_spans])
+
+    # Copies of a trace inside the batch are the caller's to count: plan_traces dropped them.
+    duplicates = len(plan.replayed) + len(feedback) - len(new_feedback) + len(spans) - len(new_spans)
+    return StoredBatch(
+        traces=len(plan.new), scores=len(plan.scores), feedback=len(new_feedback), duplicates=duplicates,
+        spans=len(new_spans),
+    )
+
+
 def store_events(
     store: Store,
     *,
@@ -190,47 +268,15 @@ def store_events(
     now: datetime,
     spans: Sequence[SpanEvent] = (),
 ) -> StoredBatch:
-    """Write one parsed batch's events idempotently. `score(events) -> list[ScoreRow]` runs only on
-    events that still need scores.
-    Raises StoreError/StoreUnavailable (StoreDataError when a row's data is at fault); safe to
-    call again on failure."""
-    unique_traces = list({e.event_id: e for e in traces}.values())
-    unique_feedback = list({f.event_id: f for f in feedback}.values())
-    duplicates = len(traces) - len(unique_traces) + len(feedback) - len(unique_feedback)
+    """Look up, score and write one parsed batch: `plan_traces`, then `write_events`."""
+    stored = write_events(store, plan_traces(store, traces, score), feedback=feedback, score=score, now=now,
+                          spans=spans)
+    return replace(stored, duplicates=stored.duplicates + trace_copies(traces))
 
-    stored = existing_event_ids(store, "traces", unique_traces)
-    new_traces = [e for e in unique_traces if e.event_id not in stored]
-    replayed = [e for e in unique_traces if e.event_id in stored]
-    duplicates += len(replayed)
 
-    # Scored before their rows are written, so a detector that reads history (anomaly) never
-    # sees the batch it is judging.
-    scores = score(new_traces)
-    store.insert("traces", [e.row(now) for e in new_traces])
-    if replayed:
-        # Stored before a crash that may have come before their scores were.
-        have = _existing_score_keys(store, replayed)
-        scores += [
-            r for r in score(replayed) if (r.event_id, r.detector, r.target) not in have
-        ]
-    by_id = {e.event_id: e for e in unique_traces}
-    store.insert("scores", [_score_row(r, by_id[r.event_id], now) for r in scores])
-
-    seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
-    new_feedback = [f for f in unique_feedback if f.event_id not in seen_feedback]
-    duplicates += len(unique_feedback) - len(new_feedback)
-    store.insert("feedback", [f.row(now) for f in new_feedback])
-
-    unique_spans = list({s.event_id: s for s in spans}.values())
-    seen_spans = existing_event_ids(store, "spans", unique_spans)
-    new_spans = [s for s in unique_spans if s.event_id not in seen_spans]
-    duplicates += len(spans) - len(new_spans)
-    store.insert("spans", [s.row(now) for s in new_spans])
-
-    return StoredBatch(
-        traces=len(new_traces), scores=len(scores), feedback=len(new_feedback), duplicates=duplicates,
-        spans=len(new_spans),
-    )
+def trace_copies(traces: Sequence[TraceEvent]) -> int:
+    """How many of these events repeat an earlier one's event_id (duplicates inside a batch)."""
+    return len(traces) - len({e.event_id for e in traces})
 
 
 # Score rows can have extra copies where the trace row has none: the new owner finds the
