@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/consumer.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/store_batches.py
+	$(PY) bench/batch_overlap.py
 	$(PY) bench/rejection_lookup.py
 	$(PY) bench/drift.py
 	$(PY) bench/quality.py

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.core.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["cpu_s", "cpu_s_of", "free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url",
+__all__ = ["cpu_s", "cpu_s_of", "demo_messages", "free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url",
            "wait_until", "write_json"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -31,6 +31,24 @@ def cpu_s_of(stat: Path) -> float:
     """CPU seconds of a /proc/PID/stat or /proc/PID/task/TID/stat file."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def demo_messages(n: int, seed: int) -> list[Any]:
+    """`n` demo events (support chat, RAG answers, toxic turns, injections, PII) as Kafka messages."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from llmwatch.ingest.demo.generator import Scenario
+    from llmwatch.ingest.pipeline.sink import RawMessage
+
+    scenario = Scenario(seed=seed)
+    now = datetime.now(UTC).isoformat()
+    messages = []
+    for i in range(n):
+        doc = scenario.event(elapsed_s=float(i % 240))
+        doc.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=now)
+        messages.append(RawMessage("llm.traces", 0, i, json.dumps(doc).encode()))
+    return messages
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:

@@ -13,37 +13,31 @@ their merges) and a cost per event. Sizes are interleaved, each repeated.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import cpu_s, free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
+from _common import (
+    cpu_s,
+    demo_messages,
+    free_port,
+    print_table,
+    start_store,
+    start_tansu,
+    stop_process,
+    store_url,
+    write_json,
+)
 
 from llmwatch.core.settings import Settings
 from llmwatch.detectors.registry import load_all
-from llmwatch.ingest.demo.generator import Scenario
 from llmwatch.ingest.kafka import producer
 from llmwatch.ingest.pipeline.processor import BatchHandler
-from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import connect
 from llmwatch.storage.migrate import migrate
 
 SETTLE_S = 1.0  # before and after each run: the merges an insert starts belong to it
-
-
-def demo_messages(n: int, seed: int) -> list[RawMessage]:
-    scenario = Scenario(seed=seed)
-    now = datetime.now(UTC).isoformat()
-    messages = []
-    for i in range(n):
-        doc = scenario.event(elapsed_s=float(i % 240))
-        doc.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=now)
-        messages.append(RawMessage("llm.traces", 0, i, json.dumps(doc).encode()))
-    return messages
 
 
 def main() -> None:

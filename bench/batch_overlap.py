@@ -1,0 +1,106 @@
+"""What overlapping two batches buys the worker: one written while the next is prepared.
+
+The worker's batch handler (real detectors, PII redaction, the embedded store over HTTP, tansu)
+stores the same kind of demo traffic two ways, interleaved and repeated:
+* one at a time: `handle(batch)`, as the worker did before: parse, score, then wait for the store;
+* overlapped, as the worker's agent does now: `prepare(N+1)` (parse, redact, look up, score) on
+  this thread while `write(N)` (the inserts, the HTTP hop, the store's work) runs on another.
+Wall time gives events/s; this process's CPU gives CPU per event and the cores it kept busy.
+No faust, no load generator: the comparison sees only the handler and the store.
+
+    .venv/bin/python bench/batch_overlap.py [--events 4000] [--batch 500] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from _common import demo_messages, free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
+
+from llmwatch.core.processes import tune_garbage_collector
+from llmwatch.core.settings import Settings
+from llmwatch.detectors.registry import load_all
+from llmwatch.ingest.kafka import producer
+from llmwatch.ingest.pipeline.processor import BatchHandler, PreparedBatch
+from llmwatch.ingest.pipeline.sink import RawMessage, StoredBatch
+from llmwatch.storage.clickhouse import connect
+from llmwatch.storage.migrate import migrate
+
+MODES = ("one at a time", "overlapped")
+
+
+def one_at_a_time(handler: BatchHandler, batches: list[list[RawMessage]], _writer: ThreadPoolExecutor) -> None:
+    for batch in batches:
+        handler.handle(batch)
+
+
+def overlapped(handler: BatchHandler, batches: list[list[RawMessage]], writer: ThreadPoolExecutor) -> None:
+    writing: Future[StoredBatch] | None = None
+    in_flight: frozenset = frozenset()
+    for batch in batches:
+        prepared: PreparedBatch = handler.prepare(batch, in_flight)
+        if writing is not None:
+            writing.result()
+        writing, in_flight = writer.submit(handler.write, prepared), prepared.trace_ids
+    if writing is not None:
+        writing.result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-overlap-"))
+    store_port, kafka_port = free_port(), free_port()
+    store_process = start_store(data_dir, store_port)
+    broker = start_tansu(kafka_port)
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    try:
+        settings = Settings.from_env({}, clickhouse_url=store_url(data_dir, store_port), database="overlap",
+                                     kafka_bootstrap=f"127.0.0.1:{kafka_port}")
+        store = connect(settings)
+        migrate(store, settings.retention_days)
+        handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
+                               producer(settings.bootstrap_servers))
+        handler.handle(demo_messages(args.batch, seed=0))  # models warm, tables created
+        tune_garbage_collector()  # as the worker runs
+        seed = 1
+        with ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+            for _ in range(args.repeats):
+                for mode, run in zip(MODES, (one_at_a_time, overlapped), strict=True):
+                    messages = demo_messages(args.events, seed)
+                    seed += 1
+                    batches = [messages[i:i + args.batch] for i in range(0, len(messages), args.batch)]
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    run(handler, batches, writer)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    runs[mode].append({"events_per_s": len(messages) / wall, "cpu_us": cpu / len(messages) * 1e6,
+                                       "cores": cpu / wall})
+        if handler.embeddings is not None:
+            handler.embeddings.close()
+    finally:
+        stop_process(broker, timeout_s=1.5)
+        stop_process(store_process)
+
+    median = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in ("events_per_s", "cpu_us", "cores")}
+              for mode in MODES}
+    rows = [[mode, f"{m['events_per_s']:,.0f}", " / ".join(f"{r['events_per_s']:,.0f}" for r in runs[mode]),
+             f"{m['cpu_us']:.0f}", f"{m['cores']:.2f}"] for mode, m in median.items()]
+    print_table(f"Batch handler, {args.events} demo events in batches of {args.batch} (median of {args.repeats})",
+                ["batches", "events/s", "runs", "handler CPU us/event", "cores busy"], rows)
+    ratio = median["overlapped"]["events_per_s"] / median["one at a time"]["events_per_s"]
+    print(f"\noverlapped / one at a time: {ratio:.2f}x events/s")
+    write_json("batch_overlap", {"events": args.events, "batch": args.batch, "runs": runs, "median": median,
+                                 "ratio": ratio})
+
+
+if __name__ == "__main__":
+    main()
