@@ -92,7 +92,7 @@ def test_sdk_and_plain_producer_events_each_stored_once(
         assert {"batch", "parse", "pii", "detector toxicity", "store insert traces", "store insert scores"} <= set(cpu)
         inside = cpu["parse"] + cpu["pii"] + sum(v for k, v in cpu.items() if k.startswith("detector "))
         assert 0 < inside <= cpu["batch"] <= process_cpu
-        assert calls["parse"] == calls["batch"]
+        assert calls["batch"] == 2 * calls["parse"]  # each batch is prepared, then written, apart
     finally:
         stop_process(worker, timeout_s=10)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

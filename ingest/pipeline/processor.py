@@ -510,7 +510,17 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         logging.shutdown()
         os._exit(EXIT_STORE_DOWN)
 
-    async def write_and_ack(stream: Any, events: list[Any], batch: PreparedBatch) -> None:
+    async def prepare(messages: list[RawMessage], in_flight: frozenset[uuid.UUID]) -> PreparedBatch:
+        try:
+            return await asyncio.to_thread(handler.prepare, messages, in_flight)
+        except Exception:
+            exit_unstored(messages)
+
+    async def write_and_ack(stream: Any, events: list[Any], preparing: asyncio.Future[PreparedBatch],
+                            previous: asyncio.Future[None] | None) -> None:
+        batch = await preparing
+        if previous is not None:
+            await previous  # writes and acks stay in order
         try:
             stored = await asyncio.to_thread(handler.write, batch)
         except Exception:
@@ -521,12 +531,15 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
 
     @app.agent(topic, name="score-traces")
     async def score_traces(stream: Any) -> None:
-        # Two batches at once: while one is written (the store's work, a third of a batch's time
-        # that the worker only waits for), the next is parsed, looked up and scored. Writes and
-        # acks stay one batch at a time, in order. The next batch's window starts when the
-        # previous one is handed over, so a busy worker adds no second wait.
+        # Two batches in hand at once. While one is written (the store's work, a third of a
+        # batch's time, which the worker used to only wait for), the next is parsed, looked up and
+        # scored. Writes and acks stay one batch at a time, in order.
+        # An idle worker hands a batch over whole and takes the next at once, so a batch's window
+        # starts when the previous batch is handed over: at low rates nothing waits for a
+        # preparation. A busy one prepares the batch, and waits for the previous write, before it
+        # takes another: two batches at most, and one write in flight.
         writing: asyncio.Future[None] | None = None
-        writing_ids: frozenset[uuid.UUID] = frozenset()
+        preparing: asyncio.Future[PreparedBatch] | None = None
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
                 messages = [
@@ -534,14 +547,15 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
                                _record_time(e.message.timestamp))
                     for e in events
                 ]
-                try:
-                    batch = await asyncio.to_thread(handler.prepare, messages, writing_ids)
-                except Exception:
-                    exit_unstored(messages)
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(write_and_ack(stream, events, batch))
-                writing_ids = batch.trace_ids
+                if writing is None or writing.done() or preparing is None:
+                    preparing = asyncio.ensure_future(prepare(messages, frozenset()))
+                else:
+                    # The lookup cannot see the rows of the batch in hand: name its events.
+                    in_flight = (await preparing).trace_ids
+                    preparing = asyncio.ensure_future(prepare(messages, in_flight))
+                    await preparing
+                    await writing  # so the next batch's lookup has only this one's rows to miss
+                writing = asyncio.ensure_future(write_and_ack(stream, events, preparing, writing))
         finally:
             if writing is not None and not writing.done():
                 await asyncio.shield(writing)  # let a stopping worker finish (and ack) its batch
