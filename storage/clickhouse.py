@@ -7,7 +7,7 @@ import logging
 import re
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -92,6 +92,23 @@ def _brief(exc: Exception) -> str:
 # The rollups keep a deduplication window so that a correction written twice counts once
 # (ingest/pipeline/sink.py, step 5). Blocks a materialized view derives from an insert must never be
 # deduplicated: two batches may well add identical counts to the same rollup rows.
+# The largest body one insert sends: a batch of big events goes as several (the embedded store
+# refuses bodies over --store-max-body-bytes, 512 MB, and a body is held in memory on both sides).
+MAX_INSERT_BYTES = 64 * 1024 * 1024
+
+
+def _bodies(encoded: Sequence[bytes], limit: int) -> Iterator[bytes]:
+    """Encoded rows joined into bodies of at most `limit` bytes; a row bigger than that alone."""
+    start = size = 0
+    for i, row in enumerate(encoded):
+        if size and size + len(row) > limit:
+            yield b"".join(encoded[start:i])
+            start, size = i, 0
+        size += len(row)
+    if start < len(encoded):
+        yield b"".join(encoded[start:])
+
+
 _INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 0}
 _JSON_INSERT_SETTINGS = {
     **_INSERT_SETTINGS,
@@ -135,8 +152,10 @@ class ClickHouseStore:
         password: str = "",
         connect_timeout_s: float = 5.0,
         query_timeout_s: float = 60.0,
+        max_insert_bytes: int = MAX_INSERT_BYTES,
     ) -> None:
         parts = urlsplit(url)
+        self.max_insert_bytes = max_insert_bytes
         self.url = url
         # Credentials in the URL (http://user:password@host:port) count, but never reach a log.
         self.address = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
@@ -211,12 +230,16 @@ class ClickHouseStore:
         Rows go as JSONEachRow, written by orjson in C and parsed by ClickHouse in C++: about a
         third of the worker's CPU of clickhouse-connect's Python encoding of its Native format
         (bench/pipeline.py). Rows JSON cannot carry (bytes, numpy numbers, integers past 64 bits)
-        go as Native."""
+        go as Native.
+
+        Rows over `max_insert_bytes` go as several inserts, in order, each a block of whole rows:
+        a failure can leave the first ones stored, so a caller that must not write a row twice
+        looks up what is stored before it tries again (the worker's write does)."""
         if not rows:
             return
         columns = tuple(rows[0])
         try:
-            body = b"".join([orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows])
+            encoded = [orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows]
         except TypeError:
             self._insert_native(table, columns, rows)
             return
@@ -234,8 +257,9 @@ class ClickHouseStore:
                     msg = f"cannot store {name}={value!r} in {table}: out of the range of its column"
                     raise StoreDataError(msg)
         try:
-            self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=body,
-                       fmt="JSONEachRow", settings=_JSON_INSERT_SETTINGS)
+            for body in _bodies(encoded, self.max_insert_bytes):
+                self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=body,
+                           fmt="JSONEachRow", settings=_JSON_INSERT_SETTINGS)
         except StoreError:
             with self._insert_lock:  # the schema may have changed: describe the columns again
                 self._insert_contexts.pop((table, columns), None)

@@ -141,3 +141,25 @@ def test_rollups_follow_inserts_and_a_new_rollup_is_backfilled(store: ClickHouse
     assert store.query(totals) == [("answer:7@m", 10, 1, 150)]
     (histogram,) = store.query(f"SELECT sumMap(latency_hist) FROM {db}.trace_stats")[0]
     assert sum(histogram.values()) == 10 and max(1.05 ** k - 1 for k in histogram) == pytest.approx(1000, rel=0.05)
+
+
+def test_a_big_insert_goes_as_several_bodies_of_whole_rows(store: ClickHouseStore) -> None:
+    """Rows over max_insert_bytes are sent as several inserts, none over the limit unless one row
+    alone is, and every row arrives once."""
+    store.command(f"CREATE TABLE {store.database}.probe_big (n UInt32, s String) ENGINE = MergeTree ORDER BY n")
+    small = ClickHouseStore(store.url, store.database, max_insert_bytes=2_000)
+    bodies: list[int] = []
+    call = small._call
+
+    def recording(method: str, *args: object, **kwargs: object) -> object:
+        if method == "raw_insert":
+            bodies.append(len(kwargs["insert_block"]))  # type: ignore[arg-type]
+        return call(method, *args, **kwargs)
+
+    small._call = recording  # type: ignore[method-assign]
+    rows = [{"n": i, "s": "x" * 90} for i in range(100)] + [{"n": 100, "s": "y" * 5_000}]
+    small.insert("probe_big", rows)
+    assert len(bodies) > 5
+    assert max(bodies[:-1]) <= 2_000 and bodies[-1] > 5_000  # the big row went alone
+    assert store.query(f"SELECT count(), uniqExact(n), sum(length(s)) FROM {store.database}.probe_big") == [
+        (101, 101, 100 * 90 + 5_000)]
