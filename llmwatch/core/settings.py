@@ -76,7 +76,7 @@ class Settings:
     )
 
     # Stream processing.
-    batch_size: int = setting(500, "events per detector batch")
+    batch_size: int = setting(2000, "most events per batch (a batch is cut sooner by --batch-window-s)")
     batch_window_s: float = setting(0.25, "flush a partial batch after this many seconds")
     detectors: str = setting(
         "toxicity,grounding,injection,anomaly,embedding", "comma-separated detectors every event is scored by"
