@@ -7,7 +7,7 @@ import logging
 import re
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -15,6 +15,7 @@ import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
+from llmwatch.core.chunks import split_by_size
 from llmwatch.core.errors import StoreDataError, StoreError, StoreUnavailable
 from llmwatch.core.processes import is_loopback
 
@@ -89,26 +90,13 @@ def _brief(exc: Exception) -> str:
     return re.sub(r"url: /\?\S+", "url: /?…", str(exc))[:500]
 
 
-# The rollups keep a deduplication window so that a correction written twice counts once
-# (ingest/pipeline/sink.py, step 5). Blocks a materialized view derives from an insert must never be
-# deduplicated: two batches may well add identical counts to the same rollup rows.
 # The largest body one insert sends: a batch of big events goes as several (the embedded store
 # refuses bodies over --store-max-body-bytes, 512 MB, and a body is held in memory on both sides).
 MAX_INSERT_BYTES = 64 * 1024 * 1024
 
-
-def _bodies(encoded: Sequence[bytes], limit: int) -> Iterator[bytes]:
-    """Encoded rows joined into bodies of at most `limit` bytes; a row bigger than that alone."""
-    start = size = 0
-    for i, row in enumerate(encoded):
-        if size and size + len(row) > limit:
-            yield b"".join(encoded[start:i])
-            start, size = i, 0
-        size += len(row)
-    if start < len(encoded):
-        yield b"".join(encoded[start:])
-
-
+# The rollups keep a deduplication window so that a correction written twice counts once
+# (ingest/pipeline/sink.py, step 5). Blocks a materialized view derives from an insert must never be
+# deduplicated: two batches may well add identical counts to the same rollup rows.
 _INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 0}
 _JSON_INSERT_SETTINGS = {
     **_INSERT_SETTINGS,
@@ -257,8 +245,8 @@ class ClickHouseStore:
                     msg = f"cannot store {name}={value!r} in {table}: out of the range of its column"
                     raise StoreDataError(msg)
         try:
-            for body in _bodies(encoded, self.max_insert_bytes):
-                self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=body,
+            for block in split_by_size(encoded, len, self.max_insert_bytes):
+                self._call("raw_insert", f"{self.database}.{table}", list(columns), insert_block=b"".join(block),
                            fmt="JSONEachRow", settings=_JSON_INSERT_SETTINGS)
         except StoreError:
             with self._insert_lock:  # the schema may have changed: describe the columns again

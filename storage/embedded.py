@@ -109,7 +109,7 @@ _HTTP_STATUS = {
 class Limits:
     """What one request may cost the store."""
 
-    max_body_bytes: int = 512 * 1024 * 1024  # worker batches of 500 events of up to 1 MB fit
+    max_body_bytes: int = 512 * 1024 * 1024  # clickhouse.py sends at most MAX_INSERT_BYTES (64 MiB) per insert
     max_memory_bytes: int = 8 * 1024**3
     max_execution_s: float = 600.0
 

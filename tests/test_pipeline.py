@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,26 @@ def test_redact_policy_keeps_pii_out_of_store_dlq_and_logs(
     pii = embedded_store.query(f"SELECT pii FROM {db}.traces")[0][0]
     assert pii["input.email"] == pii["output.card"] == pii["context.iban"] == 1
     assert "[EMAIL]" in dump and "[CARD]" in sinks["dlq"]
+
+
+def test_a_take_of_big_events_is_handled_in_parts_bounded_by_bytes(
+    stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: Path
+) -> None:
+    """A batch is held parsed while the next is prepared, so its bytes, not only its count, are
+    bounded: a take of big events is handled in parts of at most batch_max_bytes, each stored once."""
+    settings = replace(stack_settings, batch_size=500, batch_window_s=1.0, batch_max_bytes=20_000)
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    values = [json.dumps({**json.loads(plain_event(i)), "output": "x" * 1_000}).encode() for i in range(300)]
+    for value in values:
+        producer.produce(settings.traces_topic, value)
+    assert producer.flush(30) == 0  # all waiting before the worker starts: its takes are full
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: table_counts(embedded_store)[:3] == (300, 300, 600), 90, "all rows")
+        # At most 20,000 bytes of ~1,100-byte events per part: 300 events need at least 17 parts
+        # (a take of 300 handled whole would be one); heartbeats report them within seconds.
+        expected = 300 * len(values[0]) // 20_000
+        wait_until(lambda: stages_of(embedded_store, worker.pid)[2].get("parse", 0) >= expected, 30, "parts")
+    finally:
+        stop_process(worker, timeout_s=10)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

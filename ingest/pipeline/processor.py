@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
+from llmwatch.core.chunks import split_by_size
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.processes import tune_garbage_collector
@@ -465,6 +466,10 @@ def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[Sc
     return rows
 
 
+def _message_bytes(event: Any) -> int:
+    return len(event.message.value or b"")
+
+
 def _record_time(seconds: float | None) -> datetime | None:
     try:
         return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
@@ -540,22 +545,30 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         # takes another: two batches at most, and one write in flight.
         writing: asyncio.Future[None] | None = None
         preparing: asyncio.Future[PreparedBatch] | None = None
+
+        async def hand_over(events: list[Any]) -> None:
+            nonlocal writing, preparing
+            messages = [
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                           _record_time(e.message.timestamp))
+                for e in events
+            ]
+            if writing is None or writing.done() or preparing is None:
+                preparing = asyncio.ensure_future(prepare(messages, frozenset()))
+            else:
+                # The lookup cannot see the rows of the batch in hand: name its events.
+                in_flight = (await preparing).trace_ids
+                preparing = asyncio.ensure_future(prepare(messages, in_flight))
+                await preparing
+                await writing  # so the next batch's lookup has only this one's rows to miss
+            writing = asyncio.ensure_future(write_and_ack(stream, events, preparing, writing))
+
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
-                messages = [
-                    RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                               _record_time(e.message.timestamp))
-                    for e in events
-                ]
-                if writing is None or writing.done() or preparing is None:
-                    preparing = asyncio.ensure_future(prepare(messages, frozenset()))
-                else:
-                    # The lookup cannot see the rows of the batch in hand: name its events.
-                    in_flight = (await preparing).trace_ids
-                    preparing = asyncio.ensure_future(prepare(messages, in_flight))
-                    await preparing
-                    await writing  # so the next batch's lookup has only this one's rows to miss
-                writing = asyncio.ensure_future(write_and_ack(stream, events, preparing, writing))
+                # Up to batch_size events, but a take of big ones is handled in parts: a batch is
+                # held parsed (twice, while the next is prepared), so its bytes bound the memory.
+                for part in split_by_size(events, _message_bytes, settings.batch_max_bytes):
+                    await hand_over(part)
         finally:
             if writing is not None and not writing.done():
                 await asyncio.shield(writing)  # let a stopping worker finish (and ack) its batch

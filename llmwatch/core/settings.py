@@ -78,6 +78,8 @@ class Settings:
     # Stream processing.
     batch_size: int = setting(2000, "most events per batch (a batch is cut sooner by --batch-window-s)")
     batch_window_s: float = setting(0.25, "flush a partial batch after this many seconds")
+    batch_max_bytes: int = setting(
+        64 * 1024 * 1024, "most bytes of events per batch: a take of big events is handled in parts (memory)")
     detectors: str = setting(
         "toxicity,grounding,injection,anomaly,embedding", "comma-separated detectors every event is scored by"
     )
@@ -284,6 +286,8 @@ class Settings:
                 problems.append(f"{name} must be a TCP port, got {port}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.batch_max_bytes < 1:
+            problems.append(f"batch_max_bytes must be at least 1, got {self.batch_max_bytes}")
         if not 0 < self.kafka_fetch_wait_s <= 30:
             problems.append(f"kafka_fetch_wait_s must be in (0, 30], got {self.kafka_fetch_wait_s}")
         if self.batch_window_s <= 0:
