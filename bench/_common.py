@@ -7,6 +7,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.core.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["cpu_s", "cpu_s_of", "demo_messages", "free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url",
+__all__ = ["batch_handler", "cpu_s", "cpu_s_of", "demo_messages", "free_port", "print_table", "start_store", "start_tansu", "stop_process", "store_url",
            "wait_until", "write_json"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,6 +51,43 @@ def demo_messages(n: int, seed: int) -> list[Any]:
         doc.update(event_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex, timestamp=now)
         messages.append(RawMessage("llm.traces", 0, i, json.dumps(doc).encode()))
     return messages
+
+
+@contextmanager
+def batch_handler(database: str) -> Iterator[tuple[Any, subprocess.Popen[bytes]]]:
+    """The worker's batch handler (every default detector, models warm, tables created) on an
+    embedded store and a tansu of its own, and the store's process; both stopped afterwards."""
+    import tempfile
+
+    from llmwatch.core.settings import Settings
+    from llmwatch.detectors.registry import load_all
+    from llmwatch.ingest.kafka import producer
+    from llmwatch.ingest.pipeline.processor import BatchHandler
+    from llmwatch.storage.clickhouse import connect
+    from llmwatch.storage.migrate import migrate
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"llmwatch-bench-{database}-"))
+    store_port, kafka_port = free_port(), free_port()
+    store_process = start_store(data_dir, store_port)
+    try:
+        broker = start_tansu(kafka_port)
+    except BaseException:
+        stop_process(store_process)
+        raise
+    try:
+        settings = Settings.from_env({}, clickhouse_url=store_url(data_dir, store_port), database=database,
+                                     kafka_bootstrap=f"127.0.0.1:{kafka_port}")
+        store = connect(settings)
+        migrate(store, settings.retention_days)
+        handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
+                               producer(settings.bootstrap_servers))
+        handler.handle(demo_messages(500, seed=0))
+        yield handler, store_process
+        if handler.embeddings is not None:
+            handler.embeddings.close()
+    finally:
+        stop_process(broker, timeout_s=1.5)
+        stop_process(store_process)
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:

@@ -15,21 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
-from _common import demo_messages, free_port, print_table, start_store, start_tansu, stop_process, store_url, write_json
+from _common import batch_handler, demo_messages, print_table, write_json
 
 from llmwatch.core.processes import tune_garbage_collector
-from llmwatch.core.settings import Settings
-from llmwatch.detectors.registry import load_all
-from llmwatch.ingest.kafka import producer
 from llmwatch.ingest.pipeline.processor import BatchHandler, PreparedBatch
 from llmwatch.ingest.pipeline.sink import RawMessage, StoredBatch
-from llmwatch.storage.clickhouse import connect
-from llmwatch.storage.migrate import migrate
 
 MODES = ("one at a time", "overlapped")
 
@@ -58,19 +51,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-overlap-"))
-    store_port, kafka_port = free_port(), free_port()
-    store_process = start_store(data_dir, store_port)
-    broker = start_tansu(kafka_port)
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    try:
-        settings = Settings.from_env({}, clickhouse_url=store_url(data_dir, store_port), database="overlap",
-                                     kafka_bootstrap=f"127.0.0.1:{kafka_port}")
-        store = connect(settings)
-        migrate(store, settings.retention_days)
-        handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
-                               producer(settings.bootstrap_servers))
-        handler.handle(demo_messages(args.batch, seed=0))  # models warm, tables created
+    with batch_handler("overlap") as (handler, _store_process):
         tune_garbage_collector()  # as the worker runs
         seed = 1
         with ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
@@ -84,11 +66,6 @@ def main() -> None:
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                     runs[mode].append({"events_per_s": len(messages) / wall, "cpu_us": cpu / len(messages) * 1e6,
                                        "cores": cpu / wall})
-        if handler.embeddings is not None:
-            handler.embeddings.close()
-    finally:
-        stop_process(broker, timeout_s=1.5)
-        stop_process(store_process)
 
     median = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in ("events_per_s", "cpu_us", "cores")}
               for mode in MODES}

@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from _common import (
+    batch_handler,
     cpu_s,
     demo_messages,
-    free_port,
     print_table,
-    start_store,
-    start_tansu,
-    stop_process,
-    store_url,
     write_json,
 )
-
-from llmwatch.core.settings import Settings
-from llmwatch.detectors.registry import load_all
-from llmwatch.ingest.kafka import producer
-from llmwatch.ingest.pipeline.processor import BatchHandler
-from llmwatch.storage.clickhouse import connect
-from llmwatch.storage.migrate import migrate
 
 SETTLE_S = 1.0  # before and after each run: the merges an insert starts belong to it
 
@@ -47,18 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="llmwatch-bench-batches-"))
-    store_port, kafka_port = free_port(), free_port()
-    store_process = start_store(data_dir, store_port)
-    broker = start_tansu(kafka_port)
-    try:
-        settings = Settings.from_env({}, clickhouse_url=store_url(data_dir, store_port), database="batches",
-                                     kafka_bootstrap=f"127.0.0.1:{kafka_port}")
-        store = connect(settings)
-        migrate(store, settings.retention_days)
-        handler = BatchHandler(settings, store, load_all(settings.detector_names, settings),
-                               producer(settings.bootstrap_servers))
-        handler.handle(demo_messages(500, seed=0))  # models warm, tables created
+    with batch_handler("batches") as (handler, store_process):
         time.sleep(SETTLE_S)
         idle_before = cpu_s(store_process.pid)
         time.sleep(5)
@@ -84,9 +60,6 @@ def main() -> None:
         x_mean, y_mean = statistics.fmean(xs), statistics.fmean(ys)
         slope = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum((x - x_mean) ** 2 for x in xs)
         per_batch_ms, per_event_us = slope / 1000, y_mean - slope * x_mean
-    finally:
-        stop_process(broker, timeout_s=1.5)
-        stop_process(store_process)
 
     print_table(f"Embedded store CPU per event by batch size ({args.events} demo events, median of {args.repeats}; "
                 f"idle {idle_cores * 1000:.0f} ms per second taken out)",

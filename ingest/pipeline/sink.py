@@ -232,8 +232,8 @@ def write_events(
     spans: Sequence[SpanEvent] = (),
 ) -> StoredBatch:
     """Write a planned batch idempotently: trace rows, then score rows, then feedback and spans.
-    Raises StoreError/StoreUnavailable (StoreDataError when a row's data is at fault); safe to
-    call again on failure."""
+    Raises StoreError/StoreUnavailable (StoreDataError when a row's data is at fault). After a
+    failure, plan again before calling it again: the failed attempt may have stored some rows."""
     if plan.in_flight:  # the write before this one has finished now: look again
         again = plan_traces(store, plan.in_flight, score)
         plan = TracePlan(plan.new + again.new, plan.replayed + again.replayed, plan.scores + again.scores)
@@ -268,7 +268,8 @@ def store_events(
     now: datetime,
     spans: Sequence[SpanEvent] = (),
 ) -> StoredBatch:
-    """Look up, score and write one parsed batch: `plan_traces`, then `write_events`."""
+    """Look up, score and write one parsed batch: `plan_traces`, then `write_events`. Safe to call
+    again after a failure: it looks up again."""
     stored = write_events(store, plan_traces(store, traces, score), feedback=feedback, score=score, now=now,
                           spans=spans)
     return replace(stored, duplicates=stored.duplicates + trace_copies(traces))
