@@ -128,12 +128,17 @@ def emit_steadily(stack: Stack, app: str, count: int, rate: float,
 
 
 def settle(stack: Stack, app: str, expected: int, quiet_s: float = 30.0, timeout_s: float = 600.0) -> int:
-    """Wait until `expected` distinct events of `app` are stored, or nothing new arrives for quiet_s
-    while a worker is alive (a restarting worker is not a reason to stop waiting)."""
+    """Wait until `expected` distinct events of `app` are stored with their scores, or nothing new
+    arrives for quiet_s while a worker is alive (a restarting worker is not a reason to stop
+    waiting). A batch's score rows land after its trace rows (a large batch's by a second or so):
+    counting the unscored before they land would blame a write still in progress."""
     last, last_change, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            n = stack.store.query(f"SELECT uniqExact(event_id) FROM {DB}.traces WHERE app = {{a:String}}", {"a": app})[0][0]
+            n = min(stack.store.query(
+                f"SELECT uniqExact(event_id) FROM {DB}.traces WHERE app = {{a:String}} UNION ALL "
+                f"SELECT uniqExact(event_id) FROM {DB}.scores WHERE app = {{a:String}} AND detector = 'toxicity' "
+                "AND target = 'output'", {"a": app}))[0]
             working = stack.workers_alive() > 0
         except Exception:  # the store is restarting
             n, working = last, False
