@@ -135,10 +135,11 @@ def settle(stack: Stack, app: str, expected: int, quiet_s: float = 30.0, timeout
     last, last_change, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            n = min(stack.store.query(
+            stored_and_scored = stack.store.query(
                 f"SELECT uniqExact(event_id) FROM {DB}.traces WHERE app = {{a:String}} UNION ALL "
                 f"SELECT uniqExact(event_id) FROM {DB}.scores WHERE app = {{a:String}} AND detector = 'toxicity' "
-                "AND target = 'output'", {"a": app}))[0]
+                "AND target = 'output'", {"a": app})
+            n = min(count for (count,) in stored_and_scored)
             working = stack.workers_alive() > 0
         except Exception:  # the store is restarting
             n, working = last, False
