@@ -70,9 +70,9 @@ class HashedFeatures:
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         if self.concepts:
-            from llmwatch.detectors.concepts import annotate
+            from llmwatch.detectors.concepts import annotate_many
 
-            texts = [annotate(text, self.concepts) for text in texts]
+            texts = annotate_many(texts, self.concepts)
         rows, columns = ngram_columns(texts, self.word_ngrams, self.char_ngrams, self.n_features)
         counts = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)),
                                    shape=(len(texts), self.width))

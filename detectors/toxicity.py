@@ -8,8 +8,8 @@ Backends (setting `toxicity_model`):
   score is a calibrated probability. ~7k texts/s per core (bench/detectors.py). A path to a `.npz`
   written by `llmwatch train toxicity` loads that model instead.
 * `profanity-check`: alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
-  calibrated). No download, ~150k texts/s on one core. Its vocabulary misses the ways people hide
-  insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
+  calibrated), scored a batch at a time by detectors/profanity.py. No download. Its vocabulary
+  misses the ways people hide insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
   and the higher score counts (bench/quality.py measures the gain on obfuscated text).
 * a path to a detoxify checkpoint (`.ckpt`, original / unbiased / multilingual, saved with its
   tokenizer and config in a local folder: see docs/detectors.md). Runs on the GPU when present, in
@@ -28,6 +28,8 @@ Examples:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +42,10 @@ from llmwatch.core.events import TraceEvent
 from llmwatch.detectors.adapters import Adaptable
 from llmwatch.detectors.base import TARGETS, ScoreRow
 from llmwatch.detectors.hashed import logit, sigmoid
+from llmwatch.detectors.profanity import ProfanityModel
 
-__all__ = ["DetoxifyToxicity", "LearnedToxicity", "ProfanityCheckToxicity", "deobfuscate", "load", "load_detoxify",
-           "shipped_model"]
+__all__ = ["DetoxifyToxicity", "LearnedToxicity", "ProfanityCheckToxicity", "deobfuscate", "deobfuscate_many", "load",
+           "load_detoxify", "shipped_model"]
 
 THRESHOLD = 0.5
 
@@ -55,8 +58,12 @@ _MASKED = [
         (r"\bd[*#@1i]ck", "dick"), (r"\bwh[*#@o]re", "whore"), (r"\bst[*#@u]pid", "stupid"), (r"\bid[*#@1i]ot", "idiot"),
     ]
 ]
-# Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten.
-_ANY_MASKED = re.compile("|".join(pattern.pattern for pattern, _ in _MASKED), re.IGNORECASE)
+# Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten. Each
+# starts `\b` and one of these letters: the lookahead turns most positions away before the ten
+# branches are tried (half the time of the bare alternation).
+_ANY_MASKED = re.compile(
+    r"(?=[fsbacdwi])\b(?:" + "|".join(pattern.pattern.removeprefix(r"\b") for pattern, _ in _MASKED) + ")", re.IGNORECASE
+)
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
 # Only tokens with a character _LEET changes can change: most tokens are skipped in C.
 _LEET_TOKEN = re.compile(r"(?<!\S)[^\s013457@$!]*[013457@$!]\S*")
@@ -85,6 +92,37 @@ def deobfuscate(text: str) -> str:
 
 
 _SPACING = re.compile(r"[ .\-_]")
+# Texts of a batch are joined with this between them, so each pattern scans the batch once. It is
+# whitespace and not a word character: at either side of it every pattern sees what it sees at a
+# string's edge, and none but the masks' [\W_]* can match across it (deobfuscate_many checks those).
+_SEPARATOR = "\x1e"
+
+
+def deobfuscate_many(texts: Sequence[str]) -> list[str]:
+    """deobfuscate() of each text, each pattern scanning the whole batch once (not per text)."""
+    out = list(texts)
+    joined = [i for i, text in enumerate(texts) if text and _SEPARATOR not in text]
+    for i in set(range(len(texts))) - set(joined):
+        out[i] = deobfuscate(texts[i])
+    if not joined:
+        return out
+    batch = _SEPARATOR.join(texts[i] for i in joined)
+    batch = _LEET_TOKEN.sub(_unleet, _SPACED.sub(_unspaced, batch))
+    parts = batch.split(_SEPARATOR)
+    # A mask's [\W_]* can run across the separator: such a match flags each text it touches, and
+    # each flagged text is searched again alone (a match across two texts hides none inside one).
+    ends = list(itertools.accumulate(len(part) + 1 for part in parts))
+    flagged: set[int] = set()
+    for match in _ANY_MASKED.finditer(batch):
+        first, last = bisect.bisect_right(ends, match.start()), bisect.bisect_right(ends, max(match.end() - 1, 0))
+        flagged.update(range(first, last + 1))
+    for k in flagged:
+        if _ANY_MASKED.search(parts[k]):
+            for pattern, word in _MASKED:
+                parts[k] = pattern.sub(word, parts[k])
+    for i, part in zip(joined, _REPEATED.sub(r"\1", _SEPARATOR.join(parts)).split(_SEPARATOR)):
+        out[i] = part
+    return out
 
 
 def _unspaced(match: re.Match[str]) -> str:
@@ -116,12 +154,13 @@ def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float] |
 def profanity_scores(predict_prob: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The texts de-obfuscated, alt-profanity-check's score of each as written, and the higher of
     that and its score de-obfuscated (only texts that changed are scored twice)."""
-    plain = [deobfuscate(text) for text in texts]
-    raw = np.asarray(predict_prob(list(texts)), dtype=np.float64)
+    plain = deobfuscate_many(texts)
     changed = [i for i, (text, clean) in enumerate(zip(texts, plain)) if clean != text]
+    scored = np.asarray(predict_prob([*texts, *(plain[i] for i in changed)]), dtype=np.float64)  # one call
+    raw = scored[: len(texts)]
     cleaned = raw.copy()
     if changed:
-        cleaned[changed] = np.maximum(raw[changed], predict_prob([plain[i] for i in changed]))
+        cleaned[changed] = np.maximum(raw[changed], scored[len(texts) :])
     return plain, raw, cleaned
 
 
@@ -140,10 +179,8 @@ class LearnedToxicity(Adaptable):
     targets = TARGETS
 
     def __init__(self, model: Any, threshold: float = THRESHOLD) -> None:
-        from profanity_check import predict_prob
-
         self.model = model
-        self._predict_prob = predict_prob
+        self._predict_prob = ProfanityModel.shipped().predict_prob
         self.threshold = threshold
         self.stack = np.asarray(model.meta["stack"], dtype=np.float64)  # text, raw, de-obfuscated, bias
         self._init_adapter(f"learned-{model.meta.get('version', 'custom')}")
@@ -184,9 +221,7 @@ class ProfanityCheckToxicity:
     targets = TARGETS
 
     def __init__(self, threshold: float = THRESHOLD) -> None:
-        from profanity_check import predict_prob  # ~1 s import: only where scoring happens
-
-        self._predict_prob = predict_prob
+        self._predict_prob = ProfanityModel.shipped().predict_prob
         self.threshold = threshold
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:

@@ -28,9 +28,9 @@ VERSION = "tox-1"
 
 
 def train_toxicity(rows: Sequence[dict[str, Any]], c: float = 4.0, n_features: int = 2**18) -> HashedTextModel:
-    from profanity_check import predict_prob
+    from llmwatch.detectors.profanity import ProfanityModel
 
-    texts, raw, cleaned = profanity_scores(predict_prob, [str(r["text"]) for r in rows])
+    texts, raw, cleaned = profanity_scores(ProfanityModel.shipped().predict_prob, [str(r["text"]) for r in rows])
     labels = np.array([int(r["toxic"]) for r in rows])
     sources = [str(r.get("source", "unknown")) for r in rows]
     natural = np.array([s not in LEXICON_SAMPLED for s in sources])

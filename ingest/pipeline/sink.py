@@ -39,13 +39,14 @@ every insert, so:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from llmwatch.core.events import Feedback, Rejection, SpanEvent, TraceEvent
 from llmwatch.detectors.base import ScoreRow
@@ -374,6 +375,9 @@ def store_rejections(store: Store, rejections: Sequence[tuple[bytes, RawMessage,
     store.insert("rejected", [_rejected_row(key, m, r, now) for key, m, r in rejections])
 
 
+_DETAILS_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY  # what detectors put there; 10x json.dumps
+
+
 def _score_row(row: ScoreRow, event: TraceEvent, now: datetime) -> dict[str, Any]:
     return {
         "event_id": row.event_id,
@@ -387,7 +391,7 @@ def _score_row(row: ScoreRow, event: TraceEvent, now: datetime) -> dict[str, Any
         "target": row.target,
         "score": row.score,
         "label": row.label,
-        "details": json.dumps(row.details) if row.details else "",
+        "details": orjson.dumps(row.details, option=_DETAILS_JSON).decode() if row.details else "",
         "scored_at": now,
     }
 

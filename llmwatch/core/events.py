@@ -51,6 +51,7 @@ _FEEDBACK_NS = uuid.UUID("6d1c4f0e-8a53-4f4e-9d59-1b2f1f6f0a11")
 # string every quote is escaped, so this counts keys exactly (and in linear time).
 # A JSON string (unrolled: no alternation per character), then the colon that makes it a key.
 _STRING_AND_COLON = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?', re.DOTALL)
+_QUOTE_THEN_SPACE = (b'" ', b'"\t', b'"\n', b'"\r')  # JSON's whitespace
 
 
 def release_name(prompt_id: str, prompt_version: str, model: str) -> str:
@@ -300,7 +301,7 @@ def parse(raw: bytes, limits: Limits, now: datetime, *, arrived: datetime | None
     depth, keys = _shape(doc, limits.max_depth)
     if depth > limits.max_depth:
         return Rejection("too_deep", f"nesting deeper than {limits.max_depth} levels", raw)
-    if keys != _keys_in(raw):
+    if keys != _keys_in(raw, keys):
         # JSON parsers keep the last of two equal keys; which value is meant is anyone's guess.
         return Rejection("duplicate_key", "an object repeats a key", raw)
 
@@ -469,10 +470,18 @@ def _timestamp(value: Any, arrived: datetime) -> datetime:
         raise ValueError(msg) from exc
 
 
-def _keys_in(raw: bytes) -> int:
+def _keys_in(raw: bytes, parsed: int) -> int:
     """How many object keys the (valid) JSON text `raw` writes, duplicates included: the strings
     followed by a colon. Matching whole strings keeps a string's content, `":"` say, from
-    counting."""
+    counting.
+
+    `parsed` is how many keys the parsed document has. Most texts settle it in C first: with no
+    escaped quote, every `"` delimits a string, so each key written `"k":` adds one `":` and a
+    string's content can only add more (a value that starts with a colon). With no quote before
+    whitespace either, no key is written `"k" :`. Then as many `":` as parsed keys means no key
+    was written twice; anything else is counted exactly."""
+    if b'\\"' not in raw and not any(quote in raw for quote in _QUOTE_THEN_SPACE) and raw.count(b'":') == parsed:
+        return parsed
     return sum(1 for colon in _STRING_AND_COLON.findall(raw) if colon)
 
 
@@ -502,7 +511,8 @@ def nesting_depth(doc: Any, limit: int) -> int:
 
 def has_duplicate_keys(raw: bytes, doc: Any) -> bool:
     """Whether the JSON text `raw`, which parsed to `doc`, repeats a key in some object."""
-    return _shape(doc, 1 << 30)[1] != _keys_in(raw)
+    keys = _shape(doc, 1 << 30)[1]
+    return keys != _keys_in(raw, keys)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

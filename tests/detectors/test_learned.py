@@ -307,6 +307,80 @@ def test_deobfuscation_shortcuts_change_nothing(text: str) -> None:
     assert toxicity.deobfuscate(text) == _deobfuscate_plainly(text)
 
 
+_OBFUSCATED = st.text(alphabet=st.sampled_from(list("abcfkuhistdwoe *#@%$!1034578.-_,?'\"\n\t\x1e")), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_OBFUSCATED, max_size=8))
+def test_deobfuscating_a_batch_at_once_is_deobfuscating_each_text(texts: list[str]) -> None:
+    """deobfuscate_many() joins the batch: no pattern may carry one text into the next, and a
+    text holding the separator itself is done alone."""
+    assert toxicity.deobfuscate_many(texts) == [toxicity.deobfuscate(text) for text in texts]
+
+
+def test_deobfuscating_across_the_join_changes_neither_text() -> None:
+    # "f" ending one text and "*ck" starting the next make a mask only when joined.
+    assert toxicity.deobfuscate_many(["oh f", "*ck that", "b!tch"]) == ["oh f", "*ck that", "bitch"]
+
+
+def test_the_any_mask_lookahead_covers_every_mask() -> None:
+    """_ANY_MASKED looks ahead for a mask's first letter: a mask starting otherwise would never run."""
+    first = re.search(r"\[(\w+)\]", toxicity._ANY_MASKED.pattern).group(1)  # type: ignore[union-attr]
+    assert all(p.pattern.startswith("\\b") and p.pattern[2] in first for p, _ in toxicity._MASKED)
+
+
+def test_profanity_model_is_alt_profanity_check() -> None:
+    """detectors/profanity.py computes the package's own predict_prob (sklearn's vectorizer and
+    its five calibrated SVMs), on chat text, edge cases and the ways people hide insults."""
+    from profanity_check import predict_prob, profanity_check
+
+    from llmwatch.detectors.profanity import ProfanityModel
+
+    model = ProfanityModel.shipped()
+    texts = ["", "  ", "a", "have a nice day", "shut up, you idiot", "You IDIOT!!! go to hell", "İstanbul STRASSE straße",
+             "ΣΑΣ ΟΔΟΣ", "x\x00y idiot\x00", "f*ck off 1d10t", "42 is 42", "the the the the", *ORDINARY, *ATTACKS, REPORT * 3]
+    assert np.array_equal(model.features(texts).toarray(), profanity_check.vectorizer.transform(texts).toarray())
+    assert np.abs(model.predict_prob(texts) - predict_prob(texts)).max() < 1e-12
+    assert model.predict_prob([]).shape == (0,)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=30) | _OBFUSCATED, min_size=1, max_size=6))
+def test_profanity_model_matches_the_package_on_any_text(texts: list[str]) -> None:
+    from profanity_check import predict_prob
+
+    from llmwatch.detectors.profanity import ProfanityModel
+
+    assert np.abs(ProfanityModel.shipped().predict_prob(texts) - predict_prob(texts)).max() < 1e-12
+
+
+def test_profanity_model_refuses_a_layout_it_does_not_compute() -> None:
+    """A later alt-profanity-check with, say, word bigrams must fail at load, not score wrongly."""
+    import copy
+
+    from profanity_check import profanity_check
+
+    from llmwatch.detectors.profanity import ProfanityModel
+
+    bigrams = copy.deepcopy(profanity_check.vectorizer).set_params(ngram_range=(1, 2))
+    with pytest.raises(ValueError, match="layout"):
+        ProfanityModel(bigrams, profanity_check.model)
+
+
+_PHRASES = st.sampled_from(["ignore", "all previous", "instructions", "you are now", "dan", "reveal", "the system prompt",
+                            "base64", "as an ai", "hello", "Ignore", "from now on", " ", "\n", ". ", ": ", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_PHRASES, max_size=8).map("".join), max_size=6))
+def test_annotating_a_batch_at_once_is_annotating_each_text(texts: list[str]) -> None:
+    """annotate_many() joins the batch by newlines: a concept found across two texts counts for
+    neither, one at a text's edge counts as it would alone."""
+    from llmwatch.detectors.concepts import annotate, annotate_many
+
+    assert annotate_many(texts, "injection") == [annotate(text, "injection") for text in texts]
+
+
 def test_concept_patterns_are_lower_case_so_lowered_text_matches_them() -> None:
     """annotate() lower-cases the text and matches case-sensitively: a pattern with an upper-case
     letter would never match."""
