@@ -293,6 +293,12 @@ class Grounding(Adaptable):
                            + (f"+{backend.version}" if backend else ""))
         self.threshold = 0.5
 
+    @property
+    def offloadable(self) -> bool:
+        """The offline model may score in the worker's scoring process; an NLI model stays with
+        the worker (one copy of its weights, on its device)."""
+        return self.backend is None
+
     def response_probabilities(self, features: np.ndarray, adapter: Any = None) -> np.ndarray:
         """P(unsupported) of each row of response features: the shipped model's, or the adapter's
         over its logit and the standardised features."""

@@ -68,6 +68,7 @@ def windows(text: str, size: int = WINDOW) -> list[str]:
 class Injection:
     name = "injection"
     targets = ("input", "context")
+    offloadable = True  # may score in the worker's scoring process (ingest/pipeline/scoring.py)
 
     def __init__(self, model: HashedTextModel, threshold: float = THRESHOLD) -> None:
         self.model = model

@@ -177,6 +177,7 @@ class LearnedToxicity(Adaptable):
 
     name = "toxicity"
     targets = TARGETS
+    offloadable = True  # may score in the worker's scoring process (ingest/pipeline/scoring.py)
 
     def __init__(self, model: Any, threshold: float = THRESHOLD) -> None:
         self.model = model
@@ -219,6 +220,7 @@ class ProfanityCheckToxicity:
     name = "toxicity"
     version = "profanity-check-2"
     targets = TARGETS
+    offloadable = True
 
     def __init__(self, threshold: float = THRESHOLD) -> None:
         self._predict_prob = ProfanityModel.shipped().predict_prob

@@ -42,6 +42,7 @@ from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_events, redact_span, redact_text
 from llmwatch.ingest.pipeline.pricing import PriceTable
+from llmwatch.ingest.pipeline.scoring import ScoringProcess, offloadable, score_isolated
 from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
@@ -85,8 +86,11 @@ class BatchHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        scoring: ScoringProcess | None = None,
     ) -> None:
         self.settings = settings
+        # Holds copies of some of `detectors` (ingest/pipeline/scoring.py); these stay the truth.
+        self.scoring = scoring
         # Where the time goes, per stage (reported with the heartbeat; bench/pipeline.py).
         self.clock_stages = StageClock()
         self.store = TimedStore(store, self.clock_stages)
@@ -111,11 +115,31 @@ class BatchHandler:
         self.totals = {"traces": 0, "spans": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-        rows = []
-        for detector in self.detectors:
-            with self.clock_stages(f"detector {detector.name}"):
-                rows += _score_isolated(detector, events)
-        return rows
+        """Every detector's rows, in the order of the detectors. The scoring process, when there
+        is one, scores its detectors while this thread scores the others."""
+        helper = self.scoring if self.scoring is not None and self.scoring.usable else None
+        if helper is None:
+            return [row for detector in self.detectors for row in self._score_here(detector, events)]
+        offloaded = [d for d in self.detectors if d.name in helper.names]
+        with helper.scoring(events, offloaded) as collect:
+            rows = {d.name: self._score_here(d, events) for d in self.detectors if d.name not in helper.names}
+            scored = collect()
+        for detector in offloaded:
+            if scored is None:
+                rows[detector.name] = self._score_here(detector, events)
+                continue
+            cpu_s, wall_s, rows[detector.name] = scored[detector.name]
+            self.clock_stages.add(f"detector {detector.name}", cpu_s, wall_s)
+        return [row for detector in self.detectors for row in rows[detector.name]]
+
+    def _score_here(self, detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+        with self.clock_stages(f"detector {detector.name}"):
+            return score_isolated(detector, events)
+
+    def close(self) -> None:
+        """Stop the scoring process (the worker's exit stops it too: its pipe closes)."""
+        if self.scoring is not None:
+            self.scoring.stop()
 
     def _redacted(self, message: RawMessage, parsed: Parsed) -> tuple[RawMessage, Parsed]:
         """The message with PII handled per policy, before anything is stored or logged."""
@@ -440,32 +464,6 @@ class EmbeddingWriter:
         self.thread.join(timeout=10)
 
 
-def _score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-    """One event that makes a detector fail (a poison pill) costs that event its score, not the
-    batch: on failure the batch is re-scored one event at a time and the failing event gets an
-    `error` row, so the failure is visible and nothing is retried forever."""
-    try:
-        return detector.score(events)
-    except StoreError:
-        raise  # the store is down (a detector reading its reference): retry the batch, do not blame events
-    except Exception:
-        log.exception("detector %s failed on a batch of %d; isolating the event", detector.name, len(events))
-    rows: list[ScoreRow] = []
-    for event in events:
-        try:
-            rows += detector.score([event])
-        except StoreError:
-            raise
-        except Exception as exc:
-            log.error("detector %s failed on event %s: %s", detector.name, event.event_id, type(exc).__name__)
-            rows += [
-                ScoreRow(event.event_id, detector.name, detector.version, target, None, "error",
-                         {"error": type(exc).__name__})
-                for target in detector.targets
-            ]
-    return rows
-
-
 def _message_bytes(event: Any) -> int:
     return len(event.message.value or b"")
 
@@ -632,7 +630,9 @@ def run_worker(settings: Settings) -> None:
     detectors = load_all(settings.detector_names, settings)
     refresh_adapters(store, detectors)
     _one_torch_thread_on_cpu(detectors)
-    handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers))
+    offloaded = [d.name for d in detectors if offloadable(d)] if settings.uses_scoring_process else []
+    scoring = ScoringProcess(settings, offloaded) if offloaded else None
+    handler = BatchHandler(settings, store, detectors, producer(settings.bootstrap_servers), scoring=scoring)
     app = build_app(settings, handler)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
     clock_garbage_collection(handler.clock_stages)

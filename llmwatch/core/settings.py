@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,10 @@ class Settings:
         64 * 1024 * 1024, "most bytes of events per batch: a take of big events is handled in parts (memory)")
     detectors: str = setting(
         "toxicity,grounding,injection,anomaly,embedding", "comma-separated detectors every event is scored by"
+    )
+    scoring_process: str = setting(
+        "auto", "score the stateless detectors (toxicity, injection, grounding) in a helper process beside each "
+        "worker: on, off, or auto (on with two cores or more)"
     )
     max_event_bytes: int = setting(1_000_000, "events larger than this are rejected")
     max_event_depth: int = setting(32, "JSON nesting deeper than this is rejected")
@@ -198,6 +203,13 @@ class Settings:
     log_level: str = setting("INFO", "log level")
 
     @property
+    def uses_scoring_process(self) -> bool:
+        """--scoring-process resolved: auto means on where this process may run on two cores."""
+        if self.scoring_process != "auto":
+            return self.scoring_process == "on"
+        return len(os.sched_getaffinity(0)) >= 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) >= 2
+
+    @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
 
@@ -286,6 +298,8 @@ class Settings:
                 problems.append(f"{name} must be a TCP port, got {port}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.scoring_process not in ("auto", "on", "off"):
+            problems.append(f"scoring_process must be auto, on or off, got {self.scoring_process!r}")
         if self.batch_max_bytes < 1:
             problems.append(f"batch_max_bytes must be at least 1, got {self.batch_max_bytes}")
         if not 0 < self.kafka_fetch_wait_s <= 30:

@@ -1,0 +1,217 @@
+"""Scoring a batch: each detector isolated from the events that break it, and the stateless ones in
+a second process, beside the worker's own.
+
+A worker's batches run on one core: parsing, PII redaction, the detectors and the store calls
+share one GIL. Toxicity, injection and grounding with their offline models are pure functions of
+an event's text and cost about half of it (bench/pipeline.py's budget), so with
+`--scoring-process` (on by default where there are two cores or more) a helper process scores
+them while the worker runs the rest of the batch, the anomaly detector and the store calls.
+
+Nothing is lost when the helper fails. A batch it does not answer (it died, its pipe broke, it
+took longer than `SCORING_TIMEOUT_S`) is scored in the worker by the worker's own copies of the
+same detectors, and a fresh helper takes the next batch; after `MAX_FAILURES` failures in a row
+the worker scores everything itself. Review-trained adapters are set on the worker's copies
+(detectors/adapters.py: refresh_adapters) and sent along with the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from typing import Any
+
+from llmwatch.core.errors import StoreError
+from llmwatch.core.events import TraceEvent
+from llmwatch.detectors.base import Detector, ScoreRow
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_FAILURES", "SCORING_TIMEOUT_S", "ScoringProcess", "offloadable", "score_isolated"]
+
+SCORING_TIMEOUT_S = 300.0  # its first batch waits for its start-up too (imports, models: seconds)
+MAX_FAILURES = 3
+
+# (CPU seconds, wall seconds, rows) of each detector the helper ran, by name.
+Scored = dict[str, tuple[float, float, list[ScoreRow]]]
+
+
+def score_isolated(detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+    """One event that makes a detector fail (a poison pill) costs that event its score, not the
+    batch: on failure the batch is re-scored one event at a time and the failing event gets an
+    `error` row, so the failure is visible and nothing is retried forever."""
+    try:
+        return detector.score(events)
+    except StoreError:
+        raise  # the store is down (a detector reading its reference): retry the batch, do not blame events
+    except Exception:
+        log.exception("detector %s failed on a batch of %d; isolating the event", detector.name, len(events))
+    rows: list[ScoreRow] = []
+    for event in events:
+        try:
+            rows += detector.score([event])
+        except StoreError:
+            raise
+        except Exception as exc:
+            log.error("detector %s failed on event %s: %s", detector.name, event.event_id, type(exc).__name__)
+            rows += [
+                ScoreRow(event.event_id, detector.name, detector.version, target, None, "error",
+                         {"error": type(exc).__name__})
+                for target in detector.targets
+            ]
+    return rows
+
+
+def offloadable(detector: Detector) -> bool:
+    """Whether a detector may score in the helper: it says so (no state between batches, no store,
+    no GPU model: the helper builds its own copy from the settings)."""
+    return bool(getattr(detector, "offloadable", False))
+
+
+class ScoringProcess:
+    """A helper process holding its own copies of the detectors named, loaded from `settings`
+    as the worker loads its own (detectors/registry.py). One batch at a time."""
+
+    def __init__(self, settings: Any, names: Sequence[str], timeout_s: float = SCORING_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.names = list(names)
+        self.timeout_s = timeout_s
+        self.failures = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pipe: Connection | None = None
+        self._sent_adapters: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.start()
+
+    @property
+    def usable(self) -> bool:
+        return self.failures < MAX_FAILURES
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """A fresh interpreter (not a fork of a process with threads, and not multiprocessing's
+        spawn, which re-runs the caller's main module), talking over a socket pair."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from llmwatch.ingest.pipeline.scoring import main; main()", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        self._pipe = Connection(ours.detach())
+        self._pipe.send((self.settings, self.names))
+        self._sent_adapters = {}
+
+    @contextmanager
+    def scoring(self, events: Sequence[TraceEvent], detectors: Sequence[Detector]) -> Iterator[Callable[[], Scored | None]]:
+        """Send the batch now; the caller scores its own detectors meanwhile, then calls the
+        function given to collect: the helper's rows, or None when it failed (score locally)."""
+        with self._lock:
+            pending = [self._send(events, detectors)]
+
+            def collect() -> Scored | None:
+                if not pending[0]:
+                    return None
+                pending[0] = False
+                return self._receive()
+
+            try:
+                yield collect
+            finally:
+                if pending[0]:  # the caller failed before collecting: the answer must not meet the next batch
+                    collect()
+
+    def _send(self, events: Sequence[TraceEvent], detectors: Sequence[Detector]) -> bool:
+        assert self._pipe is not None
+        adapters = {d.name: d.adapter for d in detectors  # type: ignore[attr-defined]
+                    if d.name in self.names and hasattr(d, "set_adapter")}
+        changed = {name: a for name, a in adapters.items()
+                   if name not in self._sent_adapters or self._sent_adapters[name] is not a}
+        try:
+            self._pipe.send((list(events), changed))
+        except (OSError, ValueError) as exc:  # the helper is gone; ValueError: a closed pipe
+            self._failed(f"could not send it a batch: {exc}")
+            return False
+        self._sent_adapters.update(changed)
+        return True
+
+    def _receive(self) -> Scored | None:
+        assert self._pipe is not None
+        try:
+            if not self._pipe.poll(self.timeout_s):
+                self._failed(f"no answer in {self.timeout_s:g} s")
+                return None
+            answer = self._pipe.recv()
+        except (OSError, EOFError) as exc:
+            self._failed(f"it stopped ({exc or type(exc).__name__})")
+            return None
+        self.failures = 0
+        return answer
+
+    def _failed(self, reason: str) -> None:
+        self.failures += 1
+        code = self._process.poll() if self._process is not None else None
+        self.stop()
+        if self.usable:
+            log.warning("scoring process: %s (exit code %s); this batch is scored in the worker, a new process "
+                        "takes the next", reason, code)
+            self.start()
+        else:
+            log.error("scoring process: %s (exit code %s), %d times in a row; the worker scores every batch "
+                      "itself from now on", reason, code, self.failures)
+
+    def stop(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()  # ends the helper's loop
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=2.0)
+        self._process = self._pipe = None
+
+
+def main() -> None:
+    """The helper's entry: the socket's descriptor is its one argument; settings come first on it."""
+    pipe = Connection(int(sys.argv[1]))
+    try:
+        settings, names = pipe.recv()
+    except (EOFError, OSError):
+        return
+    _serve(pipe, settings, names)
+
+
+def _serve(pipe: Any, settings: Any, names: list[str]) -> None:
+    """The helper: score each batch received with every detector, until the pipe closes."""
+    from llmwatch.core.processes import tune_garbage_collector
+    from llmwatch.detectors.registry import load_all
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle; the pipe's close ends us
+    detectors = load_all(names, settings)
+    tune_garbage_collector()
+    while True:
+        try:
+            events, adapters = pipe.recv()
+        except (EOFError, OSError):
+            return
+        answer: Scored = {}
+        for detector in detectors:
+            if detector.name in adapters:
+                detector.set_adapter(adapters[detector.name])  # type: ignore[attr-defined]
+            cpu, wall = time.thread_time(), time.perf_counter()
+            rows = score_isolated(detector, events)
+            answer[detector.name] = (time.thread_time() - cpu, time.perf_counter() - wall, rows)
+        try:
+            pipe.send(answer)
+        except (OSError, ValueError):
+            return
