@@ -18,6 +18,7 @@ its supervisor restarts it from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-from llmwatch.core.chunks import split_by_size
+from llmwatch.core.chunks import chunked, split_by_size
 from llmwatch.core.errors import StoreDataError, StoreError
 from llmwatch.core.events import Feedback, Parsed, Rejection, SpanEvent, TraceEvent, parse
 from llmwatch.core.processes import tune_garbage_collector
@@ -42,7 +43,13 @@ from llmwatch.detectors.adapters import refresh_adapters
 from llmwatch.detectors.base import Detector, ScoreRow
 from llmwatch.detectors.pii import redact_bytes, redact_event, redact_events, redact_span, redact_text
 from llmwatch.ingest.pipeline.pricing import PriceTable
-from llmwatch.ingest.pipeline.scoring import ScoringProcess, offloadable, score_isolated
+from llmwatch.ingest.pipeline.scoring import (
+    SCORING_CHUNK,
+    ScoringBatch,
+    ScoringProcess,
+    offloadable,
+    score_isolated,
+)
 from llmwatch.ingest.pipeline.sink import (
     MAX_STORED_RAW_BYTES,
     RawMessage,
@@ -114,22 +121,34 @@ class BatchHandler:
         self.owned_since: dict[tuple[str, int], float] = {}
         self.totals = {"traces": 0, "spans": 0, "scores": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
-    def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+    def score(self, events: Sequence[TraceEvent], batch: ScoringBatch | None = None) -> list[ScoreRow]:
         """Every detector's rows, in the order of the detectors. The scoring process, when there
-        is one, scores its detectors while this thread scores the others."""
-        helper = self.scoring if self.scoring is not None and self.scoring.usable else None
+        is one, scores its detectors while this thread scores the others; `batch`: what it was
+        already sent (prepare sends a batch while parsing it)."""
+        helper = self._helper()
         if helper is None:
             return [row for detector in self.detectors for row in self._score_here(detector, events)]
-        offloaded = [d for d in self.detectors if d.name in helper.names]
-        with helper.scoring(events, offloaded) as collect:
-            rows = {d.name: self._score_here(d, events) for d in self.detectors if d.name not in helper.names}
-            scored = collect()
-        for detector in offloaded:
-            if scored is None:
-                rows[detector.name] = self._score_here(detector, events)
-                continue
-            cpu_s, wall_s, rows[detector.name] = scored[detector.name]
-            self.clock_stages.add(f"detector {detector.name}", cpu_s, wall_s)
+        if batch is None:
+            with helper.batch(self.detectors) as batch:
+                batch.send(events)
+                return self._score_with(batch, events)
+        return self._score_with(batch, events)
+
+    def _helper(self) -> ScoringProcess | None:
+        return self.scoring if self.scoring is not None and self.scoring.usable else None
+
+    def _score_with(self, batch: ScoringBatch, events: Sequence[TraceEvent]) -> list[ScoreRow]:
+        rows = {d.name: self._score_here(d, events) for d in self.detectors if d.name not in batch.names}
+        batch.collect()
+        for name in batch.names:
+            cpu_s, wall_s = batch.cpu_s[name], batch.wall_s[name]
+            if cpu_s or wall_s:  # clocked once per batch, as the worker's own stages are
+                self.clock_stages.add(f"detector {name}", cpu_s, wall_s)
+                batch.cpu_s[name] = batch.wall_s[name] = 0.0
+        for detector in self.detectors:
+            if detector.name in batch.names:
+                found, missing = batch.rows(detector.name, events)
+                rows[detector.name] = found + (self._score_here(detector, missing) if missing else [])
         return [row for detector in self.detectors for row in rows[detector.name]]
 
     def _score_here(self, detector: Detector, events: Sequence[TraceEvent]) -> list[ScoreRow]:
@@ -241,23 +260,32 @@ class BatchHandler:
         """Parse, redact, price, look up and score a batch; writes nothing. `in_flight`: the event
         ids of a batch that may be being written meanwhile (`write` looks those up again).
         Raises StoreError when the store stays down."""
-        with self.clock_stages("batch"):
+        helper = self._helper()
+        with self.clock_stages("batch"), helper.batch(self.detectors) if helper else contextlib.nullcontext() as scoring:
             started = self.monotonic()
             now = self.clock()
             events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []
             rejections: list[tuple[RawMessage, Rejection]] = []
-            for message, parsed in self._prepared(messages, now):
-                if isinstance(parsed, Rejection):
-                    rejections.append((message, parsed))
-                else:
-                    events.append((message, parsed))
+            # With a scoring process, each chunk goes to it once parsed: it scores while this
+            # thread parses the next (the rows are taken for the events the lookup finds new).
+            for chunk in chunked(messages, SCORING_CHUNK if scoring else len(messages)):
+                parsed_chunk = self._prepared(chunk, now)
+                for message, parsed in parsed_chunk:
+                    if isinstance(parsed, Rejection):
+                        rejections.append((message, parsed))
+                    else:
+                        events.append((message, parsed))
+                if scoring:
+                    scoring.send([p for _, p in parsed_chunk if isinstance(p, TraceEvent)])
             traces = [e for _, e in events if isinstance(e, TraceEvent)]
-            plan = self._with_retry(lambda: self._plan(traces, in_flight)) if traces else TracePlan()
+            score = partial(self.score, batch=scoring)
+            plan = self._with_retry(lambda: self._plan(traces, in_flight, score)) if traces else TracePlan()
             return PreparedBatch(messages, now, started, events, rejections, plan)
 
-    def _plan(self, traces: list[TraceEvent], in_flight: frozenset[uuid.UUID]) -> TracePlan | None:
+    def _plan(self, traces: list[TraceEvent], in_flight: frozenset[uuid.UUID],
+              score: Callable[[Sequence[TraceEvent]], list[ScoreRow]]) -> TracePlan | None:
         try:
-            return plan_traces(self.store, traces, self.score, in_flight)
+            return plan_traces(self.store, traces, score, in_flight)
         except StoreDataError:
             log.warning("looking up a batch of %d failed on its data; splitting it while writing", len(traces))
             return None

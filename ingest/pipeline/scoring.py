@@ -16,15 +16,20 @@ the worker scores everything itself. Review-trained adapters are set on the work
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,10 +39,14 @@ from llmwatch.detectors.base import Detector, ScoreRow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_FAILURES", "SCORING_TIMEOUT_S", "ScoringProcess", "offloadable", "score_isolated"]
+__all__ = ["MAX_FAILURES", "SCORING_CHUNK", "SCORING_TIMEOUT_S", "ScoringBatch", "ScoringProcess", "offloadable",
+           "score_isolated"]
 
 SCORING_TIMEOUT_S = 300.0  # its first batch waits for its start-up too (imports, models: seconds)
 MAX_FAILURES = 3
+# Events per chunk sent while a batch is parsed: the helper scores one chunk while the worker
+# parses and redacts the next, so a batch's scoring ends soon after its parsing.
+SCORING_CHUNK = 500
 
 # (CPU seconds, wall seconds, rows) of each detector the helper ran, by name.
 Scored = dict[str, tuple[float, float, list[ScoreRow]]]
@@ -77,7 +86,7 @@ def offloadable(detector: Detector) -> bool:
 
 class ScoringProcess:
     """A helper process holding its own copies of the detectors named, loaded from `settings`
-    as the worker loads its own (detectors/registry.py). One batch at a time."""
+    as the worker loads its own (detectors/registry.py). One batch at a time (`batch`)."""
 
     def __init__(self, settings: Any, names: Sequence[str], timeout_s: float = SCORING_TIMEOUT_S) -> None:
         self.settings = settings
@@ -85,7 +94,9 @@ class ScoringProcess:
         self.timeout_s = timeout_s
         self.failures = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
         self._pipe: Connection | None = None
+        self._answers: queue.Queue[Any] = queue.Queue()
         self._sent_adapters: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.start()
@@ -100,35 +111,32 @@ class ScoringProcess:
 
     def start(self) -> None:
         """A fresh interpreter (not a fork of a process with threads, and not multiprocessing's
-        spawn, which re-runs the caller's main module), talking over a socket pair."""
+        spawn, which re-runs the caller's main module), talking over a socket pair. A thread
+        reads its answers as they come, so neither side ever waits on a full socket."""
         ours, theirs = socket.socketpair()
         with theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", "from llmwatch.ingest.pipeline.scoring import main; main()", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
             )
-        self._pipe = Connection(ours.detach())
+        self._socket = ours
+        self._pipe = Connection(os.dup(ours.fileno()))
         self._pipe.send((self.settings, self.names))
         self._sent_adapters = {}
+        self._answers = queue.Queue()  # a new helper's answers only: nothing of the last one's is read
+        threading.Thread(target=_read_answers, args=(self._pipe, self._answers), name="llmwatch-scoring-answers",
+                         daemon=True).start()
 
     @contextmanager
-    def scoring(self, events: Sequence[TraceEvent], detectors: Sequence[Detector]) -> Iterator[Callable[[], Scored | None]]:
-        """Send the batch now; the caller scores its own detectors meanwhile, then calls the
-        function given to collect: the helper's rows, or None when it failed (score locally)."""
+    def batch(self, detectors: Sequence[Detector]) -> Iterator[ScoringBatch]:
+        """One batch's exchange: send it in chunks as they are parsed, collect the rows once.
+        `detectors`: the worker's copies, whose adapters the helper's must match."""
         with self._lock:
-            pending = [self._send(events, detectors)]
-
-            def collect() -> Scored | None:
-                if not pending[0]:
-                    return None
-                pending[0] = False
-                return self._receive()
-
+            batch = ScoringBatch(self, detectors)
             try:
-                yield collect
+                yield batch
             finally:
-                if pending[0]:  # the caller failed before collecting: the answer must not meet the next batch
-                    collect()
+                batch.collect()  # every answer owed is read here: none is left for the next batch
 
     def _send(self, events: Sequence[TraceEvent], detectors: Sequence[Detector]) -> bool:
         assert self._pipe is not None
@@ -145,14 +153,13 @@ class ScoringProcess:
         return True
 
     def _receive(self) -> Scored | None:
-        assert self._pipe is not None
         try:
-            if not self._pipe.poll(self.timeout_s):
-                self._failed(f"no answer in {self.timeout_s:g} s")
-                return None
-            answer = self._pipe.recv()
-        except (OSError, EOFError) as exc:
-            self._failed(f"it stopped ({exc or type(exc).__name__})")
+            answer = self._answers.get(timeout=self.timeout_s)
+        except queue.Empty:
+            self._failed(f"no answer in {self.timeout_s:g} s")
+            return None
+        if isinstance(answer, _Stopped):
+            self._failed(f"it stopped ({answer.reason})")
             return None
         self.failures = 0
         return answer
@@ -162,23 +169,89 @@ class ScoringProcess:
         code = self._process.poll() if self._process is not None else None
         self.stop()
         if self.usable:
-            log.warning("scoring process: %s (exit code %s); this batch is scored in the worker, a new process "
-                        "takes the next", reason, code)
+            log.warning("scoring process: %s (exit code %s); its events are scored in the worker, a new process "
+                        "takes the next batch", reason, code)
             self.start()
         else:
             log.error("scoring process: %s (exit code %s), %d times in a row; the worker scores every batch "
                       "itself from now on", reason, code, self.failures)
 
     def stop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)  # wakes the answer thread; the helper reads its end
+            self._socket.close()
         if self._pipe is not None:
-            self._pipe.close()  # ends the helper's loop
+            self._pipe.close()
         if self._process is not None:
             try:
                 self._process.wait(timeout=2.0)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(timeout=2.0)
-        self._process = self._pipe = None
+        self._process = self._pipe = self._socket = None
+
+
+class ScoringBatch:
+    """The rows the helper gave for one batch's events, by detector and event id."""
+
+    def __init__(self, process: ScoringProcess, detectors: Sequence[Detector]) -> None:
+        self.process = process
+        self.detectors = detectors
+        self.names = process.names
+        self.failed = False
+        self._sent: set[uuid.UUID] = set()
+        self._owed = 0
+        self._rows: dict[str, dict[uuid.UUID, list[ScoreRow]]] = {name: {} for name in self.names}
+        self.cpu_s = dict.fromkeys(self.names, 0.0)
+        self.wall_s = dict.fromkeys(self.names, 0.0)
+
+    def send(self, events: Sequence[TraceEvent]) -> None:
+        """Score these too (each event once per batch); returns at once."""
+        fresh = [e for e in events if e.event_id not in self._sent]
+        if not fresh or self.failed:
+            return
+        if not self.process._send(fresh, self.detectors):
+            self.failed = True
+            return
+        self._sent.update(e.event_id for e in fresh)
+        self._owed += 1
+
+    def collect(self) -> None:
+        """Wait for every answer owed; after a failure the rest are the worker's to score."""
+        while self._owed and not self.failed:
+            answer = self.process._receive()
+            if answer is None:
+                self.failed = True
+                return
+            self._owed -= 1
+            for name, (cpu_s, wall_s, rows) in answer.items():
+                self.cpu_s[name] += cpu_s
+                self.wall_s[name] += wall_s
+                by_event = self._rows[name]
+                for row in rows:
+                    by_event.setdefault(row.event_id, []).append(row)
+
+    def rows(self, name: str, events: Sequence[TraceEvent]) -> tuple[list[ScoreRow], list[TraceEvent]]:
+        """The helper's rows of detector `name` for `events`, and the events it has none for."""
+        self.collect()
+        by_event = self._rows[name]
+        found = [row for e in events if e.event_id in by_event for row in by_event[e.event_id]]
+        return found, [e for e in events if e.event_id not in by_event]
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    reason: str
+
+
+def _read_answers(pipe: Connection, answers: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            answers.put(pipe.recv())
+        except (EOFError, OSError) as exc:  # closed: by stop(), or by the helper's end
+            answers.put(_Stopped(str(exc) or type(exc).__name__))
+            return
 
 
 def main() -> None:

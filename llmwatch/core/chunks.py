@@ -1,11 +1,12 @@
-"""Splitting a sequence into runs bounded by size: batches by bytes, insert bodies by bytes."""
+"""Splitting a sequence into runs bounded by size: batches by bytes, insert bodies by bytes, a
+batch into the chunks the scoring process takes while the rest is parsed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-__all__ = ["split_by_size"]
+__all__ = ["chunked", "split_by_size"]
 
 T = TypeVar("T")
 
@@ -30,3 +31,14 @@ def split_by_size(items: Sequence[T], size: Callable[[T], int], limit: int) -> I
         total += n
     if run:
         yield run
+
+
+def chunked(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    """Consecutive runs of `items` of `n` each (the last may be shorter); n < 1 counts as 1.
+
+    >>> [list(c) for c in chunked("abcde", 2)]
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    n = max(n, 1)
+    for start in range(0, len(items), n):
+        yield items[start : start + n]
