@@ -65,6 +65,7 @@ _OUTSIDE_BATCHES = ("batch", *_OWN_THREADS, "store insert workers")
 # Timed inside the other stages (llmwatch.core.stages.GARBAGE_COLLECTION, spelt out so that this
 # script also measures commits from before it): shown beside them, never subtracted.
 _WITHIN_OTHERS = "garbage collection"
+_IN_SCORING_PROCESS = "(scoring process)"  # ingest.pipeline.scoring.SCORING_PROCESS_STAGE, for older commits too
 
 
 def demo_events(n: int, prefix: str) -> list[dict[str, Any]]:
@@ -182,6 +183,8 @@ def budget(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[s
     worker_wall = _delta(after["worker"]["wall_s"], before["worker"]["wall_s"])
     worker_process = after["worker"]["process_cpu_s"] - before["worker"]["process_cpu_s"]
     within_others = worker_cpu.pop(_WITHIN_OTHERS, None)
+    # Detectors the scoring process ran: its CPU, not the worker process's (listed, not subtracted).
+    helper = {k: worker_cpu.pop(k) for k in list(worker_cpu) if k.endswith(_IN_SCORING_PROCESS)}
     inside = {k: v for k, v in worker_cpu.items() if k not in _OUTSIDE_BATCHES}
     stages = {k: {"cpu_us": v * per, "wall_us": worker_wall.get(k, 0.0) * per} for k, v in inside.items()}
     batch_cpu = worker_cpu.get("batch", 0.0)
@@ -191,6 +194,8 @@ def budget(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[s
             stages[f"{name} (own thread)"] = {"cpu_us": worker_cpu[name] * per, "wall_us": worker_wall.get(name, 0) * per}
     outside = worker_process - sum(worker_cpu.get(k, 0.0) for k in _OUTSIDE_BATCHES)
     stages["faust (Kafka fetch, decode, acks, commits, timers) and torch's threads"] = {"cpu_us": outside * per, "wall_us": 0.0}
+    for name, seconds in helper.items():
+        stages[name] = {"cpu_us": seconds * per, "wall_us": worker_wall.get(name, 0.0) * per}
     if within_others is not None:
         stages[f"({_WITHIN_OTHERS}, inside the stages above)"] = {
             "cpu_us": within_others * per, "wall_us": worker_wall.get(_WITHIN_OTHERS, 0.0) * per}

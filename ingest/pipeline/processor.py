@@ -45,6 +45,7 @@ from llmwatch.detectors.pii import redact_bytes, redact_event, redact_events, re
 from llmwatch.ingest.pipeline.pricing import PriceTable
 from llmwatch.ingest.pipeline.scoring import (
     SCORING_CHUNK,
+    SCORING_PROCESS_STAGE,
     ScoringBatch,
     ScoringProcess,
     offloadable,
@@ -142,8 +143,8 @@ class BatchHandler:
         batch.collect()
         for name in batch.names:
             cpu_s, wall_s = batch.cpu_s[name], batch.wall_s[name]
-            if cpu_s or wall_s:  # clocked once per batch, as the worker's own stages are
-                self.clock_stages.add(f"detector {name}", cpu_s, wall_s)
+            if cpu_s or wall_s:  # the helper's CPU, not this process's: a stage of its own name
+                self.clock_stages.add(f"detector {name} {SCORING_PROCESS_STAGE}", cpu_s, wall_s)
                 batch.cpu_s[name] = batch.wall_s[name] = 0.0
         for detector in self.detectors:
             if detector.name in batch.names:
