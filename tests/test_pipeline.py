@@ -90,8 +90,11 @@ def test_sdk_and_plain_producer_events_each_stored_once(
         # Its heartbeat says where its time went: every stage of its batches, with CPU and calls.
         wait_until(lambda: stages_of(embedded_store, worker.pid)[2].get("parse", 0) > 0, 30, "stages")
         process_cpu, cpu, calls = stages_of(embedded_store, worker.pid)
-        assert {"batch", "parse", "pii", "detector toxicity", "store insert traces", "store insert scores"} <= set(cpu)
-        inside = cpu["parse"] + cpu["pii"] + sum(v for k, v in cpu.items() if k.startswith("detector "))
+        assert {"batch", "parse", "pii", "store insert traces", "store insert scores"} <= set(cpu)
+        # Toxicity scores in the scoring process where there are two cores (a stage of its own name).
+        assert {"detector toxicity", "detector toxicity (scoring process)"} & set(cpu)
+        inside = cpu["parse"] + cpu["pii"] + sum(v for k, v in cpu.items()
+                                                 if k.startswith("detector ") and not k.endswith("(scoring process)"))
         assert 0 < inside <= cpu["batch"] <= process_cpu
         assert calls["batch"] == 2 * calls["parse"]  # each batch is prepared, then written, apart
     finally:
@@ -216,6 +219,41 @@ def test_redact_policy_keeps_pii_out_of_store_dlq_and_logs(
     pii = embedded_store.query(f"SELECT pii FROM {db}.traces")[0][0]
     assert pii["input.email"] == pii["output.card"] == pii["context.iban"] == 1
     assert "[EMAIL]" in dump and "[CARD]" in sinks["dlq"]
+
+
+@pytest.mark.parametrize("scoring_process", ["on", "off"])
+def test_the_worker_scores_in_its_scoring_process_when_asked(
+    stack_settings: Settings, embedded_store: ClickHouseStore, tmp_path: Path, scoring_process: str
+) -> None:
+    """--scoring-process on: toxicity and injection score in the worker's child process (their
+    stages say so), and every row is there; off: in the worker, and it has no child."""
+    settings = replace(stack_settings, scoring_process=scoring_process, detectors="toxicity,injection,anomaly")
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: worker_alive(embedded_store, worker.pid), 60, "worker")
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        for i in range(300):
+            producer.produce(settings.traces_topic, plain_event(i))
+        assert producer.flush(30) == 0
+        # Toxicity of input and output, injection of input and context, anomaly of the event.
+        wait_until(lambda: table_counts(embedded_store)[:3] == (300, 300, 1500), 90, "all rows")
+        in_helper = f"detector toxicity {'(scoring process)' if scoring_process == 'on' else ''}".strip()
+        wait_until(lambda: in_helper in stages_of(embedded_store, worker.pid)[1], 30, "stages")
+        assert bool(children(worker.pid)) == (scoring_process == "on")
+    finally:
+        stop_process(worker, timeout_s=10)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def test_a_take_of_big_events_is_handled_in_parts_bounded_by_bytes(

@@ -179,10 +179,10 @@ class BatchHandler:
         detail = redact_text(parsed.detail, strictest, policy.key)[0]
         return replace(message, value=value), replace(parsed, detail=detail, raw=value)
 
-    def _prepared(self, messages: Sequence[RawMessage], now: datetime) -> list[tuple[RawMessage, Parsed]]:
+    def _prepared(self, messages: Sequence[RawMessage], now: datetime,
+                  clock: StageClock) -> list[tuple[RawMessage, Parsed]]:
         """Parse, redact and price a batch, each step over the whole batch. Never raises:
         whatever goes wrong with one message rejects that message alone."""
-        clock = self.clock_stages
         with clock("parse"):
             parsed = [self._isolated(m, partial(self._parse, m, now)) for m in messages]
         with clock("pii"):
@@ -269,8 +269,9 @@ class BatchHandler:
             rejections: list[tuple[RawMessage, Rejection]] = []
             # With a scoring process, each chunk goes to it once parsed: it scores while this
             # thread parses the next (the rows are taken for the events the lookup finds new).
+            chunks = StageClock()  # parse, pii and pricing of the chunks, clocked as one call each
             for chunk in chunked(messages, SCORING_CHUNK if scoring else len(messages)):
-                parsed_chunk = self._prepared(chunk, now)
+                parsed_chunk = self._prepared(chunk, now, chunks)
                 for message, parsed in parsed_chunk:
                     if isinstance(parsed, Rejection):
                         rejections.append((message, parsed))
@@ -278,6 +279,7 @@ class BatchHandler:
                         events.append((message, parsed))
                 if scoring:
                     scoring.send([p for _, p in parsed_chunk if isinstance(p, TraceEvent)])
+            self.clock_stages.merge(chunks)
             traces = [e for _, e in events if isinstance(e, TraceEvent)]
             score = partial(self.score, batch=scoring)
             plan = self._with_retry(lambda: self._plan(traces, in_flight, score)) if traces else TracePlan()

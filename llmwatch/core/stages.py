@@ -51,6 +51,12 @@ class StageClock:
             self.wall_s[stage] = self.wall_s.get(stage, 0.0) + wall_s
             self.calls[stage] = self.calls.get(stage, 0) + 1
 
+    def merge(self, other: StageClock) -> None:
+        """Add each stage of `other` as one call: a batch's stages timed in parts count once."""
+        cpu_s, wall_s, _ = other.totals()
+        for stage, seconds in cpu_s.items():
+            self.add(stage, seconds, wall_s[stage])
+
     def totals(self) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
         """(CPU seconds, wall seconds, calls) per stage, copied."""
         with self._lock:
