@@ -31,7 +31,12 @@ class ScoreRow:
 
 class Detector(Protocol):
     """Scores a batch of events. Weights load in the module's `load(settings)`, never at import,
-    so processes that do not score never import model code."""
+    so processes that do not score never import model code.
+
+    A detector may also say `offloadable = True`: the worker's scoring process may then score it
+    from its own copy, loaded from the same settings (ingest/pipeline/scoring.py). Only for one
+    that keeps no state between batches, reads no store, holds no GPU model, and reads nothing of
+    an event but its `event_id`, `input`, `output` and `context`."""
 
     name: str  # written to the `detector` column
     version: str  # bump when the meaning of a score changes
