@@ -54,6 +54,7 @@ from _common import ROOT, cpu_s, cpu_s_of, free_port, print_table, stop_process,
 
 from llmwatch import Emitter
 from llmwatch.core.errors import StoreError
+from llmwatch.core.processes import children
 from llmwatch.ingest.demo.generator import Scenario
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
@@ -114,17 +115,6 @@ def processes(data_dir: Path) -> dict[str, int]:
     helpers = {f"{name}'s scoring process": child for name, pid in pids.items() if "worker" in name
                for child in children(pid)}
     return {**pids, **helpers, "load generator (this process)": os.getpid()}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # field 4: the parent's pid
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def snapshot(data_dir: Path, store: ClickHouseStore, url: str) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def annotate_many(texts: Sequence[str], concepts: str) -> list[str]:
         for match in pattern.finditer(batch):
             first = bisect.bisect_right(ends, match.start())
             last = bisect.bisect_right(ends, max(match.end() - 1, match.start()))
-            inside = first == last and match.start() > ends[first] - len(lowered[first]) - 1 and match.end() < ends[first] - 1
+            begins = ends[first] - len(lowered[first]) - 1  # where text `first` starts in the batch
+            inside = first == last and begins < match.start() and match.end() < ends[first] - 1
             for k in range(first, last + 1):
                 if token not in found[k] and (inside or pattern.search(lowered[k])):
                     found[k].append(token)

@@ -1,4 +1,4 @@
-"""alt-profanity-check's model, scored a batch at a time: the same probabilities, a fraction of the time.
+"""alt-profanity-check's model scored a batch at a time: the same probabilities, in half the time.
 
 The package's `predict_prob` runs scikit-learn's TfidfVectorizer (a Python loop over every text,
 its tokens and their n-grams) and then five calibrated LinearSVCs. Its model is small: word

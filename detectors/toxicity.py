@@ -9,8 +9,9 @@ Backends (setting `toxicity_model`):
   written by `llmwatch train toxicity` loads that model instead.
 * `profanity-check`: alt-profanity-check's shipped linear model (TF-IDF + linear SVM,
   calibrated), scored a batch at a time by detectors/profanity.py. No download. Its vocabulary
-  misses the ways people hide insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also scored after undoing those,
-  and the higher score counts (bench/quality.py measures the gain on obfuscated text).
+  misses the ways people hide insults (f*ck, 1d10t, f u c k, fuuuck, b!tch), so each text is also
+  scored after undoing those, and the higher score counts (bench/quality.py measures the gain on
+  obfuscated text).
 * a path to a detoxify checkpoint (`.ckpt`, original / unbiased / multilingual, saved with its
   tokenizer and config in a local folder: see docs/detectors.md). Runs on the GPU when present, in
   length-sorted batches under fp16 autocast. With `toxicity_cascade_below` > 0 the cheap model
@@ -114,7 +115,8 @@ def deobfuscate_many(texts: Sequence[str]) -> list[str]:
     ends = list(itertools.accumulate(len(part) + 1 for part in parts))
     flagged: set[int] = set()
     for match in _ANY_MASKED.finditer(batch):
-        first, last = bisect.bisect_right(ends, match.start()), bisect.bisect_right(ends, max(match.end() - 1, 0))
+        first = bisect.bisect_right(ends, match.start())
+        last = bisect.bisect_right(ends, max(match.end() - 1, match.start()))
         flagged.update(range(first, last + 1))
     for k in flagged:
         if _ANY_MASKED.search(parts[k]):

@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from llmwatch import Emitter
+from llmwatch.core.processes import children
 from llmwatch.core.settings import Settings, settings_env
 from llmwatch.storage.clickhouse import ClickHouseStore
 from tests.conftest import stop_process, wait_until
@@ -243,17 +244,6 @@ def test_the_worker_scores_in_its_scoring_process_when_asked(
     finally:
         stop_process(worker, timeout_s=10)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def test_a_take_of_big_events_is_handled_in_parts_bounded_by_bytes(

@@ -262,7 +262,8 @@ class BatchHandler:
         ids of a batch that may be being written meanwhile (`write` looks those up again).
         Raises StoreError when the store stays down."""
         helper = self._helper()
-        with self.clock_stages("batch"), helper.batch(self.detectors) if helper else contextlib.nullcontext() as scoring:
+        exchange = helper.batch(self.detectors) if helper else contextlib.nullcontext()
+        with self.clock_stages("batch"), exchange as scoring:
             started = self.monotonic()
             now = self.clock()
             events: list[tuple[RawMessage, TraceEvent | Feedback | SpanEvent]] = []

@@ -7,11 +7,14 @@ an event's text and cost about half of it (bench/pipeline.py's budget), so with
 `--scoring-process` (on by default where there are two cores or more) a helper process scores
 them while the worker runs the rest of the batch, the anomaly detector and the store calls.
 
-Nothing is lost when the helper fails. A batch it does not answer (it died, its pipe broke, it
-took longer than `SCORING_TIMEOUT_S`) is scored in the worker by the worker's own copies of the
-same detectors, and a fresh helper takes the next batch; after `MAX_FAILURES` failures in a row
-the worker scores everything itself. Review-trained adapters are set on the worker's copies
-(detectors/adapters.py: refresh_adapters) and sent along with the next batch.
+A batch goes to the helper in chunks as the worker parses it (`ScoringBatch.send`), and the rows
+come back by event id, for whichever events the worker's lookup keeps (`ScoringBatch.rows`).
+
+Nothing is lost when the helper fails. Events it has not answered for (it died, its socket broke,
+it took longer than `SCORING_TIMEOUT_S`) are scored in the worker by the worker's own copies of
+the same detectors, and a fresh helper takes the next batch; after `MAX_FAILURES` failures in a
+row the worker scores everything itself. Review-trained adapters are set on the worker's copies
+(detectors/adapters.py: refresh_adapters) and sent along with the next chunk.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from llmwatch.detectors.base import Detector, ScoreRow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_FAILURES", "SCORING_CHUNK", "SCORING_PROCESS_STAGE", "SCORING_TIMEOUT_S", "ScoringBatch", "ScoringProcess", "offloadable",
-           "score_isolated"]
+__all__ = ["MAX_FAILURES", "SCORING_CHUNK", "SCORING_PROCESS_STAGE", "SCORING_TIMEOUT_S", "ScoringBatch",
+           "ScoringProcess", "offloadable", "score_isolated"]
 
 SCORING_TIMEOUT_S = 300.0  # its first batch waits for its start-up too (imports, models: seconds)
 MAX_FAILURES = 3

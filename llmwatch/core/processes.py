@@ -9,12 +9,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llmwatch.core.errors import PortInUse
 
 __all__ = [
     "check_ports_free",
+    "children",
     "free_port",
     "is_loopback",
     "port_open",
@@ -62,6 +64,18 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str = "con
         time.sleep(0.1)
     msg = f"{what} not ready after {timeout_s}s"
     raise TimeoutError(msg)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the processes whose parent is `pid` (Linux /proc; none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # field 4: the parent's pid
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):  # ended meanwhile
+            continue
+    return found
 
 
 def stop_process(process: subprocess.Popen[Any], timeout_s: float = 3.0) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmwatch.core.errors import ConfigError
 from llmwatch.core.events import TraceEvent
 from llmwatch.core.processes import wait_until
 from llmwatch.core.settings import Settings
@@ -173,6 +174,8 @@ def test_only_stateless_cpu_detectors_are_offloaded() -> None:
     assert chosen == {"toxicity": True, "injection": True, "grounding": True, "anomaly": False}
     assert Settings(scoring_process="on").uses_scoring_process
     assert not Settings(scoring_process="off").uses_scoring_process
+    with pytest.raises(ConfigError, match="scoring_process must be auto, on or off"):
+        Settings.from_env({"LLMWATCH_SCORING_PROCESS": "yes"})
 
 
 def test_the_helper_ends_with_its_worker(tmp_path: Path) -> None:
