@@ -18,7 +18,14 @@ sys.path.insert(0, str(ROOT))
 
 from llmwatch.core.processes import free_port, stop_process, wait_until  # noqa: E402
 
-__all__ = ["batch_handler", "cpu_s", "cpu_s_of", "demo_messages", "free_port", "print_table", "start_store",
+try:
+    from llmwatch.core.processes import children
+except ImportError:  # pipeline.py --against a commit from before the scoring process: no worker had a child
+
+    def children(pid: int) -> list[int]:  # type: ignore[misc]
+        return []
+
+__all__ = ["batch_handler", "children", "cpu_s", "cpu_s_of", "demo_messages", "free_port", "print_table", "start_store",
            "start_tansu", "stop_process", "store_url", "wait_until", "write_json"]
 
 TICKS = os.sysconf("SC_CLK_TCK")

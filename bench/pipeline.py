@@ -50,11 +50,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from _common import ROOT, cpu_s, cpu_s_of, free_port, print_table, stop_process, store_url, wait_until, write_json
+from _common import (
+    ROOT,
+    children,
+    cpu_s,
+    cpu_s_of,
+    free_port,
+    print_table,
+    stop_process,
+    store_url,
+    wait_until,
+    write_json,
+)
 
 from llmwatch import Emitter
 from llmwatch.core.errors import StoreError
-from llmwatch.core.processes import children
 from llmwatch.ingest.demo.generator import Scenario
 from llmwatch.storage.clickhouse import ClickHouseStore
 from llmwatch.storage.migrate import migrate
