@@ -60,10 +60,12 @@ _MASKED = [
     ]
 ]
 # Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten. Each
-# starts `\b` and one of these letters: the lookahead turns most positions away before the ten
+# starts `\b` and a letter: a lookahead for those letters turns most positions away before the ten
 # branches are tried (half the time of the bare alternation).
+_MASK_FIRST_LETTERS = "".join(sorted({pattern.pattern.removeprefix(r"\b")[0] for pattern, _ in _MASKED}))
 _ANY_MASKED = re.compile(
-    r"(?=[fsbacdwi])\b(?:" + "|".join(pattern.pattern.removeprefix(r"\b") for pattern, _ in _MASKED) + ")", re.IGNORECASE
+    rf"(?=[{_MASK_FIRST_LETTERS}])\b(?:" + "|".join(pattern.pattern.removeprefix(r"\b") for pattern, _ in _MASKED) + ")",
+    re.IGNORECASE,
 )
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
 # Only tokens with a character _LEET changes can change: most tokens are skipped in C.
