@@ -141,11 +141,8 @@ class BatchHandler:
     def _score_with(self, batch: ScoringBatch, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         rows = {d.name: self._score_here(d, events) for d in self.detectors if d.name not in batch.names}
         batch.collect()
-        for name in batch.names:
-            cpu_s, wall_s = batch.cpu_s[name], batch.wall_s[name]
-            if cpu_s or wall_s:  # the helper's CPU, not this process's: a stage of its own name
-                self.clock_stages.add(f"detector {name} {SCORING_PROCESS_STAGE}", cpu_s, wall_s)
-                batch.cpu_s[name] = batch.wall_s[name] = 0.0
+        for name, (cpu_s, wall_s) in batch.take_times().items():  # the helper's CPU: a stage of its own name
+            self.clock_stages.add(f"detector {name} {SCORING_PROCESS_STAGE}", cpu_s, wall_s)
         for detector in self.detectors:
             if detector.name in batch.names:
                 found, missing = batch.rows(detector.name, events)

@@ -244,6 +244,14 @@ class ScoringBatch:
                     by_event.setdefault(event_id, []).append(
                         ScoreRow(event_id, name, version, target, score, label, details))
 
+    def take_times(self) -> dict[str, tuple[float, float]]:
+        """(CPU, wall) seconds per detector the helper spent since the last take, then zeroed."""
+        spent = {name: (self.cpu_s[name], self.wall_s[name]) for name in self.names
+                 if self.cpu_s[name] or self.wall_s[name]}
+        for name in spent:
+            self.cpu_s[name] = self.wall_s[name] = 0.0
+        return spent
+
     def rows(self, name: str, events: Sequence[TraceEvent]) -> tuple[list[ScoreRow], list[TraceEvent]]:
         """The helper's rows of detector `name` for `events`, and the events it has none for."""
         self.collect()
