@@ -169,6 +169,36 @@ CLAIM_FEATURES = ("missing_share", "missing_names", "uncovered", "unknown_number
 _UNKNOWN_NUMBERS = CLAIM_FEATURES.index("unknown_numbers")  # its claim maximum, in response features
 
 
+@dataclass(frozen=True)
+class _Document:
+    """What one retrieved document contributes to an event's evidence."""
+
+    terms: frozenset[str]
+    sentence_terms: tuple[frozenset[str], ...]  # one set per sentence (split_claims)
+    numbers: frozenset[str]
+    negated: bool
+
+
+# A RAG app retrieves from a corpus, so the same chunks come back event after event: each is
+# read once, not once per event that retrieved it. Keyed by the text itself; chunks of up to
+# 4,096 characters are kept, 4,096 of them (~40 MB at most, ~10 MB for chunks of 1,000).
+_CACHED_DOCUMENT_CHARS = 4096
+
+
+def _document(doc: str) -> _Document:
+    return _cached_document(doc) if len(doc) <= _CACHED_DOCUMENT_CHARS else _read_document(doc)
+
+
+def _read_document(doc: str) -> _Document:
+    return _Document(frozenset(content_terms(doc)),
+                     tuple(frozenset(content_terms(s)) for s in split_claims(doc)),
+                     frozenset(n.replace(",", "") for n in _NUMBER.findall(doc)),
+                     _NEGATION.search(doc) is not None)
+
+
+_cached_document = functools.lru_cache(maxsize=4096)(_read_document)
+
+
 @dataclass
 class Evidence:
     """What a response is checked against, prepared once per event."""
@@ -176,16 +206,20 @@ class Evidence:
     known: set[str]
     question_terms: set[str]
     numbers: set[str]
-    passage_terms: list[set[str]]
+    passage_terms: list[frozenset[str]]
     negated: bool
 
     @classmethod
     def of(cls, context: Sequence[str], question: str) -> Evidence:
-        passages = _passages(context)
-        return cls(known_terms((*context, question)), set(content_terms(question)),
-                   {n.replace(",", "") for doc in context for n in _NUMBER.findall(doc)},
-                   [set(content_terms(p)) for p in passages] or [set()],
-                   any(_NEGATION.search(doc) for doc in context))
+        documents = [_document(doc) for doc in context]
+        question_terms = set(content_terms(question))
+        # The passages are the documents' sentences, or the documents themselves when none has
+        # one (as _passages).
+        passage_terms = [terms for d in documents for terms in d.sentence_terms] or \
+                        [d.terms for doc, d in zip(context, documents) if doc.strip()]
+        return cls(question_terms.union(*(d.terms for d in documents)), question_terms,
+                   set().union(*(d.numbers for d in documents)), passage_terms or [frozenset()],
+                   any(d.negated for d in documents))
 
 
 def _handset(names: int, words: int, present: int) -> float:
