@@ -163,3 +163,9 @@ def test_a_big_insert_goes_as_several_bodies_of_whole_rows(store: ClickHouseStor
     assert max(bodies[:-1]) <= 2_000 and bodies[-1] > 5_000  # the big row went alone
     assert store.query(f"SELECT count(), uniqExact(n), sum(length(s)) FROM {store.database}.probe_big") == [
         (101, 101, 100 * 90 + 5_000)]
+    # Under the limit, the same rows go as one body (a JSON array), and arrive as rows.
+    bodies.clear()
+    small.max_insert_bytes = 1_000_000
+    small.insert("probe_big", [{**row, "n": row["n"] + 1_000} for row in rows])
+    assert len(bodies) == 1
+    assert store.query(f"SELECT count(), uniqExact(n) FROM {store.database}.probe_big") == [(202, 202)]
