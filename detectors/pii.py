@@ -172,7 +172,10 @@ _PATTERNS = (
     _Pattern("card", re.compile(rf"\d{_WORD}(?:[ -]?\d){{12,18}}\b"), _card_ok),
     # Not inside a longer dotted number (a version, an OID): "1.2.3.4.5" is no address.
     _Pattern("ip", re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\d|\.\d)"), _ipv4_ok),
-    _Pattern("ip", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ip_ok),
+    # IPv6: `(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])`, with its first group
+    # written to start with a character (a hex digit or a colon) so that the scan skips the rest.
+    _Pattern("ip", re.compile(r"(?:[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}:|:(?<![\w:].))(?:[0-9A-Fa-f]{0,4}:){1,6}"
+                              r"[0-9A-Fa-f]{0,4}(?![\w:])"), _ip_ok),
     # Phone numbers: +CC, (area) or plain digits, not preceded by a word character or '+'. One
     # pattern per first character, so the + and ( scans jump between those characters and the
     # digit scan tries one thing per digit (one pattern for all three: 110 ms on a megabyte of

@@ -222,6 +222,19 @@ def test_every_pattern_is_linear_on_adversarial_megabytes(name: str) -> None:
         assert full < 24 * max(_cpu_seconds(pattern, eighth), 0.002), f"{label} is not linear"
 
 
+_PLAIN_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789abcdefAFgx:. _\n")), max_size=40))
+def test_the_ipv6_pattern_matches_what_its_plain_form_matches(text: str) -> None:
+    """The IPv6 pattern starts with a character, for speed; it finds the plain form's spans."""
+    import re
+
+    (fast,) = [p.regex for p in pii._PATTERNS if p.kind == "ip" and "A-Fa-f" in p.regex.pattern]
+    assert [m.span() for m in fast.finditer(text)] == [m.span() for m in re.finditer(_PLAIN_IPV6, text)]
+
+
 def test_redacting_a_megabyte_of_emails_is_fast() -> None:
     """Many matches: the overlap check between patterns is linear too."""
     text = "mail a@b.cc or 4111 1111 1111 1111 now " * (_MB // 40)
