@@ -29,6 +29,7 @@ import numpy as np
 
 from llmwatch.core.errors import DetectorLoadError
 from llmwatch.core.events import TraceEvent
+from llmwatch.core.lru import Lru
 from llmwatch.detectors.base import NOT_APPLICABLE, ScoreRow
 from llmwatch.detectors.hashed import HashedTextModel
 
@@ -37,6 +38,11 @@ __all__ = ["Injection", "load", "sentences", "shipped_model", "windows"]
 THRESHOLD = 0.5
 WINDOW = 3  # sentences per window: a planted instruction is one or two
 MAX_WINDOWS = 48  # per text; longer texts get longer windows (see windows())
+# A RAG app retrieves from a corpus, so the same passages come back event after event: each one's
+# scan is remembered (a pure function of its text, for this detector's model). Passages of up to
+# 4,096 characters, 4,096 of them: ~20 MB at most.
+CACHED_PASSAGES = 4096
+CACHED_PASSAGE_CHARS = 4096
 SPAN_CHARS = 300
 _SENTENCE = re.compile(r"(?<=[.!?:;])\s+|\n+")
 
@@ -74,6 +80,7 @@ class Injection:
         self.model = model
         self.threshold = threshold
         self.version = f"learned-{model.meta.get('version', 'custom')}"
+        self._passage_scans: Lru[str, tuple[float, str]] = Lru(CACHED_PASSAGES)
 
     def scan(self, texts: Sequence[str]) -> list[tuple[float, str]]:
         """For each text: its probability of carrying an injection, and the window behind it."""
@@ -107,21 +114,30 @@ class Injection:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return np.array([p for p, _ in self.scan(texts)])
 
+    def scan_passages(self, passages: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """scan() of each distinct passage, remembered ones not scanned again."""
+        found: dict[str, tuple[float, str]] = {}
+        for passage in passages:
+            if passage not in found and (known := self._passage_scans.get(passage)) is not None:
+                found[passage] = known
+        unknown = list(dict.fromkeys(passage for passage in passages if passage not in found))
+        for passage, scanned in zip(unknown, self.scan(unknown)):
+            found[passage] = scanned
+            if len(passage) <= CACHED_PASSAGE_CHARS:
+                self._passage_scans.put(passage, scanned)
+        return found
+
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
-        texts: list[str] = []
-        for event in events:
-            if event.input.strip():
-                texts.append(event.input)
-            texts += [doc for doc in event.context if doc.strip()]
-        found = iter(self.scan(texts))
+        inputs = iter(self.scan([event.input for event in events if event.input.strip()]))
+        passage_scans = self.scan_passages([doc for event in events for doc in event.context if doc.strip()])
         rows = []
         for event in events:
             if event.input.strip():
-                p, span = next(found)
+                p, span = next(inputs)
                 rows.append(self._row(event, "input", p, {"span": span[:SPAN_CHARS]} if p >= self.threshold else {}))
             else:
                 rows.append(ScoreRow(event.event_id, self.name, self.version, "input", 0.0, "empty"))
-            passages = [(i, next(found)) for i, doc in enumerate(event.context) if doc.strip()]
+            passages = [(i, passage_scans[doc]) for i, doc in enumerate(event.context) if doc.strip()]
             if not passages:
                 rows.append(ScoreRow(event.event_id, self.name, self.version, "context", None, NOT_APPLICABLE,
                                      {"reason": "no retrieved context"}))
