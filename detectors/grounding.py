@@ -169,8 +169,7 @@ CLAIM_FEATURES = ("missing_share", "missing_names", "uncovered", "unknown_number
 _UNKNOWN_NUMBERS = CLAIM_FEATURES.index("unknown_numbers")  # its claim maximum, in response features
 
 
-@dataclass(frozen=True)
-class _Document:
+class _Document(NamedTuple):
     """What one retrieved document contributes to an event's evidence."""
 
     terms: frozenset[str]
