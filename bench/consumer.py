@@ -38,7 +38,7 @@ def consume(variant: str, bootstrap: str, topic: str, messages: int, rate: float
 
     from llmwatch.core.settings import Settings
     from llmwatch.ingest.kafka import producer
-    from llmwatch.ingest.pipeline.fetch import BatchDrainApp
+    from llmwatch.ingest.pipeline.fetch import BatchDrainApp, RawBytes
 
     latency_mode = rate > 0
     options: dict[str, Any] = dict(
@@ -50,7 +50,10 @@ def consume(variant: str, bootstrap: str, topic: str, messages: int, rate: float
     group = f"{variant}-{uuid.uuid4().hex[:8]}"
     app = (BatchDrainApp(group, fetch_wait_s=Settings().kafka_fetch_wait_s, **options) if variant == "llmwatch"
            else faust.App(group, **options))
-    channel = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    if variant == "llmwatch":  # the worker's topic (ingest/pipeline/processor.py)
+        channel = app.topic(topic, schema=RawBytes(key_type=bytes, value_type=bytes))
+    else:
+        channel = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     seen: list[float] = []
     state: dict[str, float] = {}
     expected = int(rate * seconds) if latency_mode else messages

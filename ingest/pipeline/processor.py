@@ -506,7 +506,7 @@ def _record_time(seconds: float | None) -> datetime | None:
 
 def build_app(settings: Settings, handler: BatchHandler) -> Any:
     """The faust app with one agent that runs `handler` on batches."""
-    from llmwatch.ingest.pipeline.fetch import BatchDrainApp
+    from llmwatch.ingest.pipeline.fetch import BatchDrainApp, RawBytes
 
     app = BatchDrainApp(
         settings.consumer_group,
@@ -526,9 +526,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         # Our agent never leaves an event un-acked for long; faust's default would flag batches.
         stream_processing_timeout=max(300.0, settings.store_retry_max_s + 60),
     )
-    topic = app.topic(
-        settings.traces_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+    topic = app.topic(settings.traces_topic, schema=RawBytes(key_type=bytes, value_type=bytes))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers narrowly
     async def on_assigned(_app: Any, *args: Any, signal: Any, **_: Any) -> None:
