@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -228,14 +229,16 @@ def find_many(texts: Sequence[str]) -> list[list[Span]]:
     """find() of each text, each pattern scanning the batch once. A text holding a key block
     is searched alone: a block's END is looked for wherever it is."""
     found: list[list[Span]] = [[] for _ in texts]
-    alone = [i for i, text in enumerate(texts) if "-----BEGIN" in text]
-    joined = [i for i, text in enumerate(texts) if text and "-----BEGIN" not in text]
-    starts, at = [], 0
-    for i in joined:
-        starts.append(at)
-        at += len(texts[i]) + len(_SEPARATOR)
+    joined = [i for i, text in enumerate(texts) if text]
+    batch = _SEPARATOR.join([texts[i] for i in joined])
+    alone: list[int] = []
+    if "-----BEGIN" in batch:  # rare; the separator holds no "-", so a BEGIN lies within one text
+        alone = [i for i in joined if "-----BEGIN" in texts[i]]
+        joined = [i for i in joined if "-----BEGIN" not in texts[i]]
+        batch = _SEPARATOR.join([texts[i] for i in joined])
+    starts = list(itertools.accumulate((len(texts[i]) + len(_SEPARATOR) for i in joined), initial=0))[:-1]
     k = 0
-    for span in find(_SEPARATOR.join(texts[i] for i in joined)):
+    for span in find(batch):
         while k + 1 < len(starts) and starts[k + 1] <= span.start:
             k += 1
         found[joined[k]].append(Span(span.kind, span.start - starts[k], span.end - starts[k]))
@@ -355,12 +358,13 @@ def _trace_fields(event: TraceEvent, policy: PiiPolicy) -> list[tuple[str, str, 
 def redact_events(events: Sequence[TraceEvent], policy: PiiPolicy) -> list[TraceEvent]:
     """redact_event of each event, with every pattern run once over the whole batch's text."""
     layouts = [_trace_fields(event, policy) for event in events]
-    texts = [text for layout in layouts for _, _, part in layout for text in part]
+    flat = [[text for _, _, part in layout for text in part] for layout in layouts]
+    texts = [text for event_texts in flat for text in event_texts]
     spans = find_many(texts)
     redacted = []
     at = 0
-    for event, layout in zip(events, layouts):
-        size = sum(len(part) for _, _, part in layout)
+    for event, layout, event_texts in zip(events, layouts, flat):
+        size = len(event_texts)
         if not event.extra and not event.pii and not any(spans[at : at + size]):
             redacted.append(event)  # most events hold nothing to redact: no copy
             at += size
