@@ -25,10 +25,12 @@ Latency is measured by ClickHouse itself: inserted_at (server clock at insert) -
 by the SDK at emit), on the same machine.
 
     .venv/bin/python bench/pipeline.py [--events 40000] [--rate 500 --rate 2000] [--seconds 20]
-                                       [--workers N] [--against GIT_REF]
+                                       [--workers N] [--against GIT_REF [--repeats N]]
 
 With --against, the named commit is measured first, the same way (this script, in a git worktree
 of it), and the two are printed side by side: ratios from one sitting survive a noisy machine.
+With --repeats N the two alternate N times; the machine's speed drifts between runs (by up to
+1.5x on the development machine), so each pair is compared and the median ratio reported.
 """
 
 from __future__ import annotations
@@ -419,9 +421,7 @@ def report(result: dict[str, Any], workers: int) -> None:
 
 
 def compare(before: dict[str, Any], after: dict[str, Any], ref: str) -> None:
-    def cpu(result: dict[str, Any], process: str) -> float:
-        return sum(p["cpu_us"] for name, p in result["saturation"]["budget"]["processes"].items() if process in name)
-
+    cpu = _process_cpu
     rows = [["sustained events/s", *(f"{r['saturation']['events_per_s']:,.0f}" for r in (before, after)),
              f"{after['saturation']['events_per_s'] / before['saturation']['events_per_s']:.2f}x"]]
     for process in ("worker", "store", "jobs", "alerts", "broker", "load generator"):
@@ -445,15 +445,50 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: llmwatch up's)")
     parser.add_argument("--against", metavar="GIT_REF", help="first measure this commit the same way (a git "
                         "worktree of it runs this script), then print the two side by side")
+    parser.add_argument("--repeats", type=int, default=1, help="with --against: measure the two this many times, "
+                        "alternating; each pair is compared, and the pair of the median ratio is reported in full")
     parser.add_argument("--name", default="pipeline", help="name of the JSON result (bench/results/NAME.json)")
     args = parser.parse_args()
 
-    before = run_against(args.against, args) if args.against else None
-    result = run(args)
+    if not args.against:
+        result = run(args)
+        report(result, args.workers)
+        write_json(args.name, {**result, "against": None})
+        return
+    pairs = []
+    for _ in range(max(1, args.repeats)):
+        pairs.append((run_against(args.against, args), run(args)))
+    ratios = [a["saturation"]["events_per_s"] / b["saturation"]["events_per_s"] for b, a in pairs]
+    before, result = pairs[sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]]
     report(result, args.workers)
-    if before is not None:
-        compare(before, result, args.against)
-    write_json(args.name, {**result, "against": {"ref": args.against, **before} if before else None})
+    compare(before, result, args.against)
+    if len(pairs) > 1:
+        compare_pairs(pairs, args.against)
+    write_json(args.name, {**result, "against": {"ref": args.against, **before},
+                           "pairs": [{"before": b["saturation"]["events_per_s"], "after": a["saturation"]["events_per_s"],
+                                      "ruler": ruler(b, a)} for b, a in pairs]})
+
+
+def _process_cpu(result: dict[str, Any], process: str) -> float:
+    return sum(p["cpu_us"] for name, p in result["saturation"]["budget"]["processes"].items() if process in name)
+
+
+def ruler(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """After / before CPU per event of the processes whose code a change to llmwatch leaves alone
+    (the broker, the load generator): how much the machine itself sped up or slowed down."""
+    fixed = ("broker", "load generator")
+    return sum(_process_cpu(after, p) for p in fixed) / max(1e-9, sum(_process_cpu(before, p) for p in fixed))
+
+
+def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ref: str) -> None:
+    rows = [[str(i), f"{b['saturation']['events_per_s']:,.0f}", f"{a['saturation']['events_per_s']:,.0f}",
+             f"{a['saturation']['events_per_s'] / b['saturation']['events_per_s']:.2f}x", f"{ruler(b, a):.2f}x"]
+            for i, (b, a) in enumerate(pairs, 1)]
+    ratios = [a["saturation"]["events_per_s"] / b["saturation"]["events_per_s"] for b, a in pairs]
+    rows.append(["median", "", "", f"{statistics.median(ratios):.2f}x", ""])
+    print_table(f"Each pair, {ref} then this checkout (ruler: the broker's and the load generator's CPU per event, "
+                "after / before: the machine's own drift)", ["pair", f"{ref} events/s", "now events/s", "ratio", "ruler"],
+                rows)
 
 
 if __name__ == "__main__":
