@@ -170,17 +170,19 @@ _UNKNOWN_NUMBERS = CLAIM_FEATURES.index("unknown_numbers")  # its claim maximum,
 
 
 class _Document(NamedTuple):
-    """What one retrieved document contributes to an event's evidence."""
+    """What one retrieved document contributes to an event's evidence. Terms in tuples: a set of
+    a few terms costs several times their size, and these are kept."""
 
-    terms: frozenset[str]
-    sentence_terms: tuple[frozenset[str], ...]  # one set per sentence (split_claims)
-    numbers: frozenset[str]
+    terms: tuple[str, ...]
+    sentence_terms: tuple[tuple[str, ...], ...]  # one per sentence (split_claims)
+    numbers: tuple[str, ...]
     negated: bool
 
 
 # A RAG app retrieves from a corpus, so the same chunks come back event after event: each is
 # read once, not once per event that retrieved it. Keyed by the text itself; chunks of up to
-# 4,096 characters are kept, 4,096 of them (~40 MB at most, ~10 MB for chunks of 1,000).
+# 4,096 characters are kept, 2,048 of them: ~16 MB for chunks of 1,000 characters, ~47 MB at
+# most (measured with tracemalloc, the texts included).
 _CACHED_DOCUMENT_CHARS = 4096
 
 
@@ -189,13 +191,13 @@ def _document(doc: str) -> _Document:
 
 
 def _read_document(doc: str) -> _Document:
-    return _Document(frozenset(content_terms(doc)),
-                     tuple(frozenset(content_terms(s)) for s in split_claims(doc)),
-                     frozenset(n.replace(",", "") for n in _NUMBER.findall(doc)),
+    return _Document(tuple(content_terms(doc)),
+                     tuple(tuple(content_terms(s)) for s in split_claims(doc)),
+                     tuple({n.replace(",", "") for n in _NUMBER.findall(doc)}),
                      _NEGATION.search(doc) is not None)
 
 
-_cached_document = functools.lru_cache(maxsize=4096)(_read_document)
+_cached_document = functools.lru_cache(maxsize=2048)(_read_document)
 
 
 @dataclass
@@ -205,7 +207,7 @@ class Evidence:
     known: set[str]
     question_terms: set[str]
     numbers: set[str]
-    passage_terms: list[frozenset[str]]
+    passage_terms: list[tuple[str, ...]]  # the terms of each passage
     negated: bool
 
     @classmethod
@@ -217,7 +219,7 @@ class Evidence:
         passage_terms = [terms for d in documents for terms in d.sentence_terms] or \
                         [d.terms for doc, d in zip(context, documents) if doc.strip()]
         return cls(question_terms.union(*(d.terms for d in documents)), question_terms,
-                   set().union(*(d.numbers for d in documents)), passage_terms or [frozenset()],
+                   set().union(*(d.numbers for d in documents)), passage_terms or [()],
                    any(d.negated for d in documents))
 
 
@@ -232,7 +234,8 @@ def claim_features(claim: str, evidence: Evidence) -> tuple[list[float], list[st
     missing = [term for term in terms if term not in evidence.known]
     names = sum(1 for term in missing if terms[term])
     claimed = set(terms)
-    covered = max((len(claimed & p) / len(claimed) for p in evidence.passage_terms), default=0.0) if claimed else 1.0
+    covered = max((len(claimed.intersection(p)) / len(claimed) for p in evidence.passage_terms), default=0.0) \
+        if claimed else 1.0
     unknown_numbers = sum(1 for x in _NUMBER.findall(claim) if x.replace(",", "") not in evidence.numbers)
     p = min(_handset(names, len(missing) - names, len(terms) - len(missing)), 0.9999)
     return [

@@ -39,8 +39,9 @@ THRESHOLD = 0.5
 WINDOW = 3  # sentences per window: a planted instruction is one or two
 MAX_WINDOWS = 48  # per text; longer texts get longer windows (see windows())
 # A RAG app retrieves from a corpus, so the same passages come back event after event: each one's
-# scan is remembered (a pure function of its text, for this detector's model). Passages of up to
-# 4,096 characters, 4,096 of them: ~20 MB at most.
+# scan is remembered (a pure function of its text, for this detector's model and threshold).
+# Passages of up to 4,096 characters, 4,096 of them: ~5 MB for chunks of 1,000 characters, ~20 MB
+# at most (of ASCII text: the texts are the keys; a scan is a float and a slice of the text).
 CACHED_PASSAGES = 4096
 CACHED_PASSAGE_CHARS = 4096
 SPAN_CHARS = 300

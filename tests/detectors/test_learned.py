@@ -409,7 +409,7 @@ def test_evidence_from_cached_documents_is_evidence_from_the_event(context: list
     assert evidence.known == g.known_terms((*context, question))
     assert evidence.question_terms == set(g.content_terms(question))
     assert evidence.numbers == {n.replace(",", "") for doc in context for n in g._NUMBER.findall(doc)}
-    assert evidence.passage_terms == ([set(g.content_terms(p)) for p in passages] or [set()])
+    assert [set(p) for p in evidence.passage_terms] == ([set(g.content_terms(p)) for p in passages] or [set()])
     assert evidence.negated == any(g._NEGATION.search(doc) for doc in context)
 
 
