@@ -413,6 +413,17 @@ def test_evidence_from_cached_documents_is_evidence_from_the_event(context: list
     assert evidence.negated == any(g._NEGATION.search(doc) for doc in context)
 
 
+def test_a_long_document_is_read_every_time_not_remembered() -> None:
+    from llmwatch.detectors import grounding as g
+
+    long_doc = "The tower opened in 1889. " * 200
+    assert len(long_doc) > g._CACHED_DOCUMENT_CHARS
+    held = g._cached_document.cache_info().currsize
+    assert g._document(long_doc) == g._read_document(long_doc)
+    assert g._cached_document.cache_info().currsize == held
+    assert g._cached_document.cache_info().maxsize == 2048
+
+
 def test_remembered_passage_scans_score_what_a_fresh_scan_scores() -> None:
     """Injection remembers each retrieved passage's scan: later batches that retrieve it again get
     the rows a fresh detector gives, and a passage too long to remember is scanned every time."""
