@@ -104,13 +104,13 @@ def mmd_test(
     Permutations stop early once `stop_after_exceeding` of them reach the observed statistic
     (Besag & Clifford's sequential p-value, h / permutations done): a window that is clearly not
     drifting needs tens of permutations, not hundreds."""
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:  # before importing torch: a process with too little data stays light
+        return _too_little("mmd", len(reference), len(current), min_samples, alpha)
     import torch
 
     from llmwatch.detectors.embedding import pick_device
 
-    windows = _windows(reference, current, rng, min_samples, max_samples)
-    if windows is None:
-        return _too_little("mmd", len(reference), len(current), min_samples, alpha)
     x, y = windows
     n, m = len(x), len(y)
     dev = torch.device(pick_device(device))
@@ -151,13 +151,13 @@ def classifier_test(
 ) -> DriftResult:
     """Domain-classifier ROC AUC with stratified k-fold cross-validation; drift above threshold
     (Evidently's default 0.55)."""
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:  # before importing scikit-learn
+        return _too_little("classifier", len(reference), len(current), min_samples, threshold)
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    windows = _windows(reference, current, rng, min_samples, max_samples)
-    if windows is None:
-        return _too_little("classifier", len(reference), len(current), min_samples, threshold)
     x, y = windows
     features = np.concatenate([x, y])
     labels = np.concatenate([np.zeros(len(x)), np.ones(len(y))])
@@ -175,15 +175,15 @@ def evidently_test(
     directly: its Report path also draws a t-SNE plot, ~20 s a call. A cross-check of ours."""
     import warnings
 
+    windows = _windows(reference, current, rng, min_samples, max_samples)
+    if windows is None:  # before importing evidently and pandas
+        return _too_little("evidently", len(reference), len(current), min_samples, 0.55)
     import pandas as pd
 
     with warnings.catch_warnings():  # evidently's imports touch numpy.core (deprecated, harmless)
         warnings.simplefilter("ignore", DeprecationWarning)
         from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
 
-    windows = _windows(reference, current, rng, min_samples, max_samples)
-    if windows is None:
-        return _too_little("evidently", len(reference), len(current), min_samples, 0.55)
     x, y = windows
     columns = [f"e{i}" for i in range(x.shape[1])]
     score, drifted, _ = model()(pd.DataFrame(y, columns=columns), pd.DataFrame(x, columns=columns))

@@ -61,6 +61,18 @@ def test_no_verdict_on_too_little_data(windows) -> None:
         assert "at least" in result.details["reason"]
 
 
+def test_too_little_data_imports_neither_torch_nor_scikit_learn() -> None:
+    """The jobs process checks drift from its start, when a window mostly holds too little: it
+    stays light then (importing torch and scikit-learn takes ~330 MB and seconds of CPU)."""
+    code = ("import sys, numpy as np\n"
+            "from llmwatch.detectors.drift import classifier_test, evidently_test, mmd_test\n"
+            "for test in (mmd_test, classifier_test, evidently_test):\n"
+            "    test(reference=np.zeros((3, 4)), current=np.zeros((900, 4)), rng=np.random.default_rng(0))\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'pandas', 'evidently') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
+
+
 def test_classifier_auc(windows) -> None:
     reference, same, shifted = windows
     assert classifier_test(reference=reference, current=shifted, rng=np.random.default_rng(0)).drift is True
