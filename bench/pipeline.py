@@ -466,7 +466,8 @@ def main() -> None:
         compare_pairs(pairs, args.against)
     write_json(args.name, {**result, "against": {"ref": args.against, **before},
                            "pairs": [{"before": b["saturation"]["events_per_s"], "after": a["saturation"]["events_per_s"],
-                                      "ruler": ruler(b, a)} for b, a in pairs]})
+                                      "ruler": ruler(b, a), "p99_ms_before": [r["p99_ms"] for r in b["fixed_rate"]],
+                                      "p99_ms_after": [r["p99_ms"] for r in a["fixed_rate"]]} for b, a in pairs]})
 
 
 def _process_cpu(result: dict[str, Any], process: str) -> float:
@@ -481,13 +482,20 @@ def ruler(before: dict[str, Any], after: dict[str, Any]) -> float:
 
 
 def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ref: str) -> None:
+    rates = [r["rate"] for r in pairs[0][1]["fixed_rate"]]
+
+    def p99s(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+        return [f"{b['p99_ms']:,.0f} -> {a['p99_ms']:,.0f}" for b, a in zip(before["fixed_rate"], after["fixed_rate"],
+                                                                           strict=True)]
+
     rows = [[str(i), f"{b['saturation']['events_per_s']:,.0f}", f"{a['saturation']['events_per_s']:,.0f}",
-             f"{a['saturation']['events_per_s'] / b['saturation']['events_per_s']:.2f}x", f"{ruler(b, a):.2f}x"]
+             f"{a['saturation']['events_per_s'] / b['saturation']['events_per_s']:.2f}x", f"{ruler(b, a):.2f}x", *p99s(b, a)]
             for i, (b, a) in enumerate(pairs, 1)]
     ratios = [a["saturation"]["events_per_s"] / b["saturation"]["events_per_s"] for b, a in pairs]
-    rows.append(["median", "", "", f"{statistics.median(ratios):.2f}x", ""])
+    rows.append(["median", "", "", f"{statistics.median(ratios):.2f}x", "", *["" for _ in rates]])
     print_table(f"Each pair, {ref} then this checkout (ruler: the broker's and the load generator's CPU per event, "
-                "after / before: the machine's own drift)", ["pair", f"{ref} events/s", "now events/s", "ratio", "ruler"],
+                "after / before: the machine's own drift)",
+                ["pair", f"{ref} events/s", "now events/s", "ratio", "ruler", *[f"p99 ms at {r:,.0f}/s" for r in rates]],
                 rows)
 
 
