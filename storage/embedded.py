@@ -32,7 +32,6 @@ requests.
 from __future__ import annotations
 
 import base64
-import collections
 import email.parser
 import email.policy
 import hmac
@@ -53,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from llmwatch.core.errors import ConfigError
+from llmwatch.core.lru import Lru
 from llmwatch.core.processes import is_loopback, return_big_buffers_to_the_os
 from llmwatch.core.stages import StageClock
 from llmwatch.storage.guard import refusal, setting_refusal, statement_kind
@@ -92,6 +92,7 @@ _INSERT_WITH_FORMAT = re.compile(
 _INSERT_TABLE = re.compile(r"INSERT\s+INTO\s+(?:TABLE\s+)?([\w.`]+)", re.IGNORECASE)
 _IDENTIFIER_PARAM = re.compile(r"\{\s*(\w+)\s*:\s*Identifier\s*\}", re.IGNORECASE)
 _VERDICTS_KEPT = 1024  # the guard's verdicts remembered, least recently used dropped first
+_UNJUDGED = object()
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE = re.compile(r"Code: (\d+)")
 # ClickHouse's own mapping of exception codes to HTTP statuses, for the common ones.
@@ -152,8 +153,7 @@ class EmbeddedStore:
         self.version = self._anchor.query("SELECT version()", "TabSeparated").bytes().decode().strip()
         # Where the store's time goes (served at /llmwatch/stages; bench/pipeline.py reads it).
         self.stages = StageClock()
-        self._verdicts: collections.OrderedDict[tuple[Any, ...], str | None] = collections.OrderedDict()
-        self._verdicts_lock = threading.Lock()
+        self._verdicts: Lru[tuple[Any, ...], str | None] = Lru(_VERDICTS_KEPT)  # a refusal's reason, or None
 
     def execute(
         self,
@@ -224,24 +224,17 @@ class EmbeddedStore:
         of the key."""
         identifiers = tuple(sorted((name, (params or {}).get(name, "")) for name in _IDENTIFIER_PARAM.findall(statement)))
         key = (database, statement, readonly, identifiers)
-        with self._verdicts_lock:
-            if key in self._verdicts:
-                self._verdicts.move_to_end(key)
-                reason = self._verdicts[key]
-                if reason is not None:
-                    raise Refused(reason)
-                return
-        try:
-            self._check(session, statement, params, readonly=readonly)
-            reason = None
-        except Refused as exc:
-            reason = str(exc)
-        with self._verdicts_lock:
-            self._verdicts[key] = reason
-            if len(self._verdicts) > _VERDICTS_KEPT:
-                self._verdicts.popitem(last=False)
-        if reason is not None:
-            raise Refused(reason)
+        verdict = self._verdicts.get(key, _UNJUDGED)
+        if verdict is _UNJUDGED:
+            reason: str | None = None
+            try:
+                self._check(session, statement, params, readonly=readonly)
+            except Refused as exc:
+                reason = str(exc)
+            self._verdicts.put(key, reason)
+            verdict = reason
+        if isinstance(verdict, str):
+            raise Refused(verdict)
 
     @staticmethod
     def _check(session: Any, statement: str, params: dict[str, str] | None, *, readonly: bool) -> None:

@@ -1,26 +1,32 @@
 """A bounded, thread-safe map that forgets the least recently used entry first.
 
-For results that are pure functions of a text seen again and again (a RAG corpus's chunks) and
-that are computed a batch at a time, which functools.lru_cache (one call per key) cannot do.
+For results worth keeping that functools.lru_cache (one call per key) cannot hold: ones computed
+a batch at a time (a RAG corpus's passages), or decided by a function with other arguments than
+the key (the embedded store's guard verdicts).
 
 Examples:
-    >>> cache: Lru[str, int] = Lru(2)
-    >>> cache.put("a", 1); cache.put("b", 2); cache.get("a"); cache.put("c", 3)
+    >>> cache: Lru[str, int | None] = Lru(2)
+    >>> cache.put("a", 1); cache.put("b", None); cache.get("a"); cache.put("c", 3)
     1
-    >>> cache.get("b") is None, cache.get("a"), cache.get("c")
-    (True, 1, 3)
+    >>> cache.get("b", "unknown"), cache.get("a"), cache.get("c")
+    ('unknown', 1, 3)
+    >>> cache.put("a", None); cache.get("a", "unknown") is None
+    True
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 __all__ = ["Lru"]
 
 K = TypeVar("K")
 V = TypeVar("V")
+D = TypeVar("D")
+
+_MISSING = object()
 
 
 class Lru(Generic[K, V]):
@@ -29,11 +35,19 @@ class Lru(Generic[K, V]):
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: K) -> V | None:
+    @overload
+    def get(self, key: K) -> V | None: ...
+
+    @overload
+    def get(self, key: K, default: D) -> V | D: ...
+
+    def get(self, key: K, default: object = None) -> object:
+        """The value kept for `key` (now the most recently used), or `default`."""
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
+            value = self._entries.get(key, _MISSING)
+            if value is _MISSING:
+                return default
+            self._entries.move_to_end(key)
             return value
 
     def put(self, key: K, value: V) -> None:
