@@ -38,11 +38,19 @@ _SEPARATOR = 0  # between texts in the joined batch
 _WORD_CHAR = np.array([chr(c).isalnum() or chr(c) == "_" for c in range(0x10000)], dtype=bool)
 
 
-def _mix(h: np.ndarray, n: int) -> np.ndarray:
-    """Spread the bits of polynomial hashes (n tells n-gram lengths apart); returns uint64."""
+def _columns(h: np.ndarray, n: int, width: int, offset: int) -> np.ndarray:
+    """The columns of polynomial hashes: their bits spread (n tells n-gram lengths apart), then
+    reduced to [offset, offset + width). In place on one copy; returns int64."""
     with np.errstate(over="ignore"):
-        x = (h ^ (np.uint64(n) * _SALT)) * _MIX
-        return x ^ (x >> np.uint64(29))
+        x = h ^ (np.uint64(n) * _SALT)
+        x *= _MIX
+        x ^= x >> np.uint64(29)
+    if width & (width - 1) == 0:
+        x &= np.uint64(width - 1)  # the same as % for a power of two, without a division
+    else:
+        x %= np.uint64(width)
+    x += np.uint64(offset)
+    return x.view(np.int64)  # < 2^63: the same numbers
 
 
 def _powers(base: np.uint64, count: int) -> np.ndarray:
@@ -56,16 +64,16 @@ def ngram_columns(texts: Sequence[str], word_ngrams: tuple[int, int], char_ngram
                   n_features: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of every n-gram occurrence: words in [0, n_features), characters in
     [n_features, 2 n_features). Count them with a sparse matrix."""
-    joined = "\x00".join(f" {text.replace(chr(0), ' ')} " for text in texts).lower()
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if not texts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    codes = _code_points(texts)
     is_separator = codes == _SEPARATOR
-    row_of = np.cumsum(is_separator)  # the text each position belongs to
+    separators_before = np.concatenate([[0], np.cumsum(is_separator)])  # at each position, and at the end
+    row_of = separators_before[1:]  # the text each position belongs to
     size = len(codes)
     rows, columns = [], []
-    width = np.uint64(n_features)
 
     # Characters: h_n(i) = h_{n-1}(i) * B + c[i + n - 1], for every start i at once.
-    separators_before = np.concatenate([[0], np.cumsum(is_separator)])
     h = np.zeros(size, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for n in range(1, char_ngrams[1] + 1):
@@ -73,10 +81,9 @@ def ngram_columns(texts: Sequence[str], word_ngrams: tuple[int, int], char_ngram
                 break
             h = h[: size - n + 1] * _BASE + codes[n - 1 :]
             if n >= char_ngrams[0]:
-                starts = np.arange(size - n + 1)
-                inside = separators_before[starts + n] == separators_before[starts]
-                rows.append(row_of[starts[inside]])
-                columns.append(_mix(h[inside], n) % width + width)
+                inside = separators_before[n:] == separators_before[: size - n + 1]  # no separator in [i, i + n)
+                rows.append(row_of[: size - n + 1][inside])
+                columns.append(_columns(h[inside], n, n_features, n_features))
 
     # Words: maximal runs of word characters.
     is_word = np.zeros(size, dtype=bool)
@@ -99,7 +106,17 @@ def ngram_columns(texts: Sequence[str], word_ngrams: tuple[int, int], char_ngram
                     same_text = np.ones(len(words), dtype=bool)
                 if n >= word_ngrams[0] and len(combined):
                     rows.append(word_rows[: len(combined)][same_text])
-                    columns.append(_mix(combined[same_text], 100 + n) % width)
+                    columns.append(_columns(combined[same_text], 100 + n, n_features, 0))
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(rows).astype(np.int64), np.concatenate(columns).astype(np.int64)
+    return np.concatenate(rows), np.concatenate(columns)
+
+
+def _code_points(texts: Sequence[str]) -> np.ndarray:
+    """The batch's lower-cased code points as uint64: each text padded with a space at each end,
+    a 0 between two texts (a 0 inside a text is read as a space)."""
+    body = " \x00 ".join(texts)
+    if body.count("\x00") != len(texts) - 1:  # some text holds a 0 of its own
+        body = " \x00 ".join(text.replace("\x00", " ") for text in texts)
+    joined = f" {body} ".lower()
+    return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
