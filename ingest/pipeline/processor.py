@@ -9,10 +9,10 @@ one event rejects that event alone (reason `internal`, the exception type in the
 store error that blames the data (StoreDataError) is narrowed down to the rows at fault by
 bisecting the batch. Only an unreachable store or broker holds a batch back.
 
-Faust's `take()` acks in a `finally` even when processing raises, which would skip events. This
-agent uses `noack_take()` and acks explicitly after the batch is stored. A store outage is
-retried with backoff; when it outlasts `store_retry_max_s` the process exits without acking, so
-its supervisor restarts it from the committed offsets.
+faust's consumer fetches, keeps the offsets and commits; the traces reach the batch loop as
+fetched batches (ingest/pipeline/fetch.py), and each message is acked only after its batch is
+stored. A store outage is retried with backoff; when it outlasts `store_retry_max_s` the process
+exits without acking, so its supervisor restarts it from the committed offsets.
 """
 
 from __future__ import annotations
@@ -493,8 +493,8 @@ class EmbeddingWriter:
         self.thread.join(timeout=10)
 
 
-def _message_bytes(event: Any) -> int:
-    return len(event.message.value or b"")
+def _message_bytes(message: Any) -> int:
+    return len(message.value or b"")
 
 
 def _record_time(seconds: float | None) -> datetime | None:
@@ -505,8 +505,8 @@ def _record_time(seconds: float | None) -> datetime | None:
 
 
 def build_app(settings: Settings, handler: BatchHandler) -> Any:
-    """The faust app with one agent that runs `handler` on batches."""
-    from llmwatch.ingest.pipeline.fetch import BatchDrainApp, RawBytes
+    """The faust app whose batch loop runs `handler` on the traces."""
+    from llmwatch.ingest.pipeline.fetch import BatchDrainApp
 
     app = BatchDrainApp(
         settings.consumer_group,
@@ -523,10 +523,10 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         topic_partitions=settings.partitions,
         topic_allow_declare=False,
         stream_wait_empty=False,
-        # Our agent never leaves an event un-acked for long; faust's default would flag batches.
+        # A batch may wait for the store this long before it is acked; faust's default would warn.
         stream_processing_timeout=max(300.0, settings.store_retry_max_s + 60),
     )
-    topic = app.topic(settings.traces_topic, schema=RawBytes(key_type=bytes, value_type=bytes))
+    topic = app.topic(settings.traces_topic)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers narrowly
     async def on_assigned(_app: Any, *args: Any, signal: Any, **_: Any) -> None:
@@ -546,7 +546,7 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
         except Exception:
             exit_unstored(messages)
 
-    async def write_and_ack(stream: Any, events: list[Any], preparing: asyncio.Future[PreparedBatch],
+    async def write_and_ack(taken: list[Any], preparing: asyncio.Future[PreparedBatch],
                             previous: asyncio.Future[None] | None) -> None:
         batch = await preparing
         if previous is not None:
@@ -555,29 +555,28 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
             stored = await asyncio.to_thread(handler.write, batch)
         except Exception:
             exit_unstored(list(batch.messages))
-        for event in events:
-            await stream.ack(event)
-        log.debug("batch %d: %s", len(events), stored)
+        batches.ack(taken)
+        log.debug("batch %d: %s", len(taken), stored)
 
-    @app.agent(topic, name="score-traces")
-    async def score_traces(stream: Any) -> None:
+    # The traces come a fetched batch at a time (fetch.MessageBatches), not one faust event each.
+    batches = app.batches(topic, max_messages=max(4096, 2 * settings.batch_size),
+                          max_bytes=settings.batch_max_bytes)
+
+    @app.task
+    async def score_traces() -> None:
         # Two batches in hand at once. While one is written (the store's work, a third of a
         # batch's time, which the worker used to only wait for), the next is parsed, looked up and
         # scored. Writes and acks stay one batch at a time, in order.
         # An idle worker hands a batch over whole and takes the next at once, so a batch's window
-        # starts when the previous batch is handed over: at low rates nothing waits for a
-        # preparation. A busy one prepares the batch, and waits for the previous write, before it
-        # takes another: two batches at most, and one write in flight.
+        # starts when its first message arrives: at low rates nothing waits for a preparation.
+        # A busy one prepares the batch, and waits for the previous write, before it takes
+        # another: two batches at most, and one write in flight.
         writing: asyncio.Future[None] | None = None
         preparing: asyncio.Future[PreparedBatch] | None = None
 
-        async def hand_over(events: list[Any]) -> None:
+        async def hand_over(taken: list[Any]) -> None:
             nonlocal writing, preparing
-            messages = [
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                           _record_time(e.message.timestamp))
-                for e in events
-            ]
+            messages = [RawMessage(m.topic, m.partition, m.offset, m.value, _record_time(m.timestamp)) for m in taken]
             if writing is None or writing.done() or preparing is None:
                 preparing = asyncio.ensure_future(prepare(messages, frozenset()))
             else:
@@ -586,13 +585,14 @@ def build_app(settings: Settings, handler: BatchHandler) -> Any:
                 preparing = asyncio.ensure_future(prepare(messages, in_flight))
                 await preparing
                 await writing  # so the next batch's lookup has only this one's rows to miss
-            writing = asyncio.ensure_future(write_and_ack(stream, events, preparing, writing))
+            writing = asyncio.ensure_future(write_and_ack(taken, preparing, writing))
 
         try:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
+            while True:
+                taken = await batches.take(settings.batch_size, within=settings.batch_window_s)
                 # Up to batch_size events, but a take of big ones is handled in parts: a batch is
                 # held parsed (twice, while the next is prepared), so its bytes bound the memory.
-                for part in split_by_size(events, _message_bytes, settings.batch_max_bytes):
+                for part in split_by_size(taken, _message_bytes, settings.batch_max_bytes):
                     await hand_over(part)
         finally:
             if writing is not None and not writing.done():
