@@ -259,3 +259,32 @@ def test_a_batch_finds_what_each_text_finds_alone(texts: list[str]) -> None:
     exactly those find() gives it alone, whatever sits at the edges (NULs, half a secret, a key
     block without its end)."""
     assert find_many(texts) == [find(text) for text in texts]
+
+
+_TEXTS = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_TEXTS, _TEXTS, st.lists(st.sampled_from(["", "x", "call +44 20 7946 0958"]) | _TEXTS,
+                                                   max_size=3)), min_size=1, max_size=8))
+def test_remembered_passages_are_redacted_as_if_searched_afresh(parts: list[tuple[str, str, list[str]]]) -> None:
+    """Passages come back event after event and their spans are remembered: a batch redacts as
+    each event alone does (which searches everything), the first time and every time after."""
+    policy = PiiPolicy.parse("input=hash,output=redact,context=redact", KEY)
+    events = [TraceEvent(uuid.UUID(int=i), "t", datetime.now(UTC), "app", input=question, output=answer,
+                         context=tuple(context)) for i, (question, answer, context) in enumerate(parts)]
+    alone = [redact_event(event, policy) for event in events]
+    for _ in range(2):
+        assert pii.redact_events(events, policy) == alone
+        assert pii.redact_events(events[::-1], policy) == alone[::-1]
+
+
+def test_a_long_passage_is_searched_every_time_not_remembered() -> None:
+    long = "see bob@example.com " + "x" * pii.CACHED_PASSAGE_CHARS
+    short = f"short passage {uuid.uuid4()} with ann@example.com"
+    event = TraceEvent(uuid.UUID(int=1), "t", datetime.now(UTC), "app", input="", output="", context=(long, short))
+    (redacted,) = pii.redact_events([event], PiiPolicy())
+    assert redacted.context == ("see [EMAIL] " + "x" * pii.CACHED_PASSAGE_CHARS, short.replace("ann@example.com", "[EMAIL]"))
+    remembered = pii._passage_spans._spans
+    assert remembered.get(short) == [pii.Span("email", len(short) - 15, len(short))]
+    assert remembered.get(long) is None and len(remembered) <= pii.CACHED_PASSAGES
