@@ -250,7 +250,7 @@ def find_many(texts: Sequence[str]) -> list[list[Span]]:
 
 # A RAG app retrieves from a corpus, so the same passages come back event after event: each one's
 # spans are remembered (a pure function of its text; the policy is applied afterwards). Passages
-# of up to 4,096 characters, 4,096 of them: ~5 MB for chunks of 1,000 characters, ~20 MB at most
+# of up to 4,096 characters, 4,096 of them: ~5 MB for chunks of 1,000 characters, ~18 MB at most
 # (of ASCII text: the texts are the keys).
 CACHED_PASSAGES = 4096
 CACHED_PASSAGE_CHARS = 4096

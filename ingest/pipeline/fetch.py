@@ -17,7 +17,7 @@ Even delivered a batch at a time, each message still became a faust event on its
 conductor's per-message callback (a lock, two flow-control awaits, an event object), a channel
 queue, a step of the stream's iterator and of `noack_take()`'s buffer, sensors on the way in and
 out, and `stream.ack`. The worker works in batches and needs none of it, so its topic's messages
-go into a `MessageBatches` whole: 45 -> 3 µs of CPU per message on a bare loop that takes and
+go into a `MessageBatches` whole: 51 -> 3 µs of CPU per message on a bare loop that takes and
 acks (bench/consumer.py). faust's consumer still fetches, tracks offsets and gaps, commits what is
 acked, and drives rebalances; the buffer is cleared when faust clears its own stream buffers.
 
