@@ -117,16 +117,7 @@ class Injection:
 
     def scan_passages(self, passages: Sequence[str]) -> dict[str, tuple[float, str]]:
         """scan() of each distinct passage, remembered ones not scanned again."""
-        found: dict[str, tuple[float, str]] = {}
-        for passage in passages:
-            if passage not in found and (known := self._passage_scans.get(passage)) is not None:
-                found[passage] = known
-        unknown = list(dict.fromkeys(passage for passage in passages if passage not in found))
-        for passage, scanned in zip(unknown, self.scan(unknown)):
-            found[passage] = scanned
-            if len(passage) <= CACHED_PASSAGE_CHARS:
-                self._passage_scans.put(passage, scanned)
-        return found
+        return self._passage_scans.remembered(passages, self.scan, keep=lambda p: len(p) <= CACHED_PASSAGE_CHARS)
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         inputs = iter(self.scan([event.input for event in events if event.input.strip()]))

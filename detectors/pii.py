@@ -256,31 +256,7 @@ CACHED_PASSAGES = 4096
 CACHED_PASSAGE_CHARS = 4096
 
 
-class _PassageSpans:
-    def __init__(self) -> None:
-        self._spans: Lru[str, list[Span]] = Lru(CACHED_PASSAGES)
-
-    def find(self, passages: Iterable[str]) -> dict[str, list[Span]]:
-        """find() of each distinct passage, remembered ones not searched again."""
-        found: dict[str, list[Span]] = {}
-        unknown: list[str] = []
-        for passage in passages:
-            if passage in found:
-                continue
-            known = self._spans.get(passage)
-            if known is None:
-                found[passage] = []  # a placeholder: searched below, once
-                unknown.append(passage)
-            else:
-                found[passage] = known
-        for passage, spans in zip(unknown, find_many(unknown)):
-            found[passage] = spans
-            if len(passage) <= CACHED_PASSAGE_CHARS:
-                self._spans.put(passage, spans)
-        return found
-
-
-_passage_spans = _PassageSpans()
+_passage_spans: Lru[str, list[Span]] = Lru(CACHED_PASSAGES)
 
 
 def _digest(value: str, key: bytes) -> str:
@@ -436,7 +412,8 @@ def redact_events(events: Sequence[TraceEvent], policy: PiiPolicy) -> list[Trace
 
 def _spans_of(texts: list[str], contexts: list[tuple[str, ...]]) -> list[list[Span]]:
     """find_many(texts), with the retrieved passages among them (`contexts`) remembered."""
-    passages = _passage_spans.find(p for context in contexts for p in context)
+    passages = _passage_spans.remembered((p for context in contexts for p in context), find_many,
+                                         keep=lambda p: len(p) <= CACHED_PASSAGE_CHARS)
     rest = [i for i, text in enumerate(texts) if text not in passages]
     searched = dict(zip(rest, find_many([texts[i] for i in rest])))
     return [passages[text] if text in passages else searched[i] for i, text in enumerate(texts)]

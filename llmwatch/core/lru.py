@@ -12,12 +12,21 @@ Examples:
     ('unknown', 1, 3)
     >>> cache.put("a", None); cache.get("a", "unknown") is None
     True
+
+A batch at a time: the values of many keys, the unknown ones computed in one call.
+
+    >>> lengths: Lru[str, int] = Lru(10)
+    >>> lengths.remembered(["ab", "abc", "ab"], lambda texts: [len(t) for t in texts], keep=lambda t: len(t) < 3)
+    {'ab': 2, 'abc': 3}
+    >>> len(lengths)  # "abc" was computed but not kept
+    1
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar, overload
 
 __all__ = ["Lru"]
@@ -56,6 +65,26 @@ class Lru(Generic[K, V]):
             self._entries.move_to_end(key)
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
+
+    def remembered(self, keys: Iterable[K], compute: Callable[[list[K]], Sequence[V]],
+                   keep: Callable[[K], bool] = lambda _: True) -> dict[K, V]:
+        """The value of each distinct key: the kept ones as kept, the others from one call of
+        `compute` (a list of them, in order of first appearance), and kept where `keep` says."""
+        found: dict[K, V] = {}
+        unknown: dict[K, None] = {}
+        for key in keys:
+            if key not in found and key not in unknown:
+                value = self.get(key, _MISSING)
+                if value is _MISSING:
+                    unknown[key] = None
+                else:
+                    found[key] = value  # type: ignore[assignment]  # not _MISSING: a V
+        if unknown:
+            for key, value in zip(unknown, compute(list(unknown)), strict=True):
+                found[key] = value
+                if keep(key):
+                    self.put(key, value)
+        return found
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -285,6 +285,6 @@ def test_a_long_passage_is_searched_every_time_not_remembered() -> None:
     event = TraceEvent(uuid.UUID(int=1), "t", datetime.now(UTC), "app", input="", output="", context=(long, short))
     (redacted,) = pii.redact_events([event], PiiPolicy())
     assert redacted.context == ("see [EMAIL] " + "x" * pii.CACHED_PASSAGE_CHARS, short.replace("ann@example.com", "[EMAIL]"))
-    remembered = pii._passage_spans._spans
+    remembered = pii._passage_spans
     assert remembered.get(short) == [pii.Span("email", len(short) - 15, len(short))]
     assert remembered.get(long) is None and len(remembered) <= pii.CACHED_PASSAGES
