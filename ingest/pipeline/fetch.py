@@ -84,7 +84,8 @@ class BatchDrainConsumer(aiokafka_driver.Consumer):
     async def _deliver(self, batch: Sequence[Any]) -> None:
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        batched: dict[str, MessageBatches] = getattr(self.app, "batched_topics", {})
+        app: Any = self.app  # a BatchDrainApp
+        batched: dict[str, MessageBatches] = app.batched_topics
         handed: list[Any] = []  # messages of batched topics, handed over together
         for count, message in enumerate(batch, 1):
             if count % YIELD_EVERY == 0:
@@ -136,7 +137,7 @@ class MessageBatches:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._consumer = lambda: app.consumer
+        self._app = app
         app.flow_control.manage_queue(self)  # calls clear() on a rebalance
 
     def __len__(self) -> int:
@@ -183,7 +184,7 @@ class MessageBatches:
 
     def ack(self, messages: Sequence[Any]) -> None:
         """Mark these messages processed: their offsets may be committed."""
-        ack = self._consumer().ack
+        ack = self._app.consumer.ack
         for message in messages:
             ack(message)
 
