@@ -423,7 +423,7 @@ def report(result: dict[str, Any], workers: int) -> None:
 def compare(before: dict[str, Any], after: dict[str, Any], ref: str) -> None:
     cpu = _process_cpu
     rows = [["sustained events/s", *(f"{r['saturation']['events_per_s']:,.0f}" for r in (before, after)),
-             f"{after['saturation']['events_per_s'] / before['saturation']['events_per_s']:.2f}x"]]
+             f"{speedup(before, after):.2f}x"]]
     for process in ("worker", "store", "jobs", "alerts", "broker", "load generator"):
         b, a = cpu(before, process), cpu(after, process)
         rows.append([f"{process} CPU us/event", f"{b:.0f}", f"{a:.0f}", f"{a / b:.2f}x" if b else ""])
@@ -458,12 +458,12 @@ def main() -> None:
     pairs = []
     for _ in range(max(1, args.repeats)):
         pairs.append((run_against(args.against, args), run(args)))
-    ratios = [a["saturation"]["events_per_s"] / b["saturation"]["events_per_s"] for b, a in pairs]
+    ratios = [speedup(b, a) for b, a in pairs]
     before, result = pairs[sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]]
     report(result, args.workers)
     compare(before, result, args.against)
     if len(pairs) > 1:
-        compare_pairs(pairs, args.against)
+        compare_pairs(pairs, ratios, args.against)
     write_json(args.name, {**result, "against": {"ref": args.against, **before},
                            "pairs": [{"before": b["saturation"]["events_per_s"], "after": a["saturation"]["events_per_s"],
                                       "ruler": ruler(b, a), "p99_ms_before": [r["p99_ms"] for r in b["fixed_rate"]],
@@ -474,6 +474,10 @@ def _process_cpu(result: dict[str, Any], process: str) -> float:
     return sum(p["cpu_us"] for name, p in result["saturation"]["budget"]["processes"].items() if process in name)
 
 
+def speedup(before: dict[str, Any], after: dict[str, Any]) -> float:
+    return after["saturation"]["events_per_s"] / before["saturation"]["events_per_s"]
+
+
 def ruler(before: dict[str, Any], after: dict[str, Any]) -> float:
     """After / before CPU per event of the processes whose code a change to llmwatch leaves alone
     (the broker, the load generator): how much the machine itself sped up or slowed down."""
@@ -481,7 +485,7 @@ def ruler(before: dict[str, Any], after: dict[str, Any]) -> float:
     return sum(_process_cpu(after, p) for p in fixed) / max(1e-9, sum(_process_cpu(before, p) for p in fixed))
 
 
-def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ref: str) -> None:
+def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ratios: list[float], ref: str) -> None:
     rates = [r["rate"] for r in pairs[0][1]["fixed_rate"]]
 
     def p99s(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -489,9 +493,8 @@ def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ref: str) 
                                                                            strict=True)]
 
     rows = [[str(i), f"{b['saturation']['events_per_s']:,.0f}", f"{a['saturation']['events_per_s']:,.0f}",
-             f"{a['saturation']['events_per_s'] / b['saturation']['events_per_s']:.2f}x", f"{ruler(b, a):.2f}x", *p99s(b, a)]
-            for i, (b, a) in enumerate(pairs, 1)]
-    ratios = [a["saturation"]["events_per_s"] / b["saturation"]["events_per_s"] for b, a in pairs]
+             f"{ratio:.2f}x", f"{ruler(b, a):.2f}x", *p99s(b, a)]
+            for i, ((b, a), ratio) in enumerate(zip(pairs, ratios, strict=True), 1)]
     rows.append(["median", "", "", f"{statistics.median(ratios):.2f}x", "", *["" for _ in rates]])
     print_table(f"Each pair, {ref} then this checkout (ruler: the broker's and the load generator's CPU per event, "
                 "after / before: the machine's own drift)",
