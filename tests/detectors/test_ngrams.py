@@ -1,14 +1,16 @@
-"""Hashed n-gram columns, computed for a whole batch in numpy passes, against the plain
-definition: every n-gram of every text, hashed one at a time."""
+"""Hashed n-gram columns and the features made of them, computed for a whole batch in numpy passes,
+against the plain definition: every n-gram of every text, hashed and counted one at a time."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmwatch.detectors.hashed import HashedFeatures
 from llmwatch.detectors.ngrams import ngram_columns
 
 _MASK = 2**64 - 1
@@ -63,3 +65,29 @@ def test_batch_columns_are_each_ngram_hashed_alone(texts: list[str], layout: tup
     rows, columns = ngram_columns(texts, words, chars, width)
     assert rows.dtype == columns.dtype == np.int64
     assert Counter(zip(rows.tolist(), columns.tolist())) == _plain_columns(texts, words, chars, width)
+
+
+
+def _plain_features(texts: list[str], features: HashedFeatures) -> dict[tuple[int, int], float]:
+    """log(1 + count) of each n-gram of each text, each text's values scaled to length 1."""
+    counts = _plain_columns(texts, features.word_ngrams, features.char_ngrams, features.n_features)
+    damped = {key: math.log1p(count) for key, count in counts.items()}
+    norms: dict[int, float] = {}
+    for (row, _), value in damped.items():
+        norms[row] = norms.get(row, 0.0) + value * value
+    return {(row, column): value / math.sqrt(norms[row]) for (row, column), value in damped.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TEXT, max_size=5), st.sampled_from([HashedFeatures(2**10), HashedFeatures(1000, (1, 1), (2, 2)),
+                                                      HashedFeatures(2**31, (1, 2), (3, 3))]))
+def test_features_are_damped_counts_of_each_text_normalised(texts: list[str], features: HashedFeatures) -> None:
+    # 2**31 columns of each kind: a batch's (row, column) keys pass 32 bits and take the 64-bit path.
+    x = features.transform(texts)
+    assert x.shape == (len(texts), features.width)
+    assert x.has_canonical_format  # sorted, no duplicates: what the sparse products expect
+    coo = x.tocoo()
+    found = dict(zip(zip(coo.row.tolist(), coo.col.tolist()), coo.data.tolist()))
+    expected = _plain_features(texts, features)
+    assert found.keys() == expected.keys()
+    assert all(math.isclose(found[key], value, rel_tol=1e-6) for key, value in expected.items())
