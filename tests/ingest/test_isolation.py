@@ -78,6 +78,24 @@ def test_values_the_client_cannot_encode_are_data_errors(embedded_store: ClickHo
     assert counts(embedded_store)["traces"] == 1
 
 
+def test_one_value_out_of_range_among_many_rows_is_found(embedded_store: ClickHouseStore) -> None:
+    """A value equal to ones that fit but of a type that does not (5.0 in an integer column after
+    many 5s), one time past the column's range among many that share a time, or a list where a
+    number belongs, is refused, and nothing of the batch is stored."""
+    row = valid_row()
+    shared = [{**row, "input_tokens": 5} for _ in range(100)]
+    with pytest.raises(StoreDataError, match="input_tokens=5.0"):
+        embedded_store.insert("traces", [*shared, {**row, "input_tokens": 5.0}])
+    late = row["timestamp"].replace(year=2300)
+    with pytest.raises(StoreDataError, match="timestamp="):
+        embedded_store.insert("traces", [*shared[:50], {**row, "timestamp": late}, *shared[50:]])
+    with pytest.raises(StoreDataError, match="input_tokens="):
+        embedded_store.insert("traces", [*shared, {**row, "input_tokens": [1]}])
+    assert counts(embedded_store)["traces"] == 0
+    embedded_store.insert("traces", shared)
+    assert counts(embedded_store)["traces"] == 1  # one event id: the table keeps it once
+
+
 def valid_row() -> dict[str, Any]:
     from llmwatch.core.events import Limits, parse
 
