@@ -83,14 +83,29 @@ def claim_terms(claim: str) -> dict[str, bool]:
     """A claim's fact-bearing terms, each marked strong when it is a number or a name (has a
     digit, or a capital letter anywhere but the claim's first word)."""
     terms: dict[str, bool] = {}
-    for match in _WORD.finditer(claim):
-        word = match.group()
-        if word.lower() in _STOPWORDS:
+    # Only the first word can start the claim, and does when the claim starts with a word character.
+    opening = bool(claim) and claim[0] in _WORD_START
+    for i, word in enumerate(_WORD.findall(claim)):
+        term = _term(word)
+        if term is None:
             continue
-        strong = any(c.isdigit() for c in word) or (word[0].isupper() and match.start() > 0)
-        stem = _stem(word)
+        stem, has_digit = term
+        strong = has_digit or (word[0].isupper() and (i > 0 or not opening))
         terms[stem] = terms.get(stem, False) or strong
     return terms
+
+
+_WORD_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")  # what _WORD starts with
+
+
+@functools.lru_cache(maxsize=65536)
+def _term(word: str) -> tuple[str, bool] | None:
+    """A word's stem and whether it holds a digit; None for a stopword. One cached lookup per
+    word of a claim, where the lower-casing, the stopword test and the digit scan each cost a
+    call (claim_terms 26 -> 10 µs per claim of ~19 words, demo traffic)."""
+    if word.lower() in _STOPWORDS:
+        return None
+    return _stem(word), not word.isalpha() and any(c.isdigit() for c in word)
 
 
 def known_terms(evidence: Sequence[str]) -> set[str]:
@@ -162,7 +177,14 @@ def _passages(context: Sequence[str]) -> list[str]:
     return sentences or [doc for doc in context if doc.strip()]
 
 
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot)\b|n't\b", re.IGNORECASE)
+# `\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot)\b|n't\b`, ignoring case,
+# written to start with one set of characters (n, w, c) so that the scan skips every other
+# position; the word boundary before is a look-behind once that character matched. 7-9 -> 1 µs
+# per claim of ~100 characters.
+_NEGATION = re.compile(
+    r"[nNwWcC](?:(?<=[nN])(?:(?<!\w.)(?i:ot|o|ever|one|obody|othing|either|or)\b|(?i:'t)\b)"
+    r"|(?<=[wW])(?<!\w.)(?i:ithout)\b|(?<=[cC])(?<!\w.)(?i:annot)\b)"
+)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 CLAIM_FEATURES = ("missing_share", "missing_names", "uncovered", "unknown_numbers", "new_negation",
                   "question_share", "any_missing", "handset_logit")
