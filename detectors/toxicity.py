@@ -140,18 +140,20 @@ def _texts(events: Sequence[TraceEvent]) -> list[str]:
 def _rows(detector: Any, events: Sequence[TraceEvent], scores: Sequence[float] | np.ndarray,
           details: Sequence[dict[str, Any]] | None = None, version: str = "") -> list[ScoreRow]:
     """Rows in (event, target) order from flat per-text scores; empty texts are labelled `empty`."""
+    name, version, threshold = detector.name, version or detector.version, detector.threshold
+    # Python floats, once: indexing a numpy array per row cost more than the rest of the row.
+    values = scores.tolist() if isinstance(scores, np.ndarray) else [float(s) for s in scores]
     rows = []
-    version = version or detector.version
-    for i, event in enumerate(events):
-        for j, target in enumerate(TARGETS):
-            k = 2 * i + j
+    k = 0
+    for event in events:
+        for target in TARGETS:
             if not getattr(event, target).strip():
-                rows.append(ScoreRow(event.event_id, detector.name, version, target, 0.0, "empty"))
-                continue
-            score = float(scores[k])
-            label = "toxic" if score >= detector.threshold else "ok"
-            extra = details[k] if details else {}
-            rows.append(ScoreRow(event.event_id, detector.name, version, target, score, label, extra))
+                rows.append(ScoreRow(event.event_id, name, version, target, 0.0, "empty"))
+            else:
+                score = values[k]
+                rows.append(ScoreRow(event.event_id, name, version, target, score,
+                                     "toxic" if score >= threshold else "ok", details[k] if details else {}))
+            k += 1
     return rows
 
 
