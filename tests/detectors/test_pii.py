@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmwatch.core.events import TraceEvent
@@ -184,6 +184,10 @@ ADVERSARIAL: dict[str, Callable[[int], str]] = {
     "key prefixes": _repeat("sk-"),
     "assignments": _repeat("token="),
     "bearer": _repeat("bearer "),
+    # Rare anchors (the email's and IPv6's patterns try only the starts each can reach).
+    "one at sign after a long run": lambda size: "a" * (size - 8) + "@b.cc",
+    "sparse at signs in runs": _repeat("a" * 400 + "@"),
+    "sparse colons": _repeat("a" * 400 + ":1:"),
 }
 # Text dense with plausible candidates (a phone, card, IBAN or address every 20-40 characters):
 # each candidate must be validated (Luhn, mod 97, country lengths), so these cost more per
@@ -288,3 +292,23 @@ def test_a_long_passage_is_searched_every_time_not_remembered() -> None:
     remembered = pii._passage_spans
     assert remembered.get(short) == [pii.Span("email", len(short) - 15, len(short))]
     assert remembered.get(long) is None and len(remembered) <= pii.CACHED_PASSAGES
+
+
+_ANCHORED = [p for p in pii._PATTERNS if isinstance(p, pii._Anchored)]
+_NEAR_ANCHORS = st.lists(st.sampled_from([*"a.-_+@:1fF Z\x00é", "@b.cc", "a@b", "::", "1:2:3::4", "x.y@z.org"]),
+                         max_size=30).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_NEAR_ANCHORS)
+@example("a@b.cd.ef@g.hi")  # the second @'s run starts inside the first match: no second match
+@example("a@b.cd.e@f.gh")  # the first @ makes no match; the second's run reaches back to it
+@example("1:2:3:4:5:6:7:8:9 ::1 fe80::1:")
+def test_anchored_patterns_find_what_a_scan_finds(text: str) -> None:
+    """The email and IPv6 patterns, tried only at the starts each anchor can reach, find what
+    the same pattern scanning every position finds: the same spans, in the same order."""
+    assert {p.kind for p in _ANCHORED} == {"email", "ip"}
+    for pattern in _ANCHORED:
+        scanned = [m.span() for m in pattern.regex.finditer(text) if pattern.valid(m.group())]
+        assert list(pattern.anchored_spans(text)) == scanned, pattern.kind
+        assert list(pattern.spans(text)) == scanned, pattern.kind
