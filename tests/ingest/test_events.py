@@ -11,7 +11,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from llmwatch.core.events import RELEASE_SQL, Feedback, Limits, Rejection, TraceEvent, parse, release_name
+from llmwatch.core.events import (
+    RELEASE_SQL,
+    Feedback,
+    Limits,
+    Rejection,
+    TraceEvent,
+    has_duplicate_keys,
+    nesting_depth,
+    parse,
+    release_name,
+)
 from llmwatch.schemas import trace_event_schema
 from llmwatch.storage.clickhouse import ClickHouseStore
 
@@ -284,3 +294,32 @@ def test_the_fast_validator_accepts_exactly_what_the_published_schema_accepts(fi
     assume(not (isinstance(result, Rejection) and result.reason == "not_json"))  # an infinite float
     valid = jsonschema.Draft7Validator(trace_event_schema()).is_valid(doc)
     assert (isinstance(result, Rejection) and result.reason == "schema") is not valid, result
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def _plain_depth(doc: object) -> int:
+    children = doc.values() if isinstance(doc, dict) else doc if isinstance(doc, list) else []
+    return 1 + max((_plain_depth(child) for child in children if isinstance(child, (dict, list))), default=0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON, st.integers(min_value=1, max_value=6))
+def test_depth_and_duplicate_keys_follow_their_plain_definitions(doc: object, limit: int) -> None:
+    """The nesting depth (counted to just past the limit) and the duplicate-key check parse
+    checks every message with, against recursion and a parser that sees every key."""
+    raw = json.dumps(doc).encode()
+    assert nesting_depth(doc, limit) == min(_plain_depth(doc), limit + 1)
+    assert not has_duplicate_keys(raw, doc)
+    if isinstance(doc, dict) and doc:
+        key, value = next(iter(doc.items()))
+        repeated = raw[:-1] + b", " + json.dumps(key).encode() + b": " + json.dumps(value).encode() + b"}"
+        pairs: list[list[tuple[str, object]]] = []
+        json.loads(repeated, object_pairs_hook=lambda p: pairs.append(p) or dict(p))
+        assert any(len(p) != len(dict(p)) for p in pairs)
+        assert has_duplicate_keys(repeated, json.loads(repeated))
