@@ -24,36 +24,67 @@ from collections.abc import Sequence
 __all__ = ["CONCEPTS", "annotate", "annotate_many"]
 
 _NEAR = r"[^.!?\n]{0,40}?"
+
+
+def _first(*branches: str) -> str:
+    r"""An alternation of branches that each start with a letter, `\b` before it or not: written
+    with the word boundary checked just after that letter (`x(?<!\w.)` for `\bx`), every branch
+    starts with a plain character, and the regex engine skips, in C, every position whose
+    character starts none of them. With `\b` first it tried every position: annotate_many of demo
+    inputs 11.4 -> 8.4 µs per event (tests/detectors/test_learned.py holds them to their plain form)."""
+    moved = []
+    for branch in branches:
+        bounded = branch.startswith(r"\b")
+        branch = branch.removeprefix(r"\b")
+        assert branch[0].isalpha() and branch[0] == branch[0].lower(), branch
+        moved.append(branch[0] + (r"(?<!\w.)" if bounded else "") + branch[1:])
+    return "(?:" + "|".join(moved) + ")"
+
+
+def _words(words: str, then: str = "") -> list[str]:
+    r"""Branches `\bword` + `then`, one per word of `words` (separated by `|`)."""
+    return [rf"\b{word}{then}" for word in words.split("|")]
+
+
 # Patterns are lower case and run on the lower-cased text: half the time of re.IGNORECASE, which
 # folds the case of every character it compares (annotate: 39 -> 19 µs per demo text).
+_AUTHORITY = (r" (?:a |an |the |your )?(?:police|officer|developer|admin|administrator|system administrator|"
+              r"engineer at openai|openai|anthropic|security team|auditor)")
+_USER_DATA = r" (?:user's|customer's|other user's) (?:current )?(?:address|city|location|email|phone|password|data|details)"
 CONCEPTS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
     "injection": [(token, re.compile(pattern)) for token, pattern in [
-        ("xxoverride", rf"\b(?:ignore|disregard|forget|override|bypass|abandon|discard|neglect|skip)\b{_NEAR}"
+        ("xxoverride", _first(*_words("ignore|disregard|forget|override|bypass|abandon|discard|neglect|skip"))
+                       + rf"\b{_NEAR}"
                        r"\b(?:instructions?|rules|guidelines|directions|prompts?|polic(?:y|ies)|restrictions|"
                        r"constraints|programming|training|everything|(?:the |all )?(?:above|previous|prior|earlier))\b"),
-        ("xxpersona", r"\b(?:you are now|from now on|pretend (?:to be|you are|that you)|act as (?:an?|my)? ?(?:ai|"
-                      r"assistant|unfiltered|evil|jailbroken)|stay in character|developer mode|do anything now|"
-                      r"(?:unfiltered|uncensored|unrestricted|amoral) (?:ai|assistant|model|response|mode)|"
-                      r"no (?:ethical |moral )?(?:rules|restrictions|limits|filters|guidelines))\b"),
-        ("xxexfiltrate", rf"\b(?:reveal|print|repeat|show|output|tell me|leak|disclose|send|e-?mail|forward)\b{_NEAR}"
+        ("xxpersona", _first(r"\byou are now", r"\bfrom now on", r"\bpretend (?:to be|you are|that you)",
+                             r"\bact as (?:an?|my)? ?(?:ai|assistant|unfiltered|evil|jailbroken)", r"\bstay in character",
+                             r"\bdeveloper mode", r"\bdo anything now",
+                             *_words("unfiltered|uncensored|unrestricted|amoral", " (?:ai|assistant|model|response|mode)"),
+                             r"\bno (?:ethical |moral )?(?:rules|restrictions|limits|filters|guidelines)") + r"\b"),
+        ("xxexfiltrate", _first(*_words("reveal|print|repeat|show|output|tell me|leak|disclose|send|e-?mail|forward"))
+                         + rf"\b{_NEAR}"
                          r"\b(?:system prompt|your (?:\w+ )?(?:instructions|prompt)|(?:initial|original|hidden) (?:instructions|prompt)|"
                          r"passwords?|secrets?|api keys?|credentials|confidential)\b"),
-        ("xxnewtask", r"\b(?:new (?:task|instructions?|rules?|objective)|your (?:real|true|new|actual) "
-                      r"(?:task|purpose|goal|instructions)|instead,? (?:you (?:must|will|should)|respond|say|write|"
-                      r"output)|important:? (?:new )?instructions?)\b"),
-        ("xxauthority", r"\b(?:i am|i'm|this is|we are) (?:a |an |the |your )?(?:police|officer|developer|admin|"
-                        r"administrator|system administrator|engineer at openai|openai|anthropic|security team|"
-                        r"auditor)|\b(?:security audit|maintenance mode|debug mode|developer mode|system upgrade|"
-                        r"verification mode|admin mode|god mode|sudo mode)\b"),
-        ("xxsecret", r"\b(?:the|a|this) (?:user's|customer's|other user's) (?:current )?(?:address|city|location|"
-                     r"email|phone|password|data|details)|\bwhere (?:the|this) user lives\b|\b(?:confidential|secret) "
-                     r"(?:string|key|code|password|information|data)\b|\bconfirm the password\b"),
-        ("xxpriorcontext", r"\b(?:told|given|instructed|programmed) (?:before|at the (?:beginning|start))|"
-                           r"(?:beginning|start) of (?:this|the) conversation|your (?:initial|original|first|"
-                           r"hidden|secret) (?:instructions|prompt|message|rules)\b"),
-        ("xxencode", r"\b(?:base64|hexadecimal|rot13|pig latin|leetspeak|morse code|encode|encoded|decode)\b"),
-        ("xxaddressai", r"\b(?:as an ai|language model|chatgpt|(?:dear|hey|attention,?) (?:ai|assistant|model|"
-                        r"chatbot|llm)|the (?:ai|assistant|model|llm) (?:must|should|will))\b"),
+        ("xxnewtask", _first(r"\bnew (?:task|instructions?|rules?|objective)",
+                             r"\byour (?:real|true|new|actual) (?:task|purpose|goal|instructions)",
+                             r"\binstead,? (?:you (?:must|will|should)|respond|say|write|output)",
+                             r"\bimportant:? (?:new )?instructions?") + r"\b"),
+        ("xxauthority", _first(*_words("i am|i'm|this is|we are", _AUTHORITY),
+                               *_words("security audit|maintenance mode|debug mode|developer mode|system upgrade|"
+                                       "verification mode|admin mode|god mode|sudo mode", r"\b"))),
+        ("xxsecret", _first(*_words("the|a|this", _USER_DATA), r"\bwhere (?:the|this) user lives\b",
+                            *_words("confidential|secret", r" (?:string|key|code|password|information|data)\b"),
+                            r"\bconfirm the password\b")),
+        ("xxpriorcontext", _first(*_words("told|given|instructed|programmed", " (?:before|at the (?:beginning|start))"),
+                                  # No word boundary before these two in the model's training: kept so.
+                                  "beginning of (?:this|the) conversation", "start of (?:this|the) conversation",
+                                  r"your (?:initial|original|first|hidden|secret) (?:instructions|prompt|message|rules)\b")),
+        ("xxencode", _first(*_words("base64|hexadecimal|rot13|pig latin|leetspeak|morse code|encode|encoded|decode"))
+                     + r"\b"),
+        ("xxaddressai", _first(r"\bas an ai", r"\blanguage model", r"\bchatgpt",
+                               *_words("dear|hey|attention,?", " (?:ai|assistant|model|chatbot|llm)"),
+                               r"\bthe (?:ai|assistant|model|llm) (?:must|should|will)") + r"\b"),
     ]],
 }
 

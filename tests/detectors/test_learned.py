@@ -391,6 +391,59 @@ def test_concept_patterns_are_lower_case_so_lowered_text_matches_them() -> None:
         "xxoverride xxpersona")
 
 
+# The concept patterns as first written, with `\b` before each first word: the detector's are
+# rewritten to start with plain characters, for speed, and must match exactly where these do.
+_NEAR = r"[^.!?\n]{0,40}?"
+_PLAIN_CONCEPTS = {
+    "xxoverride": rf"\b(?:ignore|disregard|forget|override|bypass|abandon|discard|neglect|skip)\b{_NEAR}"
+                  r"\b(?:instructions?|rules|guidelines|directions|prompts?|polic(?:y|ies)|restrictions|"
+                  r"constraints|programming|training|everything|(?:the |all )?(?:above|previous|prior|earlier))\b",
+    "xxpersona": r"\b(?:you are now|from now on|pretend (?:to be|you are|that you)|act as (?:an?|my)? ?(?:ai|"
+                 r"assistant|unfiltered|evil|jailbroken)|stay in character|developer mode|do anything now|"
+                 r"(?:unfiltered|uncensored|unrestricted|amoral) (?:ai|assistant|model|response|mode)|"
+                 r"no (?:ethical |moral )?(?:rules|restrictions|limits|filters|guidelines))\b",
+    "xxexfiltrate": rf"\b(?:reveal|print|repeat|show|output|tell me|leak|disclose|send|e-?mail|forward)\b{_NEAR}"
+                    r"\b(?:system prompt|your (?:\w+ )?(?:instructions|prompt)|(?:initial|original|hidden) (?:instructions|prompt)|"
+                    r"passwords?|secrets?|api keys?|credentials|confidential)\b",
+    "xxnewtask": r"\b(?:new (?:task|instructions?|rules?|objective)|your (?:real|true|new|actual) "
+                 r"(?:task|purpose|goal|instructions)|instead,? (?:you (?:must|will|should)|respond|say|write|"
+                 r"output)|important:? (?:new )?instructions?)\b",
+    "xxauthority": r"\b(?:i am|i'm|this is|we are) (?:a |an |the |your )?(?:police|officer|developer|admin|"
+                   r"administrator|system administrator|engineer at openai|openai|anthropic|security team|"
+                   r"auditor)|\b(?:security audit|maintenance mode|debug mode|developer mode|system upgrade|"
+                   r"verification mode|admin mode|god mode|sudo mode)\b",
+    "xxsecret": r"\b(?:the|a|this) (?:user's|customer's|other user's) (?:current )?(?:address|city|location|"
+                r"email|phone|password|data|details)|\bwhere (?:the|this) user lives\b|\b(?:confidential|secret) "
+                r"(?:string|key|code|password|information|data)\b|\bconfirm the password\b",
+    "xxpriorcontext": r"\b(?:told|given|instructed|programmed) (?:before|at the (?:beginning|start))|"
+                      r"(?:beginning|start) of (?:this|the) conversation|your (?:initial|original|first|"
+                      r"hidden|secret) (?:instructions|prompt|message|rules)\b",
+    "xxencode": r"\b(?:base64|hexadecimal|rot13|pig latin|leetspeak|morse code|encode|encoded|decode)\b",
+    "xxaddressai": r"\b(?:as an ai|language model|chatgpt|(?:dear|hey|attention,?) (?:ai|assistant|model|"
+                   r"chatbot|llm)|the (?:ai|assistant|model|llm) (?:must|should|will))\b",
+}
+_CONCEPT_WORDS = st.sampled_from([
+    "ignore", "disregard", "all", "previous", "instructions", "you", "are", "now", "from", "on", "pretend",
+    "to", "be", "act", "as", "an", "ai", "unfiltered", "reveal", "your", "system", "prompt", "new", "task",
+    "instead,", "respond", "important:", "i", "am", "i'm", "this", "is", "the", "police", "security",
+    "audit", "a", "user's", "current", "address", "where", "user", "lives", "confidential", "string",
+    "confirm", "password", "told", "before", "at", "beginning", "start", "of", "conversation", "restart",
+    "your", "hidden", "rules", "base64", "encoded", "dear", "attention,", "assistant", "must", "xignore",
+    "_the", "9this",
+])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.tuples(_CONCEPT_WORDS, st.sampled_from([" ", "  ", ".", "\n", ",", "-", "'", "é", ""])),
+                max_size=14).map(lambda parts: "".join(word + sep for word, sep in parts)))
+def test_concept_patterns_match_where_their_plain_form_matches(text: str) -> None:
+    from llmwatch.detectors.concepts import CONCEPTS
+
+    assert [token for token, _ in CONCEPTS["injection"]] == list(_PLAIN_CONCEPTS)
+    for token, pattern in CONCEPTS["injection"]:
+        assert bool(pattern.search(text)) == bool(re.search(_PLAIN_CONCEPTS[token], text)), token
+
+
 _DOCUMENTS = st.lists(st.sampled_from(["The tower opened in 1889.", "It is not in Lyon", "Paris, 3,000 visitors.",
                                        "  ", "", "?!", "--", "no. Never! 42", "- item one\n- Item Two",
                                        "x" * 4097 + " 7 no"]),
