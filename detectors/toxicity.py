@@ -59,13 +59,18 @@ _MASKED = [
         (r"\bd[*#@1i]ck", "dick"), (r"\bwh[*#@o]re", "whore"), (r"\bst[*#@u]pid", "stupid"), (r"\bid[*#@1i]ot", "idiot"),
     ]
 ]
-# Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten. Each
-# starts `\b` and a letter: a lookahead for those letters turns most positions away before the ten
-# branches are tried (half the time of the bare alternation).
-_MASK_FIRST_LETTERS = "".join(sorted({pattern.pattern.removeprefix(r"\b")[0] for pattern, _ in _MASKED}))
+# Any one of them matching somewhere, in one scan: most texts hide nothing, and skip the ten. The
+# scan starts with one set of characters, both cases of the masks' first letters, so the regex
+# engine skips every other position in C (a set under IGNORECASE, or a look-ahead, does not skip);
+# the word boundary is a look-behind after that letter, and a look-behind for each first letter
+# picks its masks. 6.5 -> 4.5 µs per demo event against the look-ahead form, the same matches
+# (tests/detectors/test_learned.py).
+_MASKS_BY_FIRST: dict[str, list[str]] = {}
+for _pattern, _ in _MASKED:
+    _MASKS_BY_FIRST.setdefault(_pattern.pattern[2], []).append(_pattern.pattern[3:])  # after r"\b" and the letter
 _ANY_MASKED = re.compile(
-    rf"(?=[{_MASK_FIRST_LETTERS}])\b(?:" + "|".join(pattern.pattern.removeprefix(r"\b") for pattern, _ in _MASKED) + ")",
-    re.IGNORECASE,
+    f"[{''.join(_MASKS_BY_FIRST)}{''.join(_MASKS_BY_FIRST).upper()}]" + r"(?<!\w.)(?i:"
+    + "|".join(f"(?<={first})(?:{'|'.join(rests)})" for first, rests in _MASKS_BY_FIRST.items()) + ")"
 )
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
 # Only tokens with a character _LEET changes can change: most tokens are skipped in C.
