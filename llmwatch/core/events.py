@@ -240,23 +240,60 @@ def _json_types(branch: dict[str, Any], defs: dict[str, Any]) -> set[str] | None
     return {"number" if t == "integer" else t for t in ([declared] if isinstance(declared, str) else declared)}
 
 
+# The keywords that constrain one JSON type each (draft 7), and those that constrain nothing.
+_TYPE_KEYWORDS = {
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+    "array": {"items", "additionalItems", "minItems", "maxItems", "uniqueItems", "contains"},
+    "object": {"properties", "required", "additionalProperties", "patternProperties", "minProperties",
+               "maxProperties", "propertyNames", "dependencies"},
+    "boolean": set(),
+    "null": set(),
+}
+_NOTES = {"description", "title", "default", "examples", "$comment"}
+
+
+def _one_type(branch: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any] | None:
+    """The branch (its $refs followed) when it is a single "type" and keywords of that type only."""
+    while set(branch) - _NOTES == {"$ref"}:
+        branch = defs[branch["$ref"].rsplit("/", 1)[-1]]
+    declared = branch.get("type")
+    if not isinstance(declared, str):
+        return None
+    kind = "number" if declared == "integer" else declared
+    return branch if set(branch) - _NOTES - {"type"} <= _TYPE_KEYWORDS.get(kind, set()) else None
+
+
 def _exclusive_any_of(node: Any, defs: dict[str, Any]) -> Any:
-    """The schema with every `oneOf` whose branches match disjoint JSON types written as `anyOf`.
-    The two accept the same documents then (a value can match one branch at most), but
-    fastjsonschema checks every branch of a oneOf, raising an exception for each that fails
-    (a text is also tried as a message list), while an anyOf stops at the first that matches:
-    parse 47 -> 39 µs per event on the demo's traffic."""
+    """The schema with every `oneOf` whose branches match disjoint JSON types written as `anyOf`,
+    and every such `oneOf` or `anyOf` whose branches are each one type with that type's keywords
+    merged into one schema (`{"type": ["string", "array"], "maxLength": .., "items": ..}`). Each
+    accepts the same documents (a value matches one branch at most, and a type's keywords ignore
+    values of other types), but fastjsonschema checks every branch of a oneOf, and tries an
+    anyOf's branches in turn, raising an exception for each that fails (a list of messages is
+    first tried as a text): parse 47 -> 39 µs per demo event for the anyOfs, and the validator
+    17.5 -> 14.9 for the merged ones (median of 9 interleaved runs)."""
     if isinstance(node, list):
         return [_exclusive_any_of(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
     rewritten = {key: _exclusive_any_of(value, defs) for key, value in node.items()}
-    branches = node.get("oneOf")
+    key = "oneOf" if isinstance(node.get("oneOf"), list) else "anyOf"
+    branches = node.get(key)
     if isinstance(branches, list):
         types = [_json_types(branch, defs) for branch in branches]
         known = [t for t in types if t is not None]
         if len(known) == len(types) and sum(map(len, known)) == len(set().union(*known)):
-            rewritten["anyOf"] = rewritten.pop("oneOf")
+            single = [_one_type(branch, defs) for branch in branches]
+            own = set(node) - _NOTES - {key}  # the node's own keywords: a merge must not overwrite them
+            if all(branch is not None and not own & set(branch) for branch in single):
+                del rewritten[key]
+                for branch in single:
+                    rewritten.update({k: _exclusive_any_of(v, defs) for k, v in branch.items()  # type: ignore[union-attr]
+                                      if k != "type" and k not in _NOTES})
+                rewritten["type"] = [branch["type"] for branch in single]  # type: ignore[index]
+            elif key == "oneOf":
+                rewritten["anyOf"] = rewritten.pop("oneOf")
     return rewritten
 
 

@@ -323,3 +323,21 @@ def test_depth_and_duplicate_keys_follow_their_plain_definitions(doc: object, li
         json.loads(repeated, object_pairs_hook=lambda p: pairs.append(p) or dict(p))
         assert any(len(p) != len(dict(p)) for p in pairs)
         assert has_duplicate_keys(repeated, json.loads(repeated))
+
+
+def test_the_fast_schema_merges_only_branches_that_cannot_interfere() -> None:
+    """Disjoint single-type branches become one schema; a branch with a keyword of all types (an
+    enum), or a node with a keyword of its own that a branch sets too, stays an anyOf."""
+    from llmwatch.core.events import _exclusive_any_of
+
+    text = {"type": "string", "maxLength": 3}
+    assert _exclusive_any_of({"oneOf": [text, {"type": "integer", "minimum": 0}]}, {}) == {
+        "type": ["string", "integer"], "maxLength": 3, "minimum": 0}
+    assert _exclusive_any_of({"oneOf": [{"$ref": "#/$defs/t"}, {"type": "null"}]}, {"t": text}) == {
+        "type": ["string", "null"], "maxLength": 3}
+    with_enum = {"oneOf": [{"type": "string", "enum": ["a"]}, {"type": "null"}]}
+    assert _exclusive_any_of(with_enum, {}) == {"anyOf": with_enum["oneOf"]}
+    own = {"maxLength": 5, "anyOf": [text, {"type": "null"}]}
+    assert _exclusive_any_of(own, {}) == own
+    overlapping = {"oneOf": [{"type": "integer"}, {"type": "number"}]}  # 1 matches both: not exclusive
+    assert _exclusive_any_of(overlapping, {}) == overlapping
