@@ -530,7 +530,47 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+# A form part as urllib3 (clickhouse-connect's) writes one: a name and nothing else in its header.
+_SIMPLE_PART = re.compile(rb'Content-Disposition: form-data; name="([A-Za-z0-9_.-]*)"\r\n\r\n')
+_BOUNDARY = re.compile(r';\s*boundary=(?:"([^"\\]{1,70})"|([^\s;"]{1,70}))', re.IGNORECASE)
+
+
 def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The fields of a multipart/form-data body. ValueError for a file part (external data)."""
+    fields = _simple_form_fields(content_type, body)
+    return fields if fields is not None else _parsed_form_fields(content_type, body)
+
+
+def _simple_form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
+    """The fields of a form written the plain way (each part `Content-Disposition: form-data;
+    name="x"`, nothing else), split at its boundary in C; None for any other form, which the
+    email parser reads. That parser took 3.7 ms for a lookup's 2,000 event ids (72 KB), twice a
+    batch: this takes ~0.1."""
+    found = _BOUNDARY.search(content_type)
+    if found is None:
+        return None
+    delimiter = b"\r\n--" + (found.group(1) or found.group(2)).encode("latin-1")
+    # Every part opens with CRLF + "--" + boundary; the body starts with the first delimiter
+    # without its CRLF. The last is followed by "--" (and an epilogue, ignored).
+    parts = (b"\r\n" + body).split(delimiter)
+    if parts[0] or len(parts) < 2 or not parts[-1].startswith(b"--"):
+        return None
+    fields: dict[str, str] = {}
+    for part in parts[1:-1]:
+        header = _SIMPLE_PART.match(part, 2)
+        if not part.startswith(b"\r\n") or header is None:
+            return None
+        name = header.group(1).decode("ascii")
+        if name in fields:
+            return None  # the same name twice: the email parser's reading decides
+        try:
+            fields[name] = part[header.end():].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return fields
+
+
+def _parsed_form_fields(content_type: str, body: bytes) -> dict[str, str]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmwatch.core.processes import free_port, stop_process, wait_until
 from llmwatch.storage.embedded import ensure_password
@@ -168,3 +170,41 @@ def test_remembered_verdicts_refuse_alike(embedded_url: str) -> None:
         answer = httpx.post(f"{base}/", params={"param_v": value, "default_format": "JSONEachRow"},
                             content=b"SELECT {v:String} AS v", auth=auth)
         assert answer.json() == {"v": value}
+
+
+_FIELD_NAMES = st.sampled_from(["query", "param_ids", "param_x", "database", "param_ü", 'param_"q"', "param a"])
+_FIELD_VALUES = st.lists(st.sampled_from([*"ab\r\n-é'[]\\", "\x00", "--", "\r\n--"]), max_size=30).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_FIELD_NAMES, _FIELD_VALUES, max_size=4))
+def test_forms_read_as_the_email_parser_reads_them(fields: dict[str, str]) -> None:
+    """Multipart forms as clients write them (urllib3, clickhouse-connect's encoder) are split at
+    their boundary directly when every part is plain; any other form goes to the email parser.
+    Both read the same fields."""
+    from urllib3.filepost import encode_multipart_formdata
+
+    from llmwatch.storage.embedded import _form_fields, _parsed_form_fields, _simple_form_fields
+
+    body, content_type = encode_multipart_formdata(fields)
+    assert _form_fields(content_type, body) == _parsed_form_fields(content_type, body)
+    if all(name.isascii() and '"' not in name and " " not in name for name in fields):
+        assert _simple_form_fields(content_type, body) == fields  # the fast path read it, exactly
+
+
+def test_forms_that_are_not_plain_go_to_the_email_parser() -> None:
+    """A file part (external data, which the store refuses), a part with more headers, a body
+    cut short or a quoted boundary: the fast path declines, the email parser decides."""
+    from llmwatch.storage.embedded import _form_fields, _simple_form_fields
+
+    file_part = (b'--b\r\nContent-Disposition: form-data; name="t"; filename="t.tsv"\r\n\r\n1\r\n--b--\r\n')
+    assert _simple_form_fields("multipart/form-data; boundary=b", file_part) is None
+    with pytest.raises(ValueError, match="external data"):
+        _form_fields("multipart/form-data; boundary=b", file_part)
+    typed = b'--b\r\nContent-Disposition: form-data; name="q"\r\nContent-Type: text/plain\r\n\r\nSELECT 1\r\n--b--\r\n'
+    assert _simple_form_fields("multipart/form-data; boundary=b", typed) is None
+    assert _form_fields("multipart/form-data; boundary=b", typed) == {"q": "SELECT 1"}
+    cut = b'--b\r\nContent-Disposition: form-data; name="q"\r\n\r\nSELECT 1'
+    assert _simple_form_fields("multipart/form-data; boundary=b", cut) is None
+    plain = b'--a b\r\nContent-Disposition: form-data; name="q"\r\n\r\nSELECT 1\r\n--a b--\r\n'
+    assert _form_fields('multipart/form-data; boundary="a b"', plain) == {"q": "SELECT 1"}
