@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import itertools
@@ -132,45 +133,44 @@ class _Block(_Pattern):
 
 
 
+@dataclass(frozen=True)
 class _Anchored(_Pattern):
     """A pattern every match of which holds something rare, its anchor: an email its `@`, an IPv6
     address a colon followed by up to four hex digits and a colon. Scanning from every position
     costs ~25 ns per character whatever the text (the pattern's first character is a letter or
     digit, so the engine skips few: 6.0 µs per demo event for the email, 5.4 for IPv6). Where the
-    anchor's character is rare, `anchor` (it starts with that literal, which the engine finds
-    fast) finds each anchor in order, and the pattern is tried only at the positions
+    anchor's first character is rare, `anchor` (which starts with it, and the engine finds a
+    literal fast) finds each anchor in order, and the pattern is tried only at the positions
     `starts(text, anchor_at, lo)` names, in ascending order from `lo`: the only ones a match
     holding that anchor can start at. Where the character is common (one in SPARSE or more), one
     scan is cheaper than a Python step per anchor, and the pattern scans. Either way the spans
     are finditer's: the leftmost match, then the next one searched from its end."""
 
+    anchor: re.Pattern[str] = dataclasses.field(kw_only=True)
+    starts: Callable[[str, int, int], Iterable[int]] = dataclasses.field(kw_only=True)
+
     SPARSE = 256
 
-    def __init__(self, kind: str, regex: re.Pattern[str], anchor: re.Pattern[str],
-                 starts: Callable[[str, int, int], Iterable[int]], valid: Callable[[str], bool] = lambda _: True) -> None:
-        super().__init__(kind, regex, valid)
-        assert anchor.pattern[0] in "@:", "the anchor starts with a literal character, counted in spans()"
-        object.__setattr__(self, "anchor", anchor)
-        object.__setattr__(self, "starts", starts)
+    def __post_init__(self) -> None:
+        assert re.escape(self.anchor.pattern[0]) == self.anchor.pattern[0], "the anchor starts with a literal"
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
-        if text.count(self.anchor.pattern[0]) * self.SPARSE > len(text):  # type: ignore[attr-defined]
+        if text.count(self.anchor.pattern[0]) * self.SPARSE > len(text):
             return super().spans(text)
         return self.anchored_spans(text)
 
     def anchored_spans(self, text: str) -> Iterator[tuple[int, int]]:
         end = 0  # where the last match ended: the next starts there or later
-        for found in self.anchor.finditer(text):  # type: ignore[attr-defined]
+        for found in self.anchor.finditer(text):
             if found.start() < end:
                 continue  # inside the last match
-            for start in self.starts(text, found.start(), end):  # type: ignore[attr-defined]
+            for start in self.starts(text, found.start(), end):
                 match = self.regex.match(text, start)
                 if match is not None:
                     end = match.end()
                     if self.valid(match.group()):
                         yield match.span()
                     break
-
 
 # Every pattern runs in linear time, whatever the text (tests/detectors/test_pii.py feeds each
 # 1 MB adversarial strings):
@@ -225,8 +225,8 @@ _PATTERNS = (
         # Domain labels are taken possessively (no backtracking over thousands of labels), each
         # only when another label follows its dot, so a sentence's full stop stays outside.
         re.compile(rf"[{_LOCAL}](?<![{_LOCAL}].)[{_LOCAL}]*@(?:[A-Za-z0-9-]+\.(?=[A-Za-z0-9-]))++[A-Za-z]{{2,}}\b"),
-        re.compile("@"),
-        _email_starts,
+        anchor=re.compile("@"),
+        starts=_email_starts,
     ),
     _Pattern(
         "iban",
@@ -240,9 +240,10 @@ _PATTERNS = (
     # written to start with a character (a hex digit or a colon) so that the scan skips the rest.
     _Anchored("ip", re.compile(r"(?:[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}:|:(?<![\w:].))(?:[0-9A-Fa-f]{0,4}:){1,6}"
                                r"[0-9A-Fa-f]{0,4}(?![\w:])"),
+              _ip_ok,
               # A match's first colon, followed by its second: at most four hex digits come before it.
-              re.compile(r":(?=[0-9A-Fa-f]{0,4}:)"),
-              lambda text, at, lo: range(max(lo, at - 4), at + 1), _ip_ok),
+              anchor=re.compile(r":(?=[0-9A-Fa-f]{0,4}:)"),
+              starts=lambda _text, at, lo: range(max(lo, at - 4), at + 1)),
     # Phone numbers: +CC, (area) or plain digits, not preceded by a word character or '+'. One
     # pattern per first character, so the + and ( scans jump between those characters and the
     # digit scan tries one thing per digit (one pattern for all three: 110 ms on a megabyte of

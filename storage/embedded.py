@@ -544,8 +544,8 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
 def _simple_form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
     """The fields of a form written the plain way (each part `Content-Disposition: form-data;
     name="x"`, nothing else), split at its boundary in C; None for any other form, which the
-    email parser reads. That parser took 3.7 ms for a lookup's 2,000 event ids (72 KB), twice a
-    batch: this takes ~0.1."""
+    email parser reads. That parser took 3.6 ms for a lookup's 2,000 event ids (72 KB), twice a
+    batch: this takes 0.04."""
     found = _BOUNDARY.search(content_type)
     if found is None:
         return None
@@ -557,8 +557,8 @@ def _simple_form_fields(content_type: str, body: bytes) -> dict[str, str] | None
         return None
     fields: dict[str, str] = {}
     for part in parts[1:-1]:
-        header = _SIMPLE_PART.match(part, 2)
-        if not part.startswith(b"\r\n") or header is None:
+        header = _SIMPLE_PART.match(part, 2) if part.startswith(b"\r\n") else None
+        if header is None:
             return None
         name = header.group(1).decode("ascii")
         if name in fields:
