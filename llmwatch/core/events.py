@@ -285,8 +285,10 @@ def _exclusive_any_of(node: Any, defs: dict[str, Any]) -> Any:
         known = [t for t in types if t is not None]
         if len(known) == len(types) and sum(map(len, known)) == len(set().union(*known)):
             single = [_one_type(branch, defs) for branch in branches]
-            own = set(node) - _NOTES - {key}  # the node's own keywords: a merge must not overwrite them
-            if all(branch is not None and not own & set(branch) for branch in single):
+            # The node's own keywords: a merge must not overwrite them, and beside a $ref (which
+            # draft 7 reads alone) it would not count.
+            own = set(node) - _NOTES - {key}
+            if "$ref" not in own and all(branch is not None and not own & set(branch) for branch in single):
                 del rewritten[key]
                 for branch in single:
                     rewritten.update({k: _exclusive_any_of(v, defs) for k, v in branch.items()  # type: ignore[union-attr]

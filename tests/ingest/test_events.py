@@ -327,7 +327,7 @@ def test_depth_and_duplicate_keys_follow_their_plain_definitions(doc: object, li
 
 def test_the_fast_schema_merges_only_branches_that_cannot_interfere() -> None:
     """Disjoint single-type branches become one schema; a branch with a keyword of all types (an
-    enum), or a node with a keyword of its own that a branch sets too, stays an anyOf."""
+    enum), a node with a keyword of its own that a branch sets too, or one beside a $ref, does not."""
     from llmwatch.core.events import _exclusive_any_of
 
     text = {"type": "string", "maxLength": 3}
@@ -339,5 +339,7 @@ def test_the_fast_schema_merges_only_branches_that_cannot_interfere() -> None:
     assert _exclusive_any_of(with_enum, {}) == {"anyOf": with_enum["oneOf"]}
     own = {"maxLength": 5, "anyOf": [text, {"type": "null"}]}
     assert _exclusive_any_of(own, {}) == own
+    beside_ref = {"$ref": "#/$defs/t", "anyOf": [text, {"type": "null"}]}
+    assert _exclusive_any_of(beside_ref, {"t": text}) == beside_ref
     overlapping = {"oneOf": [{"type": "integer"}, {"type": "number"}]}  # 1 matches both: not exclusive
     assert _exclusive_any_of(overlapping, {}) == overlapping
