@@ -65,13 +65,26 @@ def split_claims(text: str) -> list[str]:
     return [c for c in claims if c and _WORD.search(c)]
 
 
-@functools.lru_cache(maxsize=65536)  # words repeat across claims, passages and events
+# Words repeat across claims, passages and events: their stems (and terms, below) are remembered,
+# those of up to this many characters. A response can hold anything (a base64 blob is one long
+# "word"): unbounded, 65,536 such words of 10 kB would pin 650 MB; bounded, each cache stays
+# under ~16 MB.
+_CACHED_WORD_CHARS = 64
+
+
 def _stem(word: str) -> str:
+    return _cached_stem(word) if len(word) <= _CACHED_WORD_CHARS else _read_stem(word)
+
+
+def _read_stem(word: str) -> str:
     word = word.lower().replace(",", "")
     for suffix in _SUFFIXES:
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
+
+
+_cached_stem = functools.lru_cache(maxsize=65536)(_read_stem)
 
 
 def content_terms(text: str) -> list[str]:
@@ -98,14 +111,20 @@ def claim_terms(claim: str) -> dict[str, bool]:
 _WORD_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")  # what _WORD starts with
 
 
-@functools.lru_cache(maxsize=65536)
 def _term(word: str) -> tuple[str, bool] | None:
     """A word's stem and whether it holds a digit; None for a stopword. One cached lookup per
     word of a claim, where the lower-casing, the stopword test and the digit scan each cost a
     call (claim_terms 26 -> 10 µs per claim of ~19 words, demo traffic)."""
+    return _cached_term(word) if len(word) <= _CACHED_WORD_CHARS else _read_term(word)
+
+
+def _read_term(word: str) -> tuple[str, bool] | None:
     if word.lower() in _STOPWORDS:
         return None
     return _stem(word), not word.isalpha() and any(c.isdigit() for c in word)
+
+
+_cached_term = functools.lru_cache(maxsize=65536)(_read_term)
 
 
 def known_terms(evidence: Sequence[str]) -> set[str]:

@@ -47,3 +47,18 @@ _PLAIN_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor
                                  "nor", "never", "neither", "nothing", "none"]), max_size=12).map("".join))
 def test_negation_is_the_plain_pattern(text: str) -> None:
     assert bool(_NEGATION.search(text)) == bool(_PLAIN_NEGATION.search(text))
+
+
+
+def test_long_words_are_read_but_not_remembered() -> None:
+    """A word past the cached length (a blob in a response) gets its term like any other, and
+    neither cache keeps it: what a response holds cannot pin memory."""
+    from llmwatch.detectors import grounding
+
+    grounding._cached_stem.cache_clear()
+    grounding._cached_term.cache_clear()
+    blob = "Z" + "a1" * 5_000
+    assert claim_terms(f"It holds {blob}s here") == {"hold": False, blob.lower(): True}
+    # Remembered: "It", "holds" and "here" (stopwords too), and the stem of "holds"; not the blob.
+    assert grounding._cached_term.cache_info().currsize == 3
+    assert grounding._cached_stem.cache_info().currsize == 1
