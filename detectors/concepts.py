@@ -77,7 +77,7 @@ CONCEPTS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
                             *_words("confidential|secret", r" (?:string|key|code|password|information|data)\b"),
                             r"\bconfirm the password\b")),
         ("xxpriorcontext", _first(*_words("told|given|instructed|programmed", " (?:before|at the (?:beginning|start))"),
-                                  # No word boundary before these two in the model's training: kept so.
+                                  # No word boundary before these three as the model was trained: kept so.
                                   "beginning of (?:this|the) conversation", "start of (?:this|the) conversation",
                                   r"your (?:initial|original|first|hidden|secret) (?:instructions|prompt|message|rules)\b")),
         ("xxencode", _first(*_words("base64|hexadecimal|rot13|pig latin|leetspeak|morse code|encode|encoded|decode"))
