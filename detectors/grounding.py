@@ -34,10 +34,10 @@ import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,6 +57,7 @@ _STOPWORDS = frozenset(
 )
 _SUFFIXES = ("'s", "’s", "ing", "ed", "es", "s", "ly")
 MAX_CLAIMS = 32  # a very long answer is judged on its first claims; details["checked"] says so
+T = TypeVar("T")
 
 
 def split_claims(text: str) -> list[str]:
@@ -65,15 +66,16 @@ def split_claims(text: str) -> list[str]:
     return [c for c in claims if c and _WORD.search(c)]
 
 
-# Words repeat across claims, passages and events: their stems (and terms, below) are remembered,
-# those of up to this many characters. A response can hold anything (a base64 blob is one long
-# "word"): unbounded, 65,536 such words of 10 kB would pin 650 MB; bounded, each cache stays
-# under ~16 MB.
-_CACHED_WORD_CHARS = 64
+def _short_ones_remembered(read: Callable[[str], T], chars: int, kept: int) -> tuple[Callable[[str], T], Any]:
+    """`read`, its results remembered for texts of up to `chars` characters, `kept` of them (the
+    least recently used leave first), and that cache. Longer texts are read every time: what an
+    event holds cannot pin memory."""
+    cached = functools.lru_cache(maxsize=kept)(read)
 
+    def remembered(text: str) -> T:
+        return cached(text) if len(text) <= chars else read(text)
 
-def _stem(word: str) -> str:
-    return _cached_stem(word) if len(word) <= _CACHED_WORD_CHARS else _read_stem(word)
+    return remembered, cached
 
 
 def _read_stem(word: str) -> str:
@@ -84,7 +86,12 @@ def _read_stem(word: str) -> str:
     return word
 
 
-_cached_stem = functools.lru_cache(maxsize=65536)(_read_stem)
+# Words repeat across claims, passages and events: their stems (and terms, below) are remembered,
+# those of up to this many characters. A response can hold anything (a base64 blob is one long
+# "word"): unbounded, 65,536 such words of 10 kB would pin 650 MB; bounded, each cache stays
+# under ~16 MB.
+_CACHED_WORD_CHARS = 64
+_stem, _cached_stem = _short_ones_remembered(_read_stem, _CACHED_WORD_CHARS, 65536)
 
 
 def content_terms(text: str) -> list[str]:
@@ -111,20 +118,16 @@ def claim_terms(claim: str) -> dict[str, bool]:
 _WORD_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")  # what _WORD starts with
 
 
-def _term(word: str) -> tuple[str, bool] | None:
-    """A word's stem and whether it holds a digit; None for a stopword. One cached lookup per
-    word of a claim, where the lower-casing, the stopword test and the digit scan each cost a
-    call (claim_terms 26 -> 10 µs per claim of ~19 words, demo traffic)."""
-    return _cached_term(word) if len(word) <= _CACHED_WORD_CHARS else _read_term(word)
-
-
 def _read_term(word: str) -> tuple[str, bool] | None:
     if word.lower() in _STOPWORDS:
         return None
     return _stem(word), not word.isalpha() and any(c.isdigit() for c in word)
 
 
-_cached_term = functools.lru_cache(maxsize=65536)(_read_term)
+# A word's stem and whether it holds a digit; None for a stopword. One cached lookup per word of
+# a claim, where the lower-casing, the stopword test and the digit scan each cost a call
+# (claim_terms 26 -> 10 µs per claim of ~19 words, demo traffic).
+_term, _cached_term = _short_ones_remembered(_read_term, _CACHED_WORD_CHARS, 65536)
 
 
 def known_terms(evidence: Sequence[str]) -> set[str]:
@@ -227,10 +230,6 @@ class _Document(NamedTuple):
 _CACHED_DOCUMENT_CHARS = 4096
 
 
-def _document(doc: str) -> _Document:
-    return _cached_document(doc) if len(doc) <= _CACHED_DOCUMENT_CHARS else _read_document(doc)
-
-
 def _read_document(doc: str) -> _Document:
     return _Document(tuple(content_terms(doc)),
                      tuple(tuple(content_terms(s)) for s in split_claims(doc)),
@@ -238,7 +237,7 @@ def _read_document(doc: str) -> _Document:
                      _NEGATION.search(doc) is not None)
 
 
-_cached_document = functools.lru_cache(maxsize=2048)(_read_document)
+_document, _cached_document = _short_ones_remembered(_read_document, _CACHED_DOCUMENT_CHARS, 2048)
 
 
 @dataclass
