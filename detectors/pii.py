@@ -132,7 +132,6 @@ class _Block(_Pattern):
             at = end.end()
 
 
-
 @dataclass(frozen=True)
 class _Anchored(_Pattern):
     """A pattern every match of which holds something rare, its anchor: an email its `@`, an IPv6
@@ -171,6 +170,7 @@ class _Anchored(_Pattern):
                     if self.valid(match.group()):
                         yield match.span()
                     break
+
 
 # Every pattern runs in linear time, whatever the text (tests/detectors/test_pii.py feeds each
 # 1 MB adversarial strings):
