@@ -4,16 +4,18 @@
 
 - `db.T_local` on every node (ON CLUSTER), its engine the Replicated form of the original
   (ReplacingMergeTree -> ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/T_local',
-  '{replica}', ...)), with the same columns, keys and settings;
+  '{replica}', ...)), with the same columns, keys and settings; a Null table (`scores_by_event`,
+  which its view unrolls into `scores`) stays Null;
 - `db.T`, a Distributed table over the `_local` tables with the same columns, sharded by
   `cityHash64(event_id)` where the table has an event_id (an event's trace, scores, embeddings and
   feedback land on one shard), else by a hash of the sort key's plain, non-time columns: rows that
   a ReplacingMergeTree collapses (a worker's heartbeats, an outbox delivery's attempts) and the
   two identical corrections racing workers write to a rollup meet on one shard.
 
-Every component keeps reading and writing `db.T`. The rollups' materialized views are created on
-every node and read and write the `_local` tables, so each shard rolls up its own events and a
-query through the Distributed rollup sums the shards. ALTERs go to the `_local` tables and, where
+Every component keeps reading and writing `db.T`. The materialized views are created on every
+node and read and write the `_local` tables, so each shard rolls up its own events and a query
+through the Distributed rollup sums the shards (and an event's score rows, sent through
+`scores_by_event`, land on its shard's `scores_local`). ALTERs go to the `_local` tables and, where
 they change columns, to the Distributed table too. Insert deduplication (the rollup corrections)
 uses `replicated_deduplication_window` on replicated tables.
 """
@@ -70,10 +72,12 @@ def _clustered(statement: str, cluster: str, tables: set[str]) -> list[str]:
     if m := _CREATE_TABLE.match(statement):
         db, table, columns = m.group("db"), m.group("table"), m.group("columns")
         local = local_name(table)
-        args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"]
-        if m.group("args"):
-            args.append(m.group("args").strip())
-        engine = f"Replicated{m.group('engine')}({', '.join(args)})"
+        engine = m.group("engine")
+        if engine != "Null":  # a Null table keeps nothing to replicate: its views write the local tables
+            args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"]
+            if m.group("args"):
+                args.append(m.group("args").strip())
+            engine = f"Replicated{engine}({', '.join(args)})"
         key = _sharding_key(columns, m.group("rest"))
         return [
             f"CREATE TABLE IF NOT EXISTS {db}.{local} {on}\n{columns}\nENGINE = {engine}{m.group('rest')}",

@@ -91,7 +91,7 @@ def test_sdk_and_plain_producer_events_each_stored_once(
         # Its heartbeat says where its time went: every stage of its batches, with CPU and calls.
         wait_until(lambda: stages_of(embedded_store, worker.pid)[2].get("parse", 0) > 0, 30, "stages")
         process_cpu, cpu, calls = stages_of(embedded_store, worker.pid)
-        assert {"batch", "parse", "pii", "store insert traces", "store insert scores"} <= set(cpu)
+        assert {"batch", "parse", "pii", "store insert traces", "store insert scores_by_event"} <= set(cpu)
         # Toxicity scores in the scoring process where there are two cores (a stage of its own name).
         assert {"detector toxicity", "detector toxicity (scoring process)"} & set(cpu)
         inside = cpu["parse"] + cpu["pii"] + sum(v for k, v in cpu.items()

@@ -239,7 +239,7 @@ def write_events(
         again = plan_traces(store, plan.in_flight, score)
         plan = TracePlan(plan.new + again.new, plan.replayed + again.replayed, plan.scores + again.scores)
     store.insert("traces", [e.row(now) for e in plan.new])
-    store.insert("scores", _score_rows(plan.scores, plan.new + plan.replayed, now))
+    store.insert("scores_by_event", _score_rows(plan.scores, plan.new + plan.replayed, now))
 
     unique_feedback = list({f.event_id: f for f in feedback}.values())
     seen_feedback = existing_event_ids(store, "feedback", unique_feedback)
@@ -378,26 +378,29 @@ _DETAILS_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY  # what det
 
 
 def _score_rows(scores: Sequence[ScoreRow], events: Sequence[TraceEvent], now: datetime) -> list[dict[str, Any]]:
-    """The llmwatch.scores rows. An event's columns are looked up once for all its rows (six of
-    them on demo traffic: its release name is built once, not six times)."""
-    of_event = {e.event_id: (e.app, e.timestamp, e.environment, e.release, e.model) for e in events}
-    rows = []
+    """The llmwatch.scores_by_event rows: one per event, its columns once and a tuple per score
+    (its view unrolls them into llmwatch.scores; schemas/clickhouse/010_scores_by_event.sql)."""
+    by_event: dict[uuid.UUID, list[tuple[str, str, str, float | None, str, str]]] = {}
     for score in scores:
-        app, timestamp, environment, release, model = of_event[score.event_id]
+        details = orjson.dumps(score.details, option=_DETAILS_JSON).decode() if score.details else ""
+        row = (score.detector, score.detector_version, score.target, score.score, score.label, details)
+        if (of_event := by_event.get(score.event_id)) is None:
+            by_event[score.event_id] = [row]
+        else:
+            of_event.append(row)
+    of_id = {e.event_id: e for e in events}
+    rows = []
+    for event_id, event_scores in by_event.items():
+        event = of_id[event_id]
         rows.append({
-            "event_id": score.event_id,
-            "app": app,
-            "timestamp": timestamp,
-            "environment": environment,
-            "release": release,
-            "model": model,
-            "detector": score.detector,
-            "detector_version": score.detector_version,
-            "target": score.target,
-            "score": score.score,
-            "label": score.label,
-            "details": orjson.dumps(score.details, option=_DETAILS_JSON).decode() if score.details else "",
+            "event_id": event_id,
+            "app": event.app,
+            "timestamp": event.timestamp,
+            "environment": event.environment,
+            "release": event.release,
+            "model": event.model,
             "scored_at": now,
+            "scores": event_scores,
         })
     return rows
 

@@ -102,7 +102,7 @@ def test_crash_between_trace_and_score_inserts(embedded_store: ClickHouseStore, 
             return getattr(embedded_store, name)
 
         def insert(self, table: str, rows: list) -> None:
-            if table == "scores":
+            if table == "scores_by_event":
                 raise StoreUnavailable("simulated crash")
             embedded_store.insert(table, rows)
 

@@ -76,7 +76,7 @@ class FailsOnce:
 def test_a_retried_write_looks_up_again(embedded_store: ClickHouseStore, broker: str) -> None:
     """The trace rows went in, the score insert's answer was lost: the retry must not write the
     prepared trace rows a second time."""
-    flaky = FailsOnce(embedded_store, "scores")
+    flaky = FailsOnce(embedded_store, "scores_by_event")
     handler = handler_for(flaky, broker)  # type: ignore[arg-type]  # the store's interface
     handler.sleep = lambda _s: None
     stored = handler.handle(messages([valid_event() for _ in range(8)]))

@@ -39,7 +39,7 @@ def test_every_table_is_a_replicated_local_table_behind_a_distributed_one(ddl: l
     tables = created(ddl, "TABLE")
     single_server = {m.group(1) for s in statements(DB, 30) if (m := re.match(rf"CREATE TABLE IF NOT EXISTS {DB}\.(\w+)", s))}
     assert set(tables) == single_server | {f"{t}_local" for t in single_server}
-    for table in single_server:
+    for table in single_server - {"scores_by_event"}:
         local = tables[f"{table}_local"]
         assert re.search(rf"ENGINE = Replicated\w*MergeTree\('/clickhouse/tables/{{shard}}/{DB}/{table}_local', "
                          r"'\{replica\}'", local), local
@@ -50,11 +50,15 @@ def test_every_table_is_a_replicated_local_table_behind_a_distributed_one(ddl: l
     # An event's rows share a shard; the rest is sharded by the rows' identity.
     assert tables["traces"].endswith("cityHash64(event_id))")
     assert tables["workers"].endswith("cityHash64(worker_id))")
+    # A Null table keeps nothing: its local form stays Null, and an event's score rows go to its shard.
+    assert re.search(r"\)\s*ENGINE = Null$", tables["scores_by_event_local"]), tables["scores_by_event_local"]
+    assert tables["scores_by_event"].endswith(f"Distributed({CLUSTER}, {DB}, scores_by_event_local, cityHash64(event_id))")
 
 
 def test_views_read_and_write_the_local_tables(ddl: list[str]) -> None:
     views = created(ddl, "MATERIALIZED VIEW")
-    assert set(views) == {"score_counts_mv", "trace_stats_mv"}
+    assert set(views) == {"score_counts_mv", "trace_stats_mv", "scores_by_event_mv"}
+    assert f"TO {DB}.scores_local AS" in views["scores_by_event_mv"]
     for name, view in views.items():
         names = set(re.findall(rf"\b{DB}\.(\w+)", view)) - {name}
         assert names and all(n.endswith("_local") for n in names), view
