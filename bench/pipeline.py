@@ -357,32 +357,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_until(lambda: (data_dir / "run" / "up.json").exists()
                    and store.query(f"SELECT count() FROM {DB}.workers")[0][0] > 0, 180, "llmwatch up")
         time.sleep(2)
-        speed_before = machine_speed_s()
         saturation = saturate(bootstrap, store, data_dir, url, args.events)
         latencies = [fixed_rate(bootstrap, store, data_dir, rate, args.seconds) for rate in args.rate or [500.0, 2000.0]]
-        speed_after = machine_speed_s()
         views = view_costs(store, url)
     finally:
         stop_process(up, 60)
-    return {"saturation": saturation, "fixed_rate": latencies, "views": views,
-            "machine_speed_s": (speed_before + speed_after) / 2}
-
-
-def machine_speed_s() -> float:
-    """CPU seconds of a fixed workload in this process (JSON, a regex, a sort), the median of 15:
-    how fast the machine runs right now, whatever the commit. Measured before the burst and after
-    the fixed rates, while the stack is idle; a pair's ratio of it is the ruler of its comparison."""
-    import re
-
-    docs = [json.dumps({"input": f"question {i} " * 20, "n": list(range(i % 50))}) for i in range(2000)]
-    word = re.compile(r"\b\w+\b")
-    took = []
-    for _ in range(15):
-        started = time.process_time()
-        for doc in docs:
-            sorted(word.findall(json.loads(doc)["input"]), reverse=True)
-        took.append(time.process_time() - started)
-    return statistics.median(took)
+    return {"saturation": saturation, "fixed_rate": latencies, "views": views}
 
 
 def run_against(ref: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -499,12 +479,8 @@ def speedup(before: dict[str, Any], after: dict[str, Any]) -> float:
 
 
 def ruler(before: dict[str, Any], after: dict[str, Any]) -> float:
-    """How much the machine itself sped up or slowed down between two runs, after / before: the
-    time of the fixed workload (`machine_speed_s`). Results written before it existed fall back to
-    the CPU per event of the broker and the load generator, which a change to the SDK or to the
-    worker's consumer moves too."""
-    if "machine_speed_s" in before and "machine_speed_s" in after:
-        return float(after["machine_speed_s"] / before["machine_speed_s"])
+    """After / before CPU per event of the processes whose code a change to llmwatch leaves alone
+    (the broker, the load generator): how much the machine itself sped up or slowed down."""
     fixed = ("broker", "load generator")
     return sum(_process_cpu(after, p) for p in fixed) / max(1e-9, sum(_process_cpu(before, p) for p in fixed))
 
@@ -520,8 +496,8 @@ def compare_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]], ratios: li
              f"{ratio:.2f}x", f"{ruler(b, a):.2f}x", *p99s(b, a)]
             for i, ((b, a), ratio) in enumerate(zip(pairs, ratios, strict=True), 1)]
     rows.append(["median", "", "", f"{statistics.median(ratios):.2f}x", "", *["" for _ in rates]])
-    print_table(f"Each pair, {ref} then this checkout (ruler: a fixed workload's CPU time, after / before: the "
-                "machine's own drift)",
+    print_table(f"Each pair, {ref} then this checkout (ruler: the broker's and the load generator's CPU per event, "
+                "after / before: the machine's own drift)",
                 ["pair", f"{ref} events/s", "now events/s", "ratio", "ruler", *[f"p99 ms at {r:,.0f}/s" for r in rates]],
                 rows)
 
