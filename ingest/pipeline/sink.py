@@ -383,11 +383,8 @@ def _score_rows(scores: Sequence[ScoreRow], events: Sequence[TraceEvent], now: d
     by_event: dict[uuid.UUID, list[tuple[str, str, str, float | None, str, str]]] = {}
     for score in scores:
         details = orjson.dumps(score.details, option=_DETAILS_JSON).decode() if score.details else ""
-        row = (score.detector, score.detector_version, score.target, score.score, score.label, details)
-        if (of_event := by_event.get(score.event_id)) is None:
-            by_event[score.event_id] = [row]
-        else:
-            of_event.append(row)
+        by_event.setdefault(score.event_id, []).append(
+            (score.detector, score.detector_version, score.target, score.score, score.label, details))
     of_id = {e.event_id: e for e in events}
     rows = []
     for event_id, event_scores in by_event.items():
