@@ -73,16 +73,42 @@ _ANY_MASKED = re.compile(
     + "|".join(f"(?<={first})(?:{'|'.join(rests)})" for first, rests in _MASKS_BY_FIRST.items()) + ")"
 )
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_]){2,}[A-Za-z]\b")  # f u c k, s.h.i.t
-# Only tokens with a character _LEET changes can change: most tokens are skipped in C.
-_LEET_TOKEN = re.compile(r"(?<!\S)[^\s013457@$!]*[013457@$!]\S*")
 _TRAILING = re.compile(r"(.*?)([.,!?;:)\"']*)", re.DOTALL)
 _REPEATED = re.compile(r"(.)\1{2,}")  # fuuuuck
 
 
-def _unleet(match: re.Match[str]) -> str:
+def _unleet(token: str) -> str:
     # Only tokens with letters ("100 points" stays), and not their closing punctuation ("hi!").
-    core, tail = _TRAILING.fullmatch(match.group()).groups()  # type: ignore[union-attr]
+    core, tail = _TRAILING.fullmatch(token).groups()  # type: ignore[union-attr]
     return (core.translate(_LEET) if any(c.isalpha() for c in core) else core) + tail
+
+
+# Only tokens (runs of non-whitespace) holding a character _LEET changes can change. The scan
+# jumps between those characters in C, and each one found is widened to its token: a pattern
+# for the whole token starts with a look-behind, tried at every position (8.3 -> 3.5 µs per demo
+# event). str.isspace() is what the regex engine's \s tests.
+_LEET_CHAR = re.compile(r"[013457@$!]")
+_TOKEN_REST = re.compile(r"\S*")
+
+
+def _unleet_tokens(text: str) -> str:
+    """Each whitespace-separated token of `text` un-leeted (_unleet), whitespace kept."""
+    search, rest = _LEET_CHAR.search, _TOKEN_REST.match
+    parts: list[str] = []
+    done = 0  # text[:done] is in parts
+    hit = search(text)
+    while hit is not None:
+        start = hit.start()
+        while start > done and not text[start - 1].isspace():
+            start -= 1
+        end = rest(text, hit.end()).end()
+        parts += (text[done:start], _unleet(text[start:end]))
+        done = end
+        hit = search(text, end)
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def deobfuscate(text: str) -> str:
@@ -92,7 +118,7 @@ def deobfuscate(text: str) -> str:
     'fuck off, you idiot. asshole! fuck'
     """
     text = _SPACED.sub(_unspaced, text)
-    text = _LEET_TOKEN.sub(_unleet, text)
+    text = _unleet_tokens(text)
     if _ANY_MASKED.search(text):
         for pattern, word in _MASKED:
             text = pattern.sub(word, text)
@@ -115,7 +141,7 @@ def deobfuscate_many(texts: Sequence[str]) -> list[str]:
     if not joined:
         return out
     batch = _SEPARATOR.join(texts[i] for i in joined)
-    batch = _LEET_TOKEN.sub(_unleet, _SPACED.sub(_unspaced, batch))
+    batch = _unleet_tokens(_SPACED.sub(_unspaced, batch))
     parts = batch.split(_SEPARATOR)
     # A mask's [\W_]* can run across the separator: such a match flags each text it touches, and
     # each flagged text is searched again alone (a match across two texts hides none inside one).

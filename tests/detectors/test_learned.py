@@ -293,7 +293,7 @@ def test_a_grounding_review_model_is_applied_to_the_whole_batch() -> None:
 def _deobfuscate_plainly(text: str) -> str:
     """deobfuscate() without its shortcuts: every token and every pattern, in order."""
     text = toxicity._SPACED.sub(lambda m: re.sub(r"[ .\-_]", "", m.group()), text)
-    text = re.sub(r"\S+", toxicity._unleet, text)
+    text = re.sub(r"\S+", lambda m: toxicity._unleet(m.group()), text)
     for pattern, word in toxicity._MASKED:
         text = pattern.sub(word, text)
     return toxicity._REPEATED.sub(r"\1", text)
