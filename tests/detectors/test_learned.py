@@ -500,3 +500,10 @@ def test_remembered_passage_scans_score_what_a_fresh_scan_scores() -> None:
         fresh = load("injection", Settings())
         assert remembering.score(batch) == fresh.score(batch)
     assert set(remembering._passage_scans._entries) == {REPORT, planted}  # type: ignore[attr-defined]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aab\n\n.!é\x1e") + ["\ud800", "\U0001f600"]), max_size=30))
+def test_repeats_collapse_as_the_pattern_collapses_them(text: str) -> None:
+    """Runs of three or more alike become one, newlines aside, as `(.)\\1{2,}` -> `\\1` does."""
+    assert toxicity._collapse_repeats(text) == toxicity._REPEATED.sub(r"\1", text)
