@@ -111,6 +111,38 @@ def _unleet_tokens(text: str) -> str:
     return "".join(parts)
 
 
+# Each ASCII byte's classes for _unspace, as bits: 1 a letter, 2 spacing, 4 a word character.
+# Other code points are encoded as "?", in none of them.
+_CLASSES = bytes((c < 128 and chr(c).isalpha()) | (chr(c) in " .-_") << 1 | (chr(c).isalnum() or chr(c) == "_") << 2
+                 for c in range(256))
+
+
+def _unspace(text: str) -> str:
+    """_SPACED.sub(_unspaced, text), the pattern run only on the texts (parts between two
+    _SEPARATORs, which no match crosses) where it can match: a letter after no ASCII word
+    character, then spacing, a letter, spacing, a letter. numpy finds those; the pattern tries
+    every letter, and ~1 text in 400 of demo traffic has one (4.2 -> 0.4 µs per demo event)."""
+    classes = np.frombuffer(text.encode("ascii", "replace").translate(_CLASSES), dtype=np.uint8)
+    if len(classes) < 5:
+        return text
+    # Letter, spacing, letter, spacing, letter from each position, after no word character.
+    window = (classes[:-4] & classes[2:-2] & classes[4:]) << 1 & classes[1:-3] & classes[3:-1] & 2 != 0
+    window[1:] &= classes[:-5] & 4 == 0
+    parts, done = [], 0
+    for at in np.flatnonzero(window).tolist():
+        if at < done:
+            continue  # in a part already done
+        start = text.rfind(_SEPARATOR, 0, at) + 1
+        end = text.find(_SEPARATOR, at)
+        end = len(text) if end < 0 else end
+        parts += (text[done:start], _SPACED.sub(_unspaced, text[start:end]))
+        done = end
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def _collapse_repeats(text: str) -> str:
     """_REPEATED.sub(r"\\1", text): each run of three or more of one character (a newline aside,
     as `.` has it) made one. numpy finds the runs: the regex tries a capture and a back-reference
@@ -137,7 +169,7 @@ def deobfuscate(text: str) -> str:
     >>> deobfuscate("f u c k off, you 1d10t. a$$hole! fuuuuck")
     'fuck off, you idiot. asshole! fuck'
     """
-    text = _SPACED.sub(_unspaced, text)
+    text = _unspace(text)
     text = _unleet_tokens(text)
     if _ANY_MASKED.search(text):
         for pattern, word in _MASKED:
@@ -161,7 +193,7 @@ def deobfuscate_many(texts: Sequence[str]) -> list[str]:
     if not joined:
         return out
     batch = _SEPARATOR.join(texts[i] for i in joined)
-    batch = _unleet_tokens(_SPACED.sub(_unspaced, batch))
+    batch = _unleet_tokens(_unspace(batch))
     parts = batch.split(_SEPARATOR)
     # A mask's [\W_]* can run across the separator: such a match flags each text it touches, and
     # each flagged text is searched again alone (a match across two texts hides none inside one).

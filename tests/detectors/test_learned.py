@@ -507,3 +507,13 @@ def test_remembered_passage_scans_score_what_a_fresh_scan_scores() -> None:
 def test_repeats_collapse_as_the_pattern_collapses_them(text: str) -> None:
     """Runs of three or more alike become one, newlines aside, as `(.)\\1{2,}` -> `\\1` does."""
     assert toxicity._collapse_repeats(text) == toxicity._REPEATED.sub(r"\1", text)
+
+
+_SPACED_PIECES = st.sampled_from([*"abZ_ .-?1é\x1e\n", "\ud800", "a b c", "x.y.z", "f u c k", "s_h_i_t", "I-O-U"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_SPACED_PIECES, max_size=12).map("".join))
+def test_spaced_letters_join_as_the_pattern_joins_them(text: str) -> None:
+    """_unspace runs the pattern only where numpy finds a place it can match: the same text."""
+    assert toxicity._unspace(text) == toxicity._SPACED.sub(toxicity._unspaced, text)
