@@ -357,6 +357,22 @@ class Plan(NamedTuple):
     total: int
 
 
+def _checked_claims(event: TraceEvent) -> tuple[list[tuple[str, list[str], list[float]]], int, float] | None:
+    """(claim, missing terms, CLAIM_FEATURES) of each claim checked, how many claims the response
+    has in all, and its share of novel words; None when there is no context."""
+    if not any(doc.strip() for doc in event.context):
+        return None
+    evidence = Evidence.of(event.context, event.input)
+    every_claim = split_claims(event.output)
+    claims = []
+    for claim in every_claim[:MAX_CLAIMS]:
+        values, missing = claim_features(claim, evidence)
+        claims.append((claim, missing, values))
+    if not claims:
+        return [], 0, 0.0
+    return claims, len(every_claim), novel_share(event.output, evidence)
+
+
 class Grounding(Adaptable):
     name = "grounding"
     targets = ("output",)
@@ -384,54 +400,61 @@ class Grounding(Adaptable):
 
     def features(self, event: TraceEvent) -> Plan | None:
         """The event's response features and checked claims; None when there is no context."""
-        if not any(doc.strip() for doc in event.context):
+        checked = _checked_claims(event)
+        if checked is None:
             return None
-        evidence = Evidence.of(event.context, event.input)
-        every_claim = split_claims(event.output)
-        claims = []
-        for claim in every_claim[:MAX_CLAIMS]:
-            values, missing = claim_features(claim, evidence)
-            claims.append((claim, missing, np.array(values)))
+        claims, total, novel = checked
         if not claims:
             return Plan(np.zeros(0), [], 0)
-        features = response_features([c[2] for c in claims], novel_share(event.output, evidence))
-        return Plan(features, claims, len(every_claim))
+        features = response_features([values for *_, values in claims], novel)
+        return Plan(features, [(claim, missing, np.array(values)) for claim, missing, values in claims], total)
 
     def score(self, events: Sequence[TraceEvent]) -> list[ScoreRow]:
         adapter, version = self._adapted
-        plans = [(event, self.features(event)) for event in events]
-        judged = [(event, plan) for event, plan in plans if plan is not None and plan.claims]
-        # One model call for every response and one for every claim of the batch.
-        responses = np.array([plan.features for _, plan in judged]).reshape(len(judged), 2 * len(CLAIM_FEATURES) + 1)
-        scores = iter(self.response_probabilities(responses, adapter) if judged else [])
-        # A claim alone: the response model applied to a one-claim response.
-        alone = [np.concatenate([values, values, plan.features[-1:]])
-                 for _, plan in judged for *_, values in plan.claims]
-        claim_scores = iter(self.model.probabilities(np.array(alone)) if alone else [])
+        checked = [(event, _checked_claims(event)) for event in events]
+        judged = [(event, c) for event, c in checked if c is not None and c[0]]
+        # The batch's claims in one matrix: one model call for every response (the max and mean of
+        # its claims' features, as response_features) and one for every claim, and no numpy call
+        # per event (small arrays cost a microsecond or more each: 35 -> 23 µs per demo event).
+        response_scores: list[float] = []
+        claim_scores: list[float] = []
+        if judged:
+            values = np.array([v for _, (claims, _, _) in judged for *_, v in claims], dtype=np.float64)
+            counts = np.array([len(claims) for _, (claims, _, _) in judged])
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            novel = np.array([n for _, (_, _, n) in judged], dtype=np.float64)[:, None]
+            responses = np.hstack([np.maximum.reduceat(values, starts), np.add.reduceat(values, starts) / counts[:, None],
+                                   novel])
+            response_scores = np.asarray(self.response_probabilities(responses, adapter)).tolist()
+            # A claim alone: the response model applied to a one-claim response.
+            claim_scores = self.model.probabilities(np.hstack([values, values, np.repeat(novel, counts, axis=0)])).tolist()
         items = [(claim, _passages(event.context), event.input)
-                 for event, plan in judged for claim, *_ in plan.claims] if self.backend else []
+                 for event, (claims, _, _) in judged for claim, *_ in claims] if self.backend else []
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
-        for event, plan in plans:
-            if plan is None:
+        responses_seen = claims_seen = 0
+        for event, c in checked:
+            if c is None:
                 rows.append(self._row(event, version, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
                 continue
-            claims = plan.claims
+            claims, total, _ = c
             if not claims:
                 rows.append(self._row(event, version, 0.0, "empty"))
                 continue
-            per_claim = np.array([next(claim_scores) for _ in claims])
-            doubts = np.array([1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims))
-            per_claim = 1.0 - (1.0 - per_claim) * (1.0 - doubts)
-            score = 1.0 - (1.0 - float(next(scores))) * (1.0 - float(doubts.max()))
+            per_claim = claim_scores[claims_seen : claims_seen + len(claims)]
+            claims_seen += len(claims)
+            doubts = [1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims)
+            per_claim = [1.0 - (1.0 - p) * (1.0 - doubt) for p, doubt in zip(per_claim, doubts)]
+            score = 1.0 - (1.0 - response_scores[responses_seen]) * (1.0 - max(doubts))
+            responses_seen += 1
             unsupported = [
-                {"claim": claim, "missing": missing[:10], "p_unsupported": round(float(p), 3)}
-                | ({"entailment": round(1.0 - float(doubt), 3)} if self.backend else {})
+                {"claim": claim, "missing": missing[:10], "p_unsupported": round(p, 3)}
+                | ({"entailment": round(1.0 - doubt, 3)} if self.backend else {})
                 for (claim, missing, _), p, doubt in zip(claims, per_claim, doubts)
                 if p >= self.threshold
             ]
-            details: dict[str, Any] = {"claims": plan.total, "unsupported": unsupported}
-            if plan.total > MAX_CLAIMS:
+            details: dict[str, Any] = {"claims": total, "unsupported": unsupported}
+            if total > MAX_CLAIMS:
                 details["checked"] = MAX_CLAIMS
             label = "unsupported" if score >= self.threshold else "supported"
             rows.append(self._row(event, version, score, label, details))
