@@ -3,9 +3,11 @@ embeddings, which run on their own thread), PII redaction, the real store and br
 
 Speed is measured as events per CPU second of the thread that runs the batches (time.thread_time),
 so a busy machine (the other tests, CI neighbours) slows it far less than it slows wall-clock time.
-When the floor was set (issue 15) this measured 1,600 to 2,300 events per CPU second on the 2-core
-development machine (1,450 to 1,700 before that issue's changes); the floor is half the lower
-figure, so only a change that costs about half the speed fails here."""
+Issue 15 set the floor at 800 when this measured 1,600 to 2,300 events per CPU second on the 2-core
+development machine (1,450 to 1,700 before that issue's changes). After its tenth round it measured
+3,560 to 3,840 (three runs, on a fast spell of the machine, whose speed drifts by up to 1.5x): the
+floor is now 1,600, under half the lower figure, so only a change that costs about half the speed
+fails here, on a slow spell too."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from llmwatch.ingest.pipeline.processor import BatchHandler
 from llmwatch.ingest.pipeline.sink import RawMessage
 from llmwatch.storage.clickhouse import ClickHouseStore
 
-FLOOR_EVENTS_PER_CPU_S = 800
+FLOOR_EVENTS_PER_CPU_S = 1_600
 BATCH = 500
 
 
