@@ -88,12 +88,12 @@ def _unleet(token: str) -> str:
 # for the whole token starts with a look-behind, tried at every position (8.3 -> 3.5 µs per demo
 # event). str.isspace() is what the regex engine's \s tests.
 _LEET_CHAR = re.compile(r"[013457@$!]")
-_TOKEN_REST = re.compile(r"\S*")
+_SPACE = re.compile(r"\s")
 
 
 def _unleet_tokens(text: str) -> str:
     """Each whitespace-separated token of `text` un-leeted (_unleet), whitespace kept."""
-    search, rest = _LEET_CHAR.search, _TOKEN_REST.match
+    search, space = _LEET_CHAR.search, _SPACE.search
     parts: list[str] = []
     done = 0  # text[:done] is in parts
     hit = search(text)
@@ -101,7 +101,8 @@ def _unleet_tokens(text: str) -> str:
         start = hit.start()
         while start > done and not text[start - 1].isspace():
             start -= 1
-        end = rest(text, hit.end()).end()
+        after = space(text, hit.end())
+        end = after.start() if after is not None else len(text)
         parts += (text[done:start], _unleet(text[start:end]))
         done = end
         hit = search(text, end)
@@ -128,7 +129,8 @@ def _unspace(text: str) -> str:
     # Letter, spacing, letter, spacing, letter from each position, after no word character.
     window = (classes[:-4] & classes[2:-2] & classes[4:]) << 1 & classes[1:-3] & classes[3:-1] & 2 != 0
     window[1:] &= classes[:-5] & 4 == 0
-    parts, done = [], 0
+    parts: list[str] = []
+    done = 0
     for at in np.flatnonzero(window).tolist():
         if at < done:
             continue  # in a part already done
@@ -155,7 +157,8 @@ def _collapse_repeats(text: str) -> str:
     breaks = np.flatnonzero(np.diff(at) != 1)
     firsts = at[np.concatenate(([0], breaks + 1))].tolist()
     ends = (at[np.concatenate((breaks, [len(at) - 1]))] + 3).tolist()
-    parts, done = [], 0
+    parts: list[str] = []
+    done = 0
     for first, end in zip(firsts, ends):
         parts += (text[done : first + 1],)
         done = end
