@@ -443,7 +443,7 @@ class Grounding(Adaptable):
                 continue
             per_claim = claim_scores[claims_seen : claims_seen + len(claims)]
             claims_seen += len(claims)
-            doubts = [1.0 - next(supports) for _ in claims] if self.backend else [0.0] * len(claims)
+            doubts = [1.0 - float(next(supports)) for _ in claims] if self.backend else [0.0] * len(claims)
             per_claim = [1.0 - (1.0 - p) * (1.0 - doubt) for p, doubt in zip(per_claim, doubts)]
             score = 1.0 - (1.0 - response_scores[responses_seen]) * (1.0 - max(doubts))
             responses_seen += 1

@@ -300,7 +300,7 @@ def _deobfuscate_plainly(text: str) -> str:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("abcfkuhistdwoe *#@%$!1034578.-_,?'\"\n\t")), max_size=60))
+@given(st.text(alphabet=st.sampled_from(list("abcfkuhistdwoe *#@%$!1034578.-_,?'\"\n\t\xa0\u2028")), max_size=60))
 def test_deobfuscation_shortcuts_change_nothing(text: str) -> None:
     """deobfuscate() skips tokens with nothing to un-leet and texts no mask pattern matches; the
     result is the plain version's."""
