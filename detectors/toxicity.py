@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,19 +93,27 @@ _SPACE = re.compile(r"\s")
 
 def _unleet_tokens(text: str) -> str:
     """Each whitespace-separated token of `text` un-leeted (_unleet), whitespace kept."""
-    search, space = _LEET_CHAR.search, _SPACE.search
-    parts: list[str] = []
-    done = 0  # text[:done] is in parts
-    hit = search(text)
+    replacements = []
+    done = 0  # where the last token ended
+    hit = _LEET_CHAR.search(text)
     while hit is not None:
         start = hit.start()
         while start > done and not text[start - 1].isspace():
             start -= 1
-        after = space(text, hit.end())
-        end = after.start() if after is not None else len(text)
-        parts += (text[done:start], _unleet(text[start:end]))
+        after = _SPACE.search(text, hit.end())
+        done = after.start() if after is not None else len(text)
+        replacements.append((start, done, _unleet(text[start:done])))
+        hit = _LEET_CHAR.search(text, done)
+    return _spliced(text, replacements)
+
+
+def _spliced(text: str, replacements: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each (start, end, new), ascending and not overlapping, in place of text[start:end]."""
+    parts: list[str] = []
+    done = 0
+    for start, end, new in replacements:
+        parts += (text[done:start], new)
         done = end
-        hit = search(text, end)
     if not parts:
         return text
     parts.append(text[done:])
@@ -129,20 +137,16 @@ def _unspace(text: str) -> str:
     # Letter, spacing, letter, spacing, letter from each position, after no word character.
     window = (classes[:-4] & classes[2:-2] & classes[4:]) << 1 & classes[1:-3] & classes[3:-1] & 2 != 0
     window[1:] &= classes[:-5] & 4 == 0
-    parts: list[str] = []
-    done = 0
+    replacements = []
+    done = 0  # where the last part ended
     for at in np.flatnonzero(window).tolist():
         if at < done:
             continue  # in a part already done
         start = text.rfind(_SEPARATOR, 0, at) + 1
-        end = text.find(_SEPARATOR, at)
-        end = len(text) if end < 0 else end
-        parts += (text[done:start], _SPACED.sub(_unspaced, text[start:end]))
-        done = end
-    if not parts:
-        return text
-    parts.append(text[done:])
-    return "".join(parts)
+        done = text.find(_SEPARATOR, at)
+        done = len(text) if done < 0 else done
+        replacements.append((start, done, _SPACED.sub(_unspaced, text[start:done])))
+    return _spliced(text, replacements)
 
 
 def _collapse_repeats(text: str) -> str:
@@ -157,13 +161,7 @@ def _collapse_repeats(text: str) -> str:
     breaks = np.flatnonzero(np.diff(at) != 1)
     firsts = at[np.concatenate(([0], breaks + 1))].tolist()
     ends = (at[np.concatenate((breaks, [len(at) - 1]))] + 3).tolist()
-    parts: list[str] = []
-    done = 0
-    for first, end in zip(firsts, ends):
-        parts += (text[done : first + 1],)
-        done = end
-    parts.append(text[done:])
-    return "".join(parts)
+    return _spliced(text, ((first, end, text[first]) for first, end in zip(firsts, ends)))
 
 
 def deobfuscate(text: str) -> str:
