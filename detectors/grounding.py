@@ -34,7 +34,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -416,8 +416,8 @@ class Grounding(Adaptable):
         # The batch's claims in one matrix: one model call for every response (the max and mean of
         # its claims' features, as response_features) and one for every claim, and no numpy call
         # per event (small arrays cost a microsecond or more each: 35 -> 23 µs per demo event).
-        response_scores: list[float] = []
-        claim_scores: list[float] = []
+        response_scores: Iterator[float] = iter([])
+        claim_scores: Iterator[float] = iter([])
         if judged:
             values = np.array([v for _, (claims, _, _) in judged for *_, v in claims], dtype=np.float64)
             counts = np.array([len(claims) for _, (claims, _, _) in judged])
@@ -425,14 +425,14 @@ class Grounding(Adaptable):
             novel = np.array([n for _, (_, _, n) in judged], dtype=np.float64)[:, None]
             responses = np.hstack([np.maximum.reduceat(values, starts), np.add.reduceat(values, starts) / counts[:, None],
                                    novel])
-            response_scores = np.asarray(self.response_probabilities(responses, adapter)).tolist()
+            response_scores = iter(np.asarray(self.response_probabilities(responses, adapter)).tolist())
             # A claim alone: the response model applied to a one-claim response.
-            claim_scores = self.model.probabilities(np.hstack([values, values, np.repeat(novel, counts, axis=0)])).tolist()
+            claim_scores = iter(self.model.probabilities(np.hstack([values, values, np.repeat(novel, counts, axis=0)]))
+                                .tolist())
         items = [(claim, _passages(event.context), event.input)
                  for event, (claims, _, _) in judged for claim, *_ in claims] if self.backend else []
         supports = iter(self.backend.support(items) if self.backend and items else [])
         rows = []
-        responses_seen = claims_seen = 0
         for event, c in checked:
             if c is None:
                 rows.append(self._row(event, version, None, NOT_APPLICABLE, {"reason": "no retrieved context"}))
@@ -441,12 +441,9 @@ class Grounding(Adaptable):
             if not claims:
                 rows.append(self._row(event, version, 0.0, "empty"))
                 continue
-            per_claim = claim_scores[claims_seen : claims_seen + len(claims)]
-            claims_seen += len(claims)
             doubts = [1.0 - float(next(supports)) for _ in claims] if self.backend else [0.0] * len(claims)
-            per_claim = [1.0 - (1.0 - p) * (1.0 - doubt) for p, doubt in zip(per_claim, doubts)]
-            score = 1.0 - (1.0 - response_scores[responses_seen]) * (1.0 - max(doubts))
-            responses_seen += 1
+            per_claim = [1.0 - (1.0 - next(claim_scores)) * (1.0 - doubt) for doubt in doubts]
+            score = 1.0 - (1.0 - next(response_scores)) * (1.0 - max(doubts))
             unsupported = [
                 {"claim": claim, "missing": missing[:10], "p_unsupported": round(p, 3)}
                 | ({"entailment": round(1.0 - doubt, 3)} if self.backend else {})
